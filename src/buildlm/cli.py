@@ -1,0 +1,57 @@
+"""The ``buildlm`` command.
+
+Each subcommand lives beside the code it drives (``buildlm.tokenizer.cli`` for
+``buildlm tokenizer ...``, ``buildlm.train.cli`` for ``buildlm train`` ...) and exposes
+``main(argv: list[str]) -> None``. This file only dispatches, imports the subcommand lazily (so
+``buildlm --help`` is instant and a tokenizer command never imports torch), and turns the errors
+a user can cause into one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from buildlm.errors import USER_ERRORS
+
+# name -> (module that holds ``main``, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "tokenizer": ("buildlm.tokenizer.cli", "train a BPE tokenizer, encode and decode text"),
+    "prepare": ("buildlm.data.cli", "tokenize text files or bundled corpora into memmap shards"),
+    "train": ("buildlm.train.cli", "pretrain a GPT (no arguments: a small model on Shakespeare)"),
+    "generate": ("buildlm.infer.cli", "generate text from a checkpoint directory"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: buildlm <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`buildlm <command> --help` shows a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return
+    if argv[0] == "--version":
+        from buildlm import __version__
+
+        print(f"buildlm {__version__}")
+        return
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"buildlm: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        raise SystemExit(2)
+    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        module.main(rest)
+    except USER_ERRORS as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"buildlm {name}: error: {message}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print(f"buildlm {name}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -1,0 +1,1 @@
+"""buildlm.viz."""
