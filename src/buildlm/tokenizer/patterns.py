@@ -73,7 +73,9 @@ def resolve_pattern(pattern: str) -> str:
     if pattern in PATTERNS:
         return PATTERNS[pattern]
     if not pattern:
-        raise ValueError(f"empty pre-tokenization pattern; use one of {sorted(PATTERNS)} or a regex")
+        raise ValueError(
+            f"empty pre-tokenization pattern; use one of {sorted(PATTERNS)} or a regex"
+        )
     try:
         regex.compile(pattern)
     except regex.error as err:
