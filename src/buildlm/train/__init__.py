@@ -1,1 +1,25 @@
-"""buildlm.train."""
+"""Stage 6 of the learning path: pretraining.
+
+- ``config.py``: ``TrainConfig``, ``DataConfig``, ``TokenizerConfig`` (the ``--train.*`` ... flags);
+- ``optim.py``: AdamW parameter groups and the warmup + cosine learning-rate schedule;
+- ``trainer.py``: the training loop (:class:`Trainer`);
+- ``checkpoint.py``: atomic checkpoint folders, exact resumption, loading for inference;
+- ``metrics.py``: loss, perplexity, bits per byte, MFU, CSV/TensorBoard logging, loss plots;
+- ``baselines.py``: the uniform, unigram and bigram losses a model must beat;
+- ``run.py``: a whole run from raw text (what ``buildlm train`` does).
+"""
+
+from buildlm.train.checkpoint import load_checkpoint, save_checkpoint
+from buildlm.train.config import DataConfig, TokenizerConfig, TrainConfig
+from buildlm.train.trainer import TrainData, Trainer, TrainResult
+
+__all__ = [
+    "DataConfig",
+    "TokenizerConfig",
+    "TrainConfig",
+    "TrainData",
+    "TrainResult",
+    "Trainer",
+    "load_checkpoint",
+    "save_checkpoint",
+]

@@ -1,0 +1,359 @@
+"""Text files -> token shards on disk, streamed, in parallel, for corpora larger than memory.
+
+Training reads token ids millions of times, so we tokenize once and store the ids as a flat
+binary array (``train.bin``, ``val.bin``) that ``numpy.memmap`` maps straight from disk: a batch
+touches only its own windows, never the whole file. Ids are stored as ``uint16`` when the vocabulary
+fits (<= 65,536 ids; half the disk and page cache of ``uint32``), else ``uint32``.
+
+How the text is cut, and why it is safe:
+
+- every source (a file, or one work of a bundled corpus) is a *document*; each document ends
+  with ``<|endoftext|>`` so the model learns where texts stop;
+- the last ``val_fraction`` of each document's bytes goes to the validation split, so every
+  source is represented in both splits and the val text is never seen in training;
+- documents are read in blocks of a few MB, each tokenized by a worker process. A block only
+  ever ends just after a newline that is followed by a printable non-space ASCII character.
+  The GPT-2, cl100k and o200k pre-tokenization regexes never build a chunk across such a spot,
+  and BPE never merges across chunks, so tokenizing the blocks separately gives exactly the
+  ids of tokenizing the whole document at once.
+
+Outputs are written into a temporary folder and renamed into place, ``manifest.json`` last:
+a folder with a manifest is always complete.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from buildlm.data.corpora import corpus_documents, is_corpus_name, list_corpora
+
+MANIFEST = "manifest.json"
+TOKENIZER_FILE = "tokenizer.json"
+EOT = "<|endoftext|>"
+# A newline followed by a printable, non-space ASCII character: a safe place to cut the text.
+_SAFE_CUT = re.compile(rb"\n[\x21-\x7e]")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One document: a file on disk, or a text held in memory (a work of a bundled corpus)."""
+
+    name: str
+    path: str | None = None
+    data: bytes | None = None
+
+    def open(self) -> io.BufferedIOBase:
+        return open(self.path, "rb") if self.path is not None else io.BytesIO(self.data)
+
+    def size(self) -> int:
+        return os.path.getsize(self.path) if self.path is not None else len(self.data)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A block of one document's bytes, ``[start, end)``, to tokenize for one split."""
+
+    source: Source
+    split: str
+    start: int
+    end: int
+    last: bool  # the last block of this document in this split: append <|endoftext|>
+
+
+def resolve_inputs(inputs: Sequence[str | os.PathLike]) -> list[Source]:
+    """Files, folders (their ``*.txt`` files, sorted) and bundled corpus names -> documents."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    sources: list[Source] = []
+    for item in inputs:
+        if is_corpus_name(item):
+            for name, text in corpus_documents(str(item)).items():
+                sources.append(Source(f"{item}/{name}", data=text.encode("utf-8")))
+            continue
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+            if not files:
+                raise FileNotFoundError(f"folder {str(path)!r} holds no *.txt files to prepare")
+            sources += [Source(str(p), path=str(p)) for p in files]
+        elif path.is_file():
+            sources.append(Source(str(path), path=str(path)))
+        else:
+            raise FileNotFoundError(
+                f"input {str(item)!r} is neither a file, a folder, nor a bundled corpus "
+                f"({', '.join(list_corpora())})"
+            )
+    if not sources:
+        raise ValueError("no inputs given; pass files, folders or a bundled corpus name")
+    return sources
+
+
+def safe_cut(f: io.BufferedIOBase, pos: int, size: int) -> int:
+    """The first safe cut at or after byte ``pos`` (see the module docstring), or ``size``."""
+    if pos <= 0:
+        return 0
+    offset = pos - 1  # the newline may sit just before pos
+    tail = b""
+    while offset < size:
+        f.seek(offset)
+        block = f.read(1 << 16)
+        if not block:
+            break
+        match = _SAFE_CUT.search(tail + block)
+        if match is not None:
+            return min(offset - len(tail) + match.start() + 1, size)
+        tail = block[-1:]
+        offset += len(block)
+    return size
+
+
+def plan_pieces(sources: Sequence[Source], val_fraction: float, block_bytes: int) -> list[Piece]:
+    """Cut every document into train and val blocks at safe places."""
+    pieces: list[Piece] = []
+    for source in sources:
+        size = source.size()
+        with source.open() as f:
+            split_at = safe_cut(f, round(size * (1.0 - val_fraction)), size) if val_fraction else size
+            for split, lo, hi in (("train", 0, split_at), ("val", split_at, size)):
+                if hi <= lo:
+                    continue
+                cuts = [lo]
+                while cuts[-1] < hi:
+                    nxt = safe_cut(f, cuts[-1] + block_bytes, hi) if cuts[-1] + block_bytes < hi else hi
+                    cuts.append(nxt)
+                for i, (a, b) in enumerate(pairwise(cuts)):
+                    pieces.append(Piece(source, split, a, b, last=i == len(cuts) - 2))
+    return pieces
+
+
+# --- the worker side: each process holds one tokenizer --------------------------------------
+
+_WORKER_TOKENIZER: Any = None
+
+
+def _init_worker(tokenizer: Any) -> None:
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = tokenizer
+
+
+def _read_piece(piece: Piece) -> str:
+    with piece.source.open() as f:
+        f.seek(piece.start)
+        raw = f.read(piece.end - piece.start)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{piece.source.name} is not UTF-8 text (bad byte at offset {piece.start + err.start}); "
+            "convert it to UTF-8 first"
+        ) from None
+
+
+def _encode_piece(piece: Piece, tokenizer: Any = None) -> tuple[np.ndarray, int]:
+    tokenizer = tokenizer if tokenizer is not None else _WORKER_TOKENIZER
+    text = _read_piece(piece)
+    ids = np.asarray(tokenizer.encode_ordinary(text), dtype=np.uint32)
+    return ids, piece.end - piece.start
+
+
+# --- the main side -------------------------------------------------------------------------
+
+
+def load_tokenizer(spec: Any) -> Any:
+    """A Tokenizer from ``"gpt2"``, a ``tokenizer.json`` path, or a Tokenizer (returned as is)."""
+    if not isinstance(spec, (str, os.PathLike)):
+        return spec
+    from buildlm.tokenizer import Tokenizer
+
+    if str(spec) == "gpt2":
+        return Tokenizer.pretrained("gpt2")
+    path = Path(spec)
+    if path.is_dir():
+        path = path / TOKENIZER_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"tokenizer {str(spec)!r} not found; pass 'gpt2' or a tokenizer.json written by "
+            "`buildlm tokenizer train`"
+        )
+    return Tokenizer.load(path)
+
+
+def eot_id(tokenizer: Any) -> int:
+    """The id of ``<|endoftext|>``; a tokenizer without it cannot separate documents."""
+    special = getattr(tokenizer, "special_tokens", None)
+    if isinstance(special, dict) and EOT in special:
+        return int(special[EOT])
+    try:
+        ids = tokenizer.encode(EOT, allowed_special="all")
+    except (ValueError, KeyError):
+        ids = []
+    if len(ids) != 1:
+        raise ValueError(
+            f"the tokenizer has no {EOT} special token to separate documents; train it with "
+            f"special_tokens=('{EOT}',)"
+        )
+    return int(ids[0])
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits in 16 bits, else uint32."""
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+def _encoded(pieces: list[Piece], tokenizer: Any, num_workers: int) -> Iterator[tuple[np.ndarray, int]]:
+    if num_workers <= 1 or len(pieces) <= 1:
+        for piece in pieces:
+            yield _encode_piece(piece, tokenizer)
+        return
+    with ProcessPoolExecutor(num_workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
+        yield from pool.map(_encode_piece, pieces, chunksize=1)
+
+
+def prepare_shards(
+    inputs: Sequence[str | os.PathLike] | str,
+    tokenizer: Any,
+    out_dir: str | os.PathLike,
+    val_fraction: float = 0.1,
+    num_workers: int | None = None,
+    block_bytes: int = 4 << 20,
+    progress: bool = True,
+) -> dict:
+    """Tokenize ``inputs`` into ``out_dir/{train,val}.bin`` + ``manifest.json`` + ``tokenizer.json``.
+
+    Returns the manifest. ``tokenizer`` is ``"gpt2"``, a ``tokenizer.json`` path or a Tokenizer.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if block_bytes < 1:
+        raise ValueError(f"block_bytes must be positive, got {block_bytes}")
+    tokenizer_spec = str(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else "object"
+    tokenizer = load_tokenizer(tokenizer)
+    sources = resolve_inputs(inputs)
+    eot = eot_id(tokenizer)
+    dtype = token_dtype(tokenizer.vocab_size)
+    pieces = plan_pieces(sources, val_fraction, block_bytes)
+    if num_workers is None:
+        num_workers = min(os.cpu_count() or 1, len(pieces))
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        splits = ("train", "val")
+        stats = {s: {"file": f"{s}.bin", "tokens": 0, "bytes": 0, "documents": 0} for s in splits}
+        with ExitStack() as stack:
+            files = {s: stack.enter_context(open(tmp / f"{s}.bin", "wb")) for s in splits}
+            bar = stack.enter_context(_progress_bar(sum(s.size() for s in sources), progress))
+            encoded = _encoded(pieces, tokenizer, num_workers)
+            for piece, (ids, n_bytes) in zip(pieces, encoded, strict=True):
+                if piece.last:
+                    ids = np.append(ids, np.uint32(eot))
+                    stats[piece.split]["documents"] += 1
+                files[piece.split].write(ids.astype(dtype).tobytes())
+                stats[piece.split]["tokens"] += int(ids.size)
+                stats[piece.split]["bytes"] += n_bytes
+                bar.update(n_bytes)
+        if stats["train"]["tokens"] == 0:
+            raise ValueError("the inputs hold no text to train on")
+        if val_fraction > 0 and stats["val"]["tokens"] == 0:
+            raise ValueError(
+                f"val_fraction={val_fraction} left the validation split empty (no line break to "
+                "cut the text at); use a larger val_fraction or longer, multi-line inputs"
+            )
+        tokenizer.save(tmp / TOKENIZER_FILE)
+        manifest = {
+            "format": "buildlm-shards",
+            "version": 1,
+            "dtype": dtype.name,
+            "vocab_size": int(tokenizer.vocab_size),
+            "eot_id": eot,
+            "tokenizer": TOKENIZER_FILE,
+            "tokenizer_source": tokenizer_spec,
+            "val_fraction": val_fraction,
+            "splits": stats,
+            "sources": [{"name": s.name, "bytes": s.size()} for s in sources],
+        }
+        _write_json(tmp / MANIFEST, manifest)
+        out_dir.mkdir(exist_ok=True)
+        (out_dir / MANIFEST).unlink(missing_ok=True)  # the folder is incomplete until the end
+        for name in (*(f"{s}.bin" for s in splits), TOKENIZER_FILE, MANIFEST):
+            os.replace(tmp / name, out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not enabled)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_manifest(data_dir: str | os.PathLike) -> dict:
+    """The manifest of a prepared data folder; a clear error when the folder is not one."""
+    path = Path(data_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} not found: {str(data_dir)!r} is not a prepared data folder; run "
+            "`buildlm prepare --input ... --out DIR` first"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest["splits"], manifest["dtype"]  # noqa: B018 - check the keys exist
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{str(path)!r} is not a valid shard manifest ({err}); run prepare again") from None
+    return manifest
+
+
+def load_split(data_dir: str | os.PathLike, split: str = "train") -> np.ndarray:
+    """The token ids of one split as a read-only memmap (no data is read until used)."""
+    manifest = load_manifest(data_dir)
+    if split not in manifest["splits"]:
+        raise ValueError(f"split {split!r} not in {str(data_dir)!r}; have {sorted(manifest['splits'])}")
+    info = manifest["splits"][split]
+    path = Path(data_dir) / info["file"]
+    dtype = np.dtype(manifest["dtype"])
+    expected = info["tokens"] * dtype.itemsize
+    actual = path.stat().st_size if path.is_file() else -1
+    if actual != expected:
+        raise ValueError(
+            f"{str(path)!r} holds {actual} bytes but the manifest says {expected}; the shard is "
+            "truncated or was replaced; run `buildlm prepare` again"
+        )
+    if info["tokens"] == 0:
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+def iter_documents(tokens: Iterable[int], eot: int) -> Iterator[list[int]]:
+    """Split a token stream back into documents at ``<|endoftext|>`` (for inspection and tests)."""
+    doc: list[int] = []
+    for t in tokens:
+        if int(t) == eot:
+            yield doc
+            doc = []
+        else:
+            doc.append(int(t))
+    if doc:
+        yield doc

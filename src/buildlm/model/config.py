@@ -1,0 +1,216 @@
+"""ModelConfig: every architectural choice of the network, in one dataclass.
+
+One `GPT` class covers GPT-2 and Llama/Qwen-style networks: the differences between those
+families are a handful of switches (which norm, where it sits, how positions enter, which MLP,
+how many key/value heads, biases or not, tied head or not). Keeping them as plain fields makes
+the differences visible in one place and lets a checkpoint's ``config.json`` rebuild the exact
+network with ``ModelConfig.from_dict``.
+
+Presets name well-known shapes (``gpt2-124m`` ... ``gpt2-1558m``) and two CPU-friendly sizes
+(``tiny`` ~1M and ``small`` ~10M parameters) for learning on a laptop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+NORMS = ("layernorm", "rmsnorm")
+POSITIONS = ("learned", "sinusoidal", "rope")
+MLPS = ("gelu", "swiglu")
+NORM_PLACEMENTS = ("pre", "post")
+ATTENTIONS = ("sdpa", "manual")
+
+
+def swiglu_hidden_size(d_model: int, multiple_of: int = 256) -> int:
+    """The Llama rule for the SwiGLU hidden width.
+
+    A GELU MLP has two matrices of size d_model x 4*d_model. SwiGLU has three, so Llama shrinks
+    the hidden width to 2/3 of 4*d_model to keep the parameter count about the same, then rounds
+    up to a multiple of 256 so the matmuls tile well on hardware.
+    """
+    hidden = int(2 * (4 * d_model) / 3)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+def _gpt2(d_model: int, n_layers: int, n_heads: int) -> dict[str, Any]:
+    return dict(
+        vocab_size=50257,
+        context_length=1024,
+        d_model=d_model,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        bias=True,
+        norm="layernorm",
+        norm_eps=1e-5,
+        position="learned",
+        mlp="gelu",
+        tie_embeddings=True,
+    )
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "gpt2-124m": _gpt2(768, 12, 12),
+    "gpt2-355m": _gpt2(1024, 24, 16),
+    "gpt2-774m": _gpt2(1280, 36, 20),
+    "gpt2-1558m": _gpt2(1600, 48, 25),
+    # ~1M parameters: trains in minutes on a laptop CPU (GPT-2 architecture, small vocabulary).
+    "tiny": dict(
+        vocab_size=1024, context_length=256, d_model=128, n_layers=4, n_heads=4, bias=True
+    ),
+    # ~10M non-embedding parameters: Shakespeare-sized experiments on CPU.
+    "small": dict(
+        vocab_size=2048, context_length=256, d_model=384, n_layers=6, n_heads=6, bias=True
+    ),
+    # A Llama-style network: RoPE, RMSNorm, SwiGLU, grouped-query attention, no biases, untied.
+    "llama-small": dict(
+        vocab_size=32000,
+        context_length=1024,
+        d_model=512,
+        n_layers=8,
+        n_heads=8,
+        n_kv_heads=2,
+        bias=False,
+        norm="rmsnorm",
+        norm_eps=1e-5,
+        position="rope",
+        rope_theta=10000.0,
+        mlp="swiglu",
+        tie_embeddings=False,
+    ),
+}
+
+
+@dataclass
+class ModelConfig:
+    """The shape and the architectural switches of a decoder-only transformer.
+
+    ``n_kv_heads=None`` means one key/value head per query head (ordinary multi-head attention);
+    fewer key/value heads give grouped-query attention (GQA), one gives multi-query attention.
+    ``d_ff=None`` picks 4*d_model for the GELU MLP and the Llama rule for SwiGLU.
+    ``dropout`` is used on the embeddings, on the attention weights and on each residual branch.
+    ``attention="manual"`` runs the explicit softmax(QK^T/sqrt(d))V code (slower, can return the
+    weights); ``"sdpa"`` calls PyTorch's fused kernel.
+    """
+
+    vocab_size: int = 50257
+    context_length: int = 1024
+    d_model: int = 768
+    n_layers: int = 12
+    n_heads: int = 12
+    n_kv_heads: int | None = None
+    d_ff: int | None = None
+    dropout: float = 0.0
+    bias: bool = True
+    norm: str = "layernorm"
+    norm_eps: float = 1e-5
+    position: str = "learned"
+    rope_theta: float = 10000.0
+    mlp: str = "gelu"
+    norm_placement: str = "pre"
+    tie_embeddings: bool = True
+    qk_norm: bool = False
+    attention: str = "sdpa"
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("n_kv_heads", "d_ff"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value <= 0
+            ):
+                raise ValueError(
+                    f"ModelConfig.{name} must be a positive integer or None (automatic), "
+                    f"got {value!r}"
+                )
+        for name, allowed in (
+            ("norm", NORMS),
+            ("position", POSITIONS),
+            ("mlp", MLPS),
+            ("norm_placement", NORM_PLACEMENTS),
+            ("attention", ATTENTIONS),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(
+                    f"unknown ModelConfig.{name} {value!r}; choose one of: {', '.join(allowed)}"
+                )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.norm_eps <= 0:
+            raise ValueError(f"ModelConfig.norm_eps must be positive, got {self.norm_eps!r}")
+        if self.init_std <= 0:
+            raise ValueError(f"ModelConfig.init_std must be positive, got {self.init_std!r}")
+        if self.rope_theta <= 0:
+            raise ValueError(f"ModelConfig.rope_theta must be positive, got {self.rope_theta!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; each head "
+                f"gets d_model/n_heads dimensions, so pick n_heads dividing {self.d_model}"
+            )
+        if self.n_heads % self.kv_heads:
+            raise ValueError(
+                f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.kv_heads}; each "
+                "key/value head serves a whole group of query heads, so pick a divisor of n_heads"
+            )
+        if self.position == "rope" and self.head_dim % 2:
+            raise ValueError(
+                f"RoPE rotates pairs of dimensions and needs an even head_dim, got "
+                f"head_dim={self.head_dim} (d_model={self.d_model} / n_heads={self.n_heads})"
+            )
+        if self.position == "sinusoidal" and self.d_model % 2:
+            raise ValueError(
+                f"sinusoidal positions pair sin/cos and need an even d_model, got {self.d_model}"
+            )
+
+    # ---- derived sizes -------------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        """Dimensions per attention head (d_model / n_heads)."""
+        return self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """Number of key/value heads actually used (n_kv_heads, or n_heads when None)."""
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+
+    @property
+    def ff_dim(self) -> int:
+        """Hidden width of the MLP actually used (d_ff, or the default for the MLP kind)."""
+        if self.d_ff is not None:
+            return self.d_ff
+        return 4 * self.d_model if self.mlp == "gelu" else swiglu_hidden_size(self.d_model)
+
+    # ---- presets and serialisation -------------------------------------------------------
+    @staticmethod
+    def presets() -> list[str]:
+        """Names accepted by `ModelConfig.preset`."""
+        return list(PRESETS)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> ModelConfig:
+        """A named configuration, with any field overridden (``preset("tiny", dropout=0.1)``)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        return cls.from_dict({**PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (what a checkpoint stores in config.json)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Rebuild a config from `to_dict` output; unknown keys are an error, not silently dropped."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown ModelConfig field(s) {', '.join(map(repr, unknown))}; "
+                f"valid fields: {', '.join(sorted(known))}"
+            )
+        return cls(**d)

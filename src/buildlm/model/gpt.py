@@ -1,0 +1,171 @@
+"""The GPT model: token ids in, next-token logits out.
+
+    ids (B, T) -> token embedding (+ position embedding) -> dropout
+               -> n_layers x Block (attention + MLP, residual)
+               -> final norm -> LM head -> logits (B, T, vocab_size)
+
+Logit t is the model's prediction for token t+1; the trainer turns logits into a loss with
+cross-entropy (the model itself knows nothing about losses or optimisers).
+
+One class covers GPT-2 and Llama/Qwen-style networks through `ModelConfig` switches. With
+``tie_embeddings`` the LM head reuses the token-embedding matrix (GPT-2 does this: it saves
+V x d parameters, 38.6M at GPT-2 small, and reading and writing tokens share one vocabulary of
+vectors). A tied model has no separate ``lm_head`` parameter at all, so the state dict holds the
+matrix once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from buildlm.model.attention import KVCache
+from buildlm.model.block import Block
+from buildlm.model.config import ModelConfig
+from buildlm.model.norm import make_norm
+from buildlm.model.position import (
+    LearnedPositionalEmbedding,
+    RotaryEmbedding,
+    SinusoidalPositionalEmbedding,
+)
+
+
+class GPT(nn.Module):
+    """A decoder-only transformer language model built from a `ModelConfig`."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos_emb: nn.Module | None = None
+        self.rope: RotaryEmbedding | None = None
+        if config.position == "learned":
+            self.pos_emb = LearnedPositionalEmbedding(config.context_length, config.d_model)
+        elif config.position == "sinusoidal":
+            self.pos_emb = SinusoidalPositionalEmbedding(config.context_length, config.d_model)
+        else:
+            self.rope = RotaryEmbedding(config.head_dim, config.context_length, config.rope_theta)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
+        # Post-LN blocks already end with a norm, so only pre-LN needs a final one.
+        self.norm = (
+            make_norm(config.norm, config.d_model, config.norm_eps, bias=config.bias)
+            if config.norm_placement == "pre"
+            else nn.Identity()
+        )
+        self.lm_head = (
+            None
+            if config.tie_embeddings
+            else nn.Linear(config.d_model, config.vocab_size, bias=False)
+        )
+        self.reset_parameters()
+
+    # ---- initialisation -------------------------------------------------------------------
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """GPT-2 initialisation.
+
+        Every weight matrix and embedding is drawn from N(0, init_std^2) with init_std=0.02, and
+        biases start at zero. The output projections that write into the residual stream (the
+        attention ``proj`` and the MLP's last layer) are scaled down by 1/sqrt(2 * n_layers):
+        each block adds two such contributions to the stream, and without the scaling the
+        stream's variance would grow with depth.
+        """
+        std = self.config.init_std
+        residual_std = std / math.sqrt(2 * self.config.n_layers)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                s = residual_std if getattr(module, "residual_projection", False) else std
+                nn.init.normal_(module.weight, mean=0.0, std=s)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.Embedding, LearnedPositionalEmbedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+
+    # ---- forward --------------------------------------------------------------------------
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Token ids (B, T) -> logits (B, T, vocab_size).
+
+        With a ``cache`` (see `buildlm.model.attention.KVCache`), ``idx`` holds only the new
+        tokens and positions continue from ``cache.offset``.
+        """
+        logits, _ = self._run(idx, cache, need_weights=False)
+        return logits
+
+    def get_attention_weights(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """The attention weights of every layer for ``idx``: a list of (B, n_heads, T, T).
+
+        Runs the explicit attention formula (whatever ``config.attention`` says) so the weights
+        exist; for visualising what each head attends to.
+        """
+        _, weights = self._run(idx, None, need_weights=True)
+        return weights
+
+    def _run(
+        self, idx: torch.Tensor, cache: KVCache | None, need_weights: bool
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if idx.dim() != 2:
+            raise ValueError(f"expected token ids of shape (batch, time), got {tuple(idx.shape)}")
+        _, t = idx.shape
+        offset = 0 if cache is None else cache.offset
+        if offset + t > self.config.context_length:
+            raise ValueError(
+                f"sequence of {offset + t} tokens exceeds context_length="
+                f"{self.config.context_length}; crop the input to the last "
+                f"{self.config.context_length} tokens"
+            )
+        x = self.tok_emb(idx)  # (B, T, d_model)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(t, offset)  # (T, d_model) broadcast over the batch
+        x = self.drop(x)
+        weights: list[torch.Tensor] = []
+        for block in self.blocks:
+            x, w = block(x, self.rope, cache, offset, need_weights)
+            if w is not None:
+                weights.append(w)
+        x = self.norm(x)
+        if self.lm_head is None:  # tied: score each token vector against every embedding
+            return F.linear(x, self.tok_emb.weight), weights  # (B, T, vocab_size)
+        return self.lm_head(x), weights  # (B, T, vocab_size)
+
+    # ---- accounting -----------------------------------------------------------------------
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Number of parameters (a tied matrix counts once).
+
+        ``non_embedding=True`` leaves out the token-embedding table and learned position
+        embeddings, the convention of the scaling-law papers (an untied LM head is kept: it is a
+        real matmul).
+        """
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.tok_emb.weight.numel()
+            if isinstance(self.pos_emb, LearnedPositionalEmbedding):
+                n -= self.pos_emb.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs per token (forward + backward) at ``seq_len`` (default context_length).
+
+        The PaLM / nanoGPT MFU estimate: 6N + 12 * n_layers * d_attn * T, where
+        - N counts the weights that take part in a matmul (every Linear weight plus the LM
+          head, counted even when it is tied; embedding look-ups, norms and biases are not
+          matmuls). A matmul with N weights costs 2N FLOPs per token forward (multiply + add)
+          and 4N backward (gradients for the inputs and for the weights): 6N in all.
+        - the attention term: per layer and token, Q K^T and (weights x V) each cost
+          2 * T * d_attn forward, so 4 * T * d_attn, times 3 for forward + backward.
+          d_attn = n_heads * head_dim. The causal mask halves the useful work, but the
+          convention counts the full T x T product.
+        """
+        t = self.config.context_length if seq_len is None else seq_len
+        n = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
+        if self.lm_head is None:
+            n += self.tok_emb.weight.numel()
+        d_attn = self.config.n_heads * self.config.head_dim
+        return 6 * n + 12 * self.config.n_layers * d_attn * t
+
+    @property
+    def device(self) -> torch.device:
+        return self.tok_emb.weight.device

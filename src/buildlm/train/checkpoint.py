@@ -1,0 +1,262 @@
+"""Checkpoints: everything needed to use a model, and everything needed to resume its training.
+
+A checkpoint is a folder::
+
+    config.json          model config (rebuilds the network) + train/data/tokenizer settings
+    model.safetensors    the weights: a flat, safe format (no pickle, no code runs on load)
+    tokenizer.json       the tokenizer, so the folder alone turns text into ids and back
+    trainer_state.pt     optimizer moments, step, data position, random number generator states
+
+Exact resumption needs *all* of the last file: the AdamW moments (or the next updates differ),
+the data position (or the batches differ) and the RNG states (or dropout masks differ). RNG
+states are stored as plain tensors and lists so that ``torch.load(weights_only=True)`` (which
+refuses arbitrary pickled objects, so a downloaded checkpoint cannot run code) reads them.
+
+Writing is atomic: the files go into a temporary folder beside the final one, which is renamed
+into place only when complete. A crash mid-save leaves the previous checkpoints untouched, and
+a folder named ``step-*`` is always whole. The last ``keep`` checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+TOKENIZER = "tokenizer.json"
+TRAINER_STATE = "trainer_state.pt"
+CHECKPOINTS = "checkpoints"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+# --- weights --------------------------------------------------------------------------------
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Write the model's state dict to ``path`` as safetensors.
+
+    safetensors stores each tensor once and refuses two names for one memory block, which is
+    what tied weights are (the output head *is* the token embedding). We store the first name
+    and record the others as aliases in the file's metadata.
+    """
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for name, t in model.state_dict().items():
+        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), t.shape, t.stride())
+        if key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        tensors[name] = t.detach().to("cpu").contiguous()
+    save_file(tensors, str(path), metadata={"format": "pt", "aliases": json.dumps(aliases)})
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load :func:`save_weights` output into ``model`` (names and shapes must match exactly)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+    except Exception as err:  # safetensors raises its own error types for bad files
+        raise ValueError(
+            f"{str(path)!r} is truncated or not a safetensors file ({err}); the checkpoint is "
+            "damaged: use an earlier checkpoint or train again"
+        ) from None
+    for alias, name in json.loads(metadata.get("aliases", "{}")).items():
+        tensors[alias] = tensors[name]
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{str(path)!r} does not fit this model: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}; was it saved from a different config.json?"
+        )
+    for name, t in tensors.items():
+        if t.shape != expected[name].shape:
+            raise ValueError(
+                f"{str(path)!r}: {name} has shape {tuple(t.shape)}, the model expects "
+                f"{tuple(expected[name].shape)}"
+            )
+    model.load_state_dict(tensors, strict=True)
+
+
+# --- random number generators ---------------------------------------------------------------
+
+
+def capture_rng() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and CUDA) generator states, as weights_only-loadable values."""
+    version, mt, gauss = random.getstate()
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, torch.tensor(mt, dtype=torch.int64), gauss],
+        "numpy": [torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Put back the states :func:`capture_rng` recorded."""
+    version, mt, gauss = state["python"]
+    random.setstate((int(version), tuple(int(v) for v in mt.tolist()), gauss))
+    keys, pos, has_gauss, gauss_np = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, gauss_np))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- checkpoint folders ---------------------------------------------------------------------
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    step: int,
+    model: nn.Module,
+    config: dict[str, Any],
+    tokenizer: Any = None,
+    trainer_state: dict[str, Any] | None = None,
+    keep: int = 2,
+) -> Path:
+    """Write ``run_dir/checkpoints/step-XXXXXXX`` atomically and keep the newest ``keep``.
+
+    ``config`` is the JSON-ready dict for config.json; it must hold ``"model"`` (the
+    ModelConfig as a dict). Returns the checkpoint folder.
+    """
+    if "model" not in config:
+        raise ValueError("config.json needs the model config under 'model'")
+    parent = Path(run_dir) / CHECKPOINTS
+    parent.mkdir(parents=True, exist_ok=True)
+    final = parent / f"step-{step:07d}"
+    tmp = parent / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        _write_json(tmp / CONFIG, {**config, "step": step})
+        save_weights(model, tmp / WEIGHTS)
+        if tokenizer is not None:
+            tokenizer.save(tmp / TOKENIZER)
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / TRAINER_STATE)
+        if final.exists():  # re-saving a step: swap the old folder out, then drop it
+            old = parent / f".old-{final.name}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """The complete checkpoint folders of a run, oldest first."""
+    parent = Path(run_dir) / CHECKPOINTS
+    if not parent.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in parent.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder from itself or from a run folder (its newest checkpoint)."""
+    path = Path(path)
+    if (path / CONFIG).is_file():
+        return path
+    if path.is_dir():
+        found = list_checkpoints(path)
+        if found:
+            return found[-1]
+        raise FileNotFoundError(
+            f"{str(path)!r} holds no checkpoint (no {CONFIG}, no {CHECKPOINTS}/step-*); pass a "
+            "run folder written by `buildlm train` or one of its checkpoint folders"
+        )
+    raise FileNotFoundError(f"checkpoint or run folder {str(path)!r} not found")
+
+
+def read_config(ckpt: str | os.PathLike) -> dict[str, Any]:
+    """The parsed config.json of a checkpoint folder."""
+    path = Path(ckpt) / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} not found; not a checkpoint folder")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is damaged ({err}); use an earlier checkpoint") from None
+    if not isinstance(config, dict) or "model" not in config:
+        raise ValueError(f"{str(path)!r} has no 'model' section; not a buildlm checkpoint")
+    return config
+
+
+def load_trainer_state(ckpt: str | os.PathLike) -> dict[str, Any]:
+    """``trainer_state.pt``, read with ``weights_only=True``."""
+    path = Path(ckpt) / TRAINER_STATE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} not found: this checkpoint holds only weights and cannot be resumed"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, bad pickle, ...
+        raise ValueError(
+            f"{str(path)!r} is truncated or damaged ({type(err).__name__}); resume from an earlier "
+            "checkpoint"
+        ) from None
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A model ready for inference, its tokenizer and its config.json."""
+
+    model: nn.Module
+    tokenizer: Any
+    config: dict[str, Any]
+    path: Path
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model of a checkpoint (or a run's newest one) in eval mode, with its tokenizer."""
+    from buildlm.model import GPT, ModelConfig
+
+    ckpt = resolve_checkpoint(path)
+    config = read_config(ckpt)
+    model_config = ModelConfig.from_dict(config["model"])
+    model = GPT(model_config)
+    load_weights(model, ckpt / WEIGHTS)
+    model.to(device).eval()
+    tokenizer = None
+    if (ckpt / TOKENIZER).is_file():
+        from buildlm.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer.load(ckpt / TOKENIZER)
+    return LoadedCheckpoint(model, tokenizer, config, ckpt)

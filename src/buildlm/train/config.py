@@ -1,0 +1,157 @@
+"""The training run's settings as dataclasses: what to train on, with which tokenizer, how.
+
+``buildlm train`` exposes these (and the model's fields) through jsonargparse, so a YAML file
+under ``configs/`` and command-line flags (``--train.max_steps 100 --model.preset small``) set
+the same fields, and ``--help`` lists them with their defaults. The defaults are the zero-argument
+run: a BPE tokenizer and a small GPT trained on the bundled Shakespeare in about five minutes
+on a two-core CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class DataConfig:
+    """Where the tokens come from.
+
+    Args:
+        inputs: files, folders of *.txt files or bundled corpus names (shakespeare, the-verdict),
+            tokenized before training (cached under <out_dir>/data-cache).
+        prepared_dir: a `buildlm prepare` output folder to train on instead (its tokenizer is used).
+        val_fraction: share of each document (its end) held out for validation.
+        num_workers: tokenizer processes (default: one per CPU core).
+    """
+
+    inputs: list[str] = field(default_factory=lambda: ["shakespeare"])
+    prepared_dir: str | None = None
+    val_fraction: float = 0.1
+    num_workers: int | None = None
+
+
+@dataclass
+class TokenizerConfig:
+    """Which tokenizer turns the inputs into ids.
+
+    Args:
+        name: "bpe" trains a byte-level BPE on the inputs; "gpt2" is GPT-2's; or a tokenizer.json path.
+        vocab_size: vocabulary size of a trained BPE (256 bytes + merges + <|endoftext|>).
+        pattern: pre-tokenization regex of a trained BPE: gpt2, cl100k, o200k or a custom regex.
+    """
+
+    name: str = "bpe"
+    vocab_size: int = 4096
+    pattern: str = "gpt2"
+
+
+@dataclass
+class TrainConfig:
+    """How to train. A step is one optimizer update over batch_size * grad_accum_steps windows.
+
+    Args:
+        max_steps: optimizer steps; an upper bound when time_budget_s is set.
+        time_budget_s: seconds of training to fit: after a few timed steps, max_steps is set to
+            what fits (then fixed, so a resumed run keeps the schedule). null: exactly max_steps.
+        batch_size: windows per micro-batch.
+        grad_accum_steps: micro-batches whose gradients add up to one step.
+        context_length: tokens per window, and the context_length of a new model unless
+            --model.context_length is given (null: the model preset's).
+        lr: peak learning rate, reached after warmup.
+        min_lr: floor of the cosine decay.
+        warmup_steps: steps of linear warmup from lr/warmup_steps to lr.
+        weight_decay: AdamW decay of the >= 2-D weights (biases and norms never decay).
+        beta1: AdamW first-moment decay.
+        beta2: AdamW second-moment decay.
+        grad_clip: maximum global gradient norm (0: no clipping).
+        precision: fp32, bf16 (autocast) or fp16 (autocast + gradient scaling).
+        compile: run the model through torch.compile.
+        device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.
+        seed: seeds the initial weights, the batches and dropout.
+        eval_interval: steps between validation evaluations.
+        eval_batches: validation batches per evaluation (the same ones every time).
+        log_interval: steps between metric records and progress-bar updates.
+        sample_interval: steps between sample generations (0: only at the end).
+        sample_prompt: prompt of the sample generations.
+        sample_tokens: tokens per sample.
+        sample_temperature: sampling temperature of the samples.
+        sample_top_k: top-k of the samples (null: no cut).
+        checkpoint_interval: steps between checkpoints (0: only at the end).
+        keep_checkpoints: how many recent checkpoints to keep.
+        out_dir: folder holding the runs (and the prepared-data cache).
+        name: run folder name under out_dir (null: the date and time).
+        peak_flops: device peak FLOP/s for MFU (null: measured with a large matmul at start-up).
+        num_threads: torch CPU threads (null: PyTorch's default, one per core). On a CPU shared
+            with other busy processes, 1 can be several times faster: threads that wait for
+            each other at every operation stall whenever one of them is descheduled.
+        tensorboard: also log to TensorBoard when the package is installed.
+        progress: show a progress bar.
+        max_time_s: hard stop (with a checkpoint) after this many seconds (null: none).
+    """
+
+    max_steps: int = 5000
+    time_budget_s: float | None = 300.0
+    batch_size: int = 16
+    grad_accum_steps: int = 1
+    context_length: int | None = None
+    lr: float = 5e-3
+    min_lr: float = 5e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    precision: str = "fp32"
+    compile: bool = False
+    device: str = "auto"
+    seed: int = 1337
+    eval_interval: int = 100
+    eval_batches: int = 10
+    log_interval: int = 10
+    sample_interval: int = 500
+    sample_prompt: str = "\n"
+    sample_tokens: int = 120
+    sample_temperature: float = 0.8
+    sample_top_k: int | None = 50
+    checkpoint_interval: int = 500
+    keep_checkpoints: int = 2
+    out_dir: str = "runs"
+    name: str | None = None
+    peak_flops: float | None = None
+    num_threads: int | None = None
+    tensorboard: bool = True
+    progress: bool = True
+    max_time_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}"
+            )
+        if self.device not in DEVICES and not self.device.startswith(("cuda:", "mps:")):
+            raise ValueError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}")
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_batches", "log_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.min_lr > self.lr:
+            raise ValueError(f"train.min_lr={self.min_lr} is above train.lr={self.lr}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ValueError(f"train.time_budget_s must be positive or null, got {self.time_budget_s}")
+        if self.keep_checkpoints < 1:
+            raise ValueError(f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass as a JSON-ready dict."""
+    return dataclasses.asdict(obj)
+
+
+def from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """Rebuild a dataclass from :func:`to_dict` output, ignoring keys it does not know."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in known})

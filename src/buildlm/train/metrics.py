@@ -1,0 +1,176 @@
+"""Numbers that tell how training goes, and where they are written.
+
+- *loss* is the mean cross-entropy in nats per token; *perplexity* ``exp(loss)`` is "as unsure
+  as a uniform choice among that many tokens".
+- Neither compares across tokenizers (a bigger vocabulary has fewer, harder tokens).
+  *Bits per byte* does: ``loss * tokens / (bytes * ln 2)`` spreads the cost of the text over its
+  UTF-8 bytes, whatever the tokenizer.
+- *MFU* (model FLOPs utilisation) is the share of the hardware's peak arithmetic the training
+  actually uses: ``flops_per_token * tokens_per_second / peak_flops``. The peak is a datasheet
+  figure on GPUs; here it defaults to a *measured* large matmul on the device, the best rate
+  this machine reaches in practice.
+
+:class:`MetricsLogger` appends every record to ``metrics.csv`` (and TensorBoard when the package
+is installed); :func:`plot_losses` draws the loss curves to a PNG with matplotlib's Agg backend
+(no display needed).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def perplexity(loss: float) -> float:
+    """``exp(loss)``, capped so a diverged run prints ``inf`` rather than overflowing."""
+    return math.exp(loss) if loss < 700 else float("inf")
+
+
+def bits_per_byte(loss_nats: float, n_tokens: int, n_bytes: int) -> float:
+    """Cross-entropy per UTF-8 byte in bits: ``loss * tokens / (bytes * ln 2)``."""
+    if n_bytes <= 0:
+        raise ValueError(f"bits per byte needs a positive byte count, got {n_bytes}")
+    return loss_nats * n_tokens / (n_bytes * math.log(2))
+
+
+def measure_peak_flops(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of a large square matmul on ``device``: the practical peak that MFU is measured against.
+
+    An ``n x n`` by ``n x n`` product costs ``2 n^3`` floating-point operations. Repeat it and
+    keep the best time, to filter out warm-up and noise.
+    """
+    device = torch.device(device)
+    n = 1024 if device.type == "cpu" else 4096
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(4):
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(2):
+            a @ b
+        _sync(device)
+        best = min(best, (time.perf_counter() - t0) / 2)
+    return 2 * n**3 / best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def mfu(flops_per_token: float, tokens_per_second: float, peak_flops: float) -> float:
+    """Model FLOPs utilisation in [0, 1] (can exceed 1 only if ``peak_flops`` is underestimated)."""
+    return flops_per_token * tokens_per_second / peak_flops if peak_flops > 0 else float("nan")
+
+
+COLUMNS = ["step", "train_loss", "lr", "tokens_per_s", "mfu", "tokens", "val_loss", "val_ppl", "val_bpb"]
+
+
+class MetricsLogger:
+    """Appends metric records to ``run_dir/metrics.csv`` and TensorBoard (when installed).
+
+    Records are dicts such as ``{"step": 10, "train_loss": 4.2, "lr": 1e-3}``; the CSV has one
+    column per key ever seen (the header is rewritten when a new key appears), blanks elsewhere.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, tensorboard: bool = True, resume: bool = False) -> None:
+        self.path = Path(run_dir) / "metrics.csv"
+        self.rows: list[dict[str, Any]] = []
+        self.columns: list[str] = list(COLUMNS)
+        if resume and self.path.is_file():
+            with self.path.open(newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                self.columns += [c for c in reader.fieldnames or [] if c not in self.columns]
+                self.rows = [{k: _parse(v) for k, v in row.items() if v != ""} for row in reader]
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+            except ImportError:  # the tensorboard package is optional
+                self._tb = None
+
+    def drop_after(self, step: int) -> None:
+        """Forget records past ``step`` (a resumed run redoes them)."""
+        self.rows = [r for r in self.rows if r.get("step", 0) <= step]
+        self._rewrite()
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.rows.append(dict(record))
+        new = [k for k in record if k not in self.columns]
+        if new:
+            self.columns += new
+            self._rewrite()
+        else:
+            with self.path.open("a", newline="", encoding="utf-8") as f:
+                csv.DictWriter(f, self.columns).writerow(record)
+        if self._tb is not None:
+            step = int(record.get("step", 0))
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, step)
+
+    def _rewrite(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, self.columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        """Steps and values of one metric."""
+        pairs = [(int(r["step"]), float(r[key])) for r in self.rows if key in r and "step" in r]
+        return [s for s, _ in pairs], [v for _, v in pairs]
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _parse(value: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def plot_losses(logger: MetricsLogger, path: str | os.PathLike, baselines: dict[str, float] | None = None) -> Path:
+    """Train and val loss against step, with baseline levels as dashed lines; written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, label in (("train_loss", "train"), ("val_loss", "val")):
+        steps, values = logger.series(key)
+        if steps:
+            ax.plot(steps, values, label=label, marker="o" if key == "val_loss" else None, markersize=3)
+    for name, value in (baselines or {}).items():
+        ax.axhline(value, linestyle="--", linewidth=1, color="gray")
+        ax.annotate(f"{name} baseline", (0, value), textcoords="offset points", xytext=(4, 3), fontsize=8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats / token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(".tmp-" + path.name)
+    fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

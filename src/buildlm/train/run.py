@@ -1,0 +1,224 @@
+"""A whole pretraining run, from raw text to a checkpoint: what ``buildlm train`` does.
+
+1. tokenizer: train a byte-level BPE on the inputs (``tokenizer.name="bpe"``), or load GPT-2's
+   or a saved one;
+2. data: tokenize the inputs into memmap shards (``buildlm.data.shards``). The result is cached
+   under ``<out_dir>/data-cache/<key>`` (the key hashes the inputs and tokenizer settings), so a
+   second run on the same text starts training at once;
+3. model: ``ModelConfig.preset(preset, **overrides)`` with ``vocab_size`` taken from the tokenizer;
+4. baselines (uniform, unigram, bigram val losses) printed for scale, then ``Trainer.fit``;
+5. samples from the final model.
+
+``resume=`` continues a run from its newest checkpoint (or a given one), with the settings it
+was started with, unless explicitly overridden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+import typing
+from pathlib import Path
+from typing import Any
+
+from buildlm.train.config import DataConfig, TokenizerConfig, TrainConfig, to_dict
+
+
+def model_args_class() -> type:
+    """A dataclass ``ModelArgs``: ``preset`` plus every ModelConfig field as an optional override.
+
+    Built from ModelConfig itself, so a new model field is a new ``--model.*`` flag at once.
+    ``None`` means "the preset's value"; ``vocab_size=None`` means "the tokenizer's".
+    """
+    from buildlm.model import ModelConfig
+
+    hints = typing.get_type_hints(ModelConfig)
+    fields: list[tuple[str, Any, Any]] = [("preset", str, dataclasses.field(default="tiny"))]
+    for f in dataclasses.fields(ModelConfig):
+        fields.append((f.name, typing.Optional[hints[f.name]], dataclasses.field(default=None)))  # noqa: UP045
+    cls = dataclasses.make_dataclass("ModelArgs", fields)
+    cls.__doc__ = "A model preset and any ModelConfig field to override (None: the preset's value)."
+    cls.__module__ = __name__
+    return cls
+
+
+def build_model_config(model_args: Any, vocab_size: int | None = None, context_length: int | None = None):
+    """ModelConfig from ``ModelArgs``.
+
+    Unless given explicitly, ``vocab_size`` is the tokenizer's and ``context_length`` the training
+    window (``train.context_length``): a model is never built with positions it will not train.
+    """
+    from buildlm.model import ModelConfig
+
+    overrides = {k: v for k, v in dataclasses.asdict(model_args).items() if k != "preset" and v is not None}
+    if vocab_size is not None and "vocab_size" not in overrides:
+        overrides["vocab_size"] = vocab_size
+    if context_length is not None and "context_length" not in overrides:
+        overrides["context_length"] = context_length
+    return ModelConfig.preset(model_args.preset, **overrides)
+
+
+def _input_fingerprint(inputs: list[str]) -> list[Any]:
+    from buildlm.data.corpora import is_corpus_name
+
+    out: list[Any] = []
+    for item in inputs:
+        if is_corpus_name(item):
+            out.append(["corpus", item])
+            continue
+        path = Path(item)
+        files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
+        for f in files:
+            if not f.is_file():
+                raise FileNotFoundError(f"input {str(f)!r} not found")
+            st = f.stat()
+            out.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def data_cache_key(data: DataConfig, tok: TokenizerConfig) -> str:
+    """Hash of everything the prepared shards depend on."""
+    blob = json.dumps(
+        {"inputs": _input_fingerprint(list(data.inputs)), "tokenizer": to_dict(tok), "val": data.val_fraction, "v": 1},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def make_tokenizer(tok: TokenizerConfig, inputs: list[str], log=print):
+    """Train a BPE on ``inputs`` (``name="bpe"``), or load ``"gpt2"`` / a tokenizer.json path."""
+    from buildlm.data.corpora import is_corpus_name, load_corpus
+    from buildlm.data.shards import load_tokenizer
+    from buildlm.tokenizer import Tokenizer
+
+    if tok.name != "bpe":
+        return load_tokenizer(tok.name)
+    texts: list[Any] = []
+    for item in inputs:
+        if is_corpus_name(item):
+            texts.append(load_corpus(item))
+        elif Path(item).is_dir():
+            texts += sorted(str(p) for p in Path(item).rglob("*.txt"))
+        else:
+            texts.append(str(item))
+    t0 = time.perf_counter()
+    tokenizer = Tokenizer.train(texts, tok.vocab_size, pattern=tok.pattern, progress=True)
+    log(f"trained a BPE tokenizer: vocab {tokenizer.vocab_size} in {time.perf_counter() - t0:.1f}s")
+    return tokenizer
+
+
+def prepare_data(data: DataConfig, tok: TokenizerConfig, out_dir: str | os.PathLike, log=print) -> Path:
+    """The prepared-data folder for these settings: given, cached, or built now."""
+    from buildlm.data.shards import MANIFEST, prepare_shards
+
+    if data.prepared_dir is not None:
+        return Path(data.prepared_dir)
+    folder = Path(out_dir) / "data-cache" / data_cache_key(data, tok)
+    if (folder / MANIFEST).is_file():
+        log(f"using prepared data in {folder}")
+        return folder
+    tokenizer = make_tokenizer(tok, list(data.inputs), log)
+    t0 = time.perf_counter()
+    prepare_shards(data.inputs, tokenizer, folder, val_fraction=data.val_fraction, num_workers=data.num_workers)
+    log(f"tokenized {', '.join(map(str, data.inputs))} into {folder} in {time.perf_counter() - t0:.1f}s")
+    return folder
+
+
+def run_training(
+    model_args: Any,
+    train: TrainConfig,
+    data: DataConfig,
+    tok: TokenizerConfig,
+    resume: str | None = None,
+    log=print,
+):
+    """Run ``buildlm train``; returns the ``TrainResult``."""
+    from buildlm.data.shards import load_manifest, load_split
+    from buildlm.model import GPT
+    from buildlm.tokenizer import Tokenizer
+    from buildlm.train import checkpoint as ckpt
+    from buildlm.train.baselines import baselines
+    from buildlm.train.trainer import TrainData, Trainer, resolve_device, seed_everything
+
+    # Cheap checks first, so a typo fails before minutes of tokenizing.
+    device = resolve_device(train.device)
+    build_model_config(model_args, context_length=train.context_length)
+    resume_from = None
+    if resume is not None:
+        resume_from = ckpt.resolve_checkpoint(resume)
+        run_dir = resume_from.parent.parent
+        saved = ckpt.read_config(resume_from)
+        data_dir = Path(saved.get("data_dir") or "")
+        if not (data_dir / "manifest.json").is_file():
+            data_dir = prepare_data(data, tok, train.out_dir, log)
+    else:
+        run_dir = Path(train.out_dir) / (train.name or time.strftime("%Y%m%d-%H%M%S"))
+        if ckpt.list_checkpoints(run_dir):
+            raise ValueError(
+                f"run folder {str(run_dir)!r} already holds checkpoints; continue it with "
+                f"--resume {run_dir}, or pick another --train.name"
+            )
+        data_dir = prepare_data(data, tok, train.out_dir, log)
+
+    manifest = load_manifest(data_dir)
+    tokenizer = Tokenizer.load(Path(data_dir) / manifest["tokenizer"])
+    train_tokens = load_split(data_dir, "train")
+    val_tokens = load_split(data_dir, "val") if manifest["splits"]["val"]["tokens"] else None
+    model_config = build_model_config(model_args, tokenizer.vocab_size, train.context_length)
+
+    seed_everything(train.seed)
+    model = GPT(model_config)
+    scale = {}
+    if val_tokens is not None and len(val_tokens) > 1:
+        scale = baselines(train_tokens, val_tokens, model_config.vocab_size)
+    context = train.context_length or model_config.context_length
+    log(
+        f"model: {model.num_params() / 1e6:.2f}M parameters ({model.num_params(non_embedding=True) / 1e6:.2f}M "
+        f"non-embedding), d_model {model_config.d_model}, {model_config.n_layers} layers, "
+        f"context {context}, vocab {model_config.vocab_size}; device {device}, {train.precision}"
+    )
+    val_count = 0 if val_tokens is None else len(val_tokens)
+    log(f"data: {len(train_tokens):,} train tokens, {val_count:,} val tokens ({data_dir})")
+    per_step = train.batch_size * train.grad_accum_steps * context
+    epochs = train.max_steps * per_step / len(train_tokens)
+    if train.time_budget_s is not None and resume_from is None:
+        log(f"training: as many steps of {per_step:,} tokens as fit in {train.time_budget_s:.0f}s (at most {train.max_steps})")
+    else:
+        log(f"training: {train.max_steps} steps x {per_step:,} tokens = {epochs:.1f} epochs")
+    if scale:
+        log("baselines (val loss, nats/token): " + ", ".join(f"{k} {v:.3f}" for k, v in scale.items()))
+    run_config = {
+        "data": to_dict(data),
+        "tokenizer": to_dict(tok),
+        "data_dir": str(Path(data_dir).resolve()),
+        "baselines": scale,
+    }
+    trainer = Trainer(
+        model,
+        train,
+        TrainData(train_tokens, val_tokens, manifest["splits"]["val"]["bytes"] or None),
+        tokenizer=tokenizer,
+        run_dir=run_dir,
+        run_config=run_config,
+        baselines={k: v for k, v in scale.items() if k != "uniform"},
+        log=log,
+    )
+    if resume_from is not None:
+        trainer.load_state(resume_from)
+        log(f"resumed from {resume_from} at step {trainer.step}")
+    log(f"writing to {run_dir}")
+    result = trainer.fit()
+    if result.val_loss is not None:
+        beat = [k for k, v in scale.items() if result.val_loss < v]
+        log(
+            f"final val loss {result.val_loss:.4f} after {result.step} steps "
+            f"({result.seconds:.0f}s); below the {', '.join(beat) or 'no'} baseline(s)"
+        )
+    result.samples.append(trainer.sample())
+    log(f"--- sample ---\n{result.samples[0]}\n---")
+    if result.checkpoint is not None:
+        log(f"checkpoint: {result.checkpoint}  (try: buildlm generate --model {run_dir} --prompt 'To be, or not')")
+    return result

@@ -1,0 +1,452 @@
+"""The pretraining loop: batches in, a better model and a checkpoint out.
+
+One optimizer step does:
+
+1. set the learning rate from the schedule (``optim.lr_at``);
+2. for each of ``grad_accum_steps`` micro-batches: forward under autocast (bf16/fp16 run the
+   matmuls in 16-bit, the loss stays fp32), divide the loss by the number of micro-batches and
+   backpropagate. Gradients *add up* in ``.grad``, so N micro-batches of b windows give the
+   gradient of one batch of N*b windows, with the memory of b;
+3. clip the global gradient norm (one bad batch cannot throw the weights far), then step AdamW.
+   With fp16 a ``GradScaler`` multiplies the loss before backward so small gradients do not
+   underflow to zero, and divides them back before clipping and stepping.
+
+Around it: periodic evaluation on fixed validation windows (loss, perplexity, bits per byte),
+sample generations, metrics to CSV/TensorBoard, a progress bar with tokens/s and MFU, and
+atomic checkpoints from which :meth:`Trainer.load_state` resumes *exactly*: same batches, same
+RNG, same optimizer moments, so the losses equal those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from buildlm.data.dataset import RandomWindowBatches
+from buildlm.train import checkpoint as ckpt
+from buildlm.train.config import TrainConfig, to_dict
+from buildlm.train.metrics import (
+    MetricsLogger,
+    bits_per_byte,
+    measure_peak_flops,
+    mfu,
+    perplexity,
+    plot_losses,
+)
+from buildlm.train.optim import lr_at, make_optimizer, set_lr
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` picks CUDA, then Apple MPS, then CPU; an absent device requested by name is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {name!r} was requested but this PyTorch ({torch.__version__}) sees no CUDA GPU; "
+            "use --train.device cpu (or auto)"
+        )
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
+        raise ValueError(f"device {name!r} was requested but Apple MPS is not available; use cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) exist")
+    return device
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for the forward pass (``fp32``: none)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) so a run is repeatable."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainData:
+    """The token arrays to train on; ``val_bytes`` (UTF-8 bytes of the val text) enables bits per byte."""
+
+    train: np.ndarray
+    val: np.ndarray | None = None
+    val_bytes: int | None = None
+
+
+@dataclass
+class TrainResult:
+    """What a finished ``fit`` reports."""
+
+    step: int
+    losses: list[float] = field(default_factory=list)  # per optimizer step, this session
+    val_loss: float | None = None
+    checkpoint: Path | None = None
+    samples: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Trainer:
+    """Trains ``model`` on ``data`` as ``config`` says, writing into ``run_dir`` (optional).
+
+    ``run_config`` is the JSON-ready dict stored in each checkpoint's config.json (the CLI puts
+    the model, data and tokenizer settings there); ``model.config.to_dict()`` is added under
+    ``"model"`` and the train config under ``"train"``.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: TrainConfig,
+        data: TrainData,
+        tokenizer: Any = None,
+        run_dir: str | os.PathLike | None = None,
+        run_config: dict[str, Any] | None = None,
+        baselines: dict[str, float] | None = None,
+        log=print,
+    ) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        if config.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError("precision 'bf16' is not supported by this GPU; use fp16 or fp32")
+        self.model = model.to(self.device)  # the plain module: saved, sampled from
+        self.forward_model = torch.compile(self.model) if config.compile else self.model
+        self.context_length = config.context_length or model.config.context_length
+        if self.context_length > model.config.context_length:
+            raise ValueError(
+                f"train.context_length={self.context_length} exceeds the model's context_length="
+                f"{model.config.context_length}; lower --train.context_length or raise --model.context_length"
+            )
+        self.tokenizer = tokenizer
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run_config = dict(run_config or {})
+        self.baselines = dict(baselines or {})
+        self.log = log
+        self.data = data
+        for split, tokens in (("train", data.train), ("val", data.val)):
+            if tokens is not None and 0 < len(tokens) <= self.context_length:
+                raise ValueError(
+                    f"the {split} split holds {len(tokens)} tokens, fewer than one window of "
+                    f"context_length={self.context_length} + 1; use more text, a larger "
+                    "--data.val_fraction, or a smaller --train.context_length"
+                )
+        self._check_vocab(data.train, "train")
+        self.train_batches = RandomWindowBatches(
+            data.train, config.batch_size, self.context_length, seed=config.seed, device=self.device
+        )
+        self.val_batches = None
+        if data.val is not None and len(data.val) > 0:
+            self._check_vocab(data.val, "val")
+            self.val_batches = RandomWindowBatches(
+                data.val, config.batch_size, self.context_length, seed=config.seed + 1, device=self.device
+            )
+        self.optimizer = make_optimizer(
+            self.model,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            betas=(config.beta1, config.beta2),
+            device_type=self.device.type,
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self.autocast = autocast_context(self.device, config.precision)
+        self.step = 0
+        self.tokens_seen = 0
+        self.elapsed = 0.0
+        self.last_val_loss: float | None = None
+        self.lr = config.lr
+        self.grad_norm = float("nan")
+        self._budget_max_steps: int | None = None
+        self._calibration_t = 0.0
+        self.metrics: MetricsLogger | None = None
+        self._peak_flops: float | None = config.peak_flops
+
+    def _check_vocab(self, tokens: np.ndarray, split: str) -> None:
+        if len(tokens) == 0:
+            return
+        top = int(np.max(tokens[: 1 << 24]))
+        if top >= self.model.config.vocab_size:
+            raise ValueError(
+                f"the {split} tokens use id {top} but the model's vocab_size is "
+                f"{self.model.config.vocab_size}; set --model.vocab_size to the tokenizer's vocab_size"
+            )
+
+    # --- one step -----------------------------------------------------------------------------
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with self.autocast:
+            logits = self.forward_model(x)  # (B, T, vocab)
+        # The loss in fp32 even under autocast: log-softmax over a big vocabulary needs the range.
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+
+    def accumulate_gradients(self) -> float:
+        """Forward and backward over ``grad_accum_steps`` micro-batches; returns their mean loss.
+
+        Each micro-batch loss is divided by the number of micro-batches, so the summed gradients
+        are those of the mean loss over all of them: the gradient of one big batch.
+        """
+        n = self.config.grad_accum_steps
+        total = torch.zeros((), device=self.device)
+        for _ in range(n):
+            x, y = next(self.train_batches)  # (B, T), (B, T)
+            loss = self._loss(x, y)
+            self.scaler.scale(loss / n).backward()
+            total += loss.detach()
+        return float(total) / n
+
+    def optimizer_step(self) -> None:
+        """Clip the gradient norm, update the weights, clear the gradients."""
+        if self.config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+            self.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def train_step(self) -> float:
+        """One optimizer update: schedule, accumulate, clip, step. Returns the mean loss."""
+        cfg = self.config
+        self.lr = lr_at(self.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
+        set_lr(self.optimizer, self.lr)
+        self.model.train()
+        loss = self.accumulate_gradients()
+        self.optimizer_step()
+        self.step += 1
+        self.tokens_seen += cfg.batch_size * cfg.grad_accum_steps * self.context_length
+        return loss
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean loss over the same ``eval_batches`` validation batches every time, plus ppl and bpb."""
+        if self.val_batches is None:
+            return {}
+        self.model.eval()
+        losses = [float(self._loss(*self.val_batches.batch_at(k))) for k in range(self.config.eval_batches)]
+        self.model.train()
+        loss = sum(losses) / len(losses)
+        out = {"val_loss": loss, "val_ppl": perplexity(loss)}
+        if self.data.val_bytes:
+            out["val_bpb"] = bits_per_byte(loss, len(self.data.val), self.data.val_bytes)
+        self.last_val_loss = loss
+        return out
+
+    def sample(self, prompt: str | None = None, max_new_tokens: int | None = None) -> str:
+        """A generation from the model (needs a tokenizer), seeded so it does not touch the run's RNG."""
+        from buildlm.infer import generate
+
+        cfg = self.config
+        if self.tokenizer is None:
+            return ""
+        prompt = cfg.sample_prompt if prompt is None else prompt
+        ids = self.tokenizer.encode(prompt, allowed_special="all") or [self.tokenizer.eot_token or 0]
+        idx = torch.tensor([ids], dtype=torch.long, device=self.device)
+        out = generate(
+            self.model,
+            idx,
+            max_new_tokens=cfg.sample_tokens if max_new_tokens is None else max_new_tokens,
+            temperature=cfg.sample_temperature,
+            top_k=cfg.sample_top_k,
+            seed=cfg.seed + self.step,
+        )
+        self.model.train()
+        return self.tokenizer.decode(out[0].tolist())
+
+    # --- state --------------------------------------------------------------------------------
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        return {**self.run_config, "model": self.model.config.to_dict(), "train": to_dict(self.config)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What ``trainer_state.pt`` holds: everything beyond the weights needed to continue exactly."""
+        return {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "elapsed": self.elapsed,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "data": self.train_batches.state_dict(),
+            "rng": ckpt.capture_rng(),
+            "last_val_loss": self.last_val_loss,
+        }
+
+    def save(self) -> Path:
+        if self.run_dir is None:
+            raise ValueError("this Trainer has no run_dir to save checkpoints into")
+        return ckpt.save_checkpoint(
+            self.run_dir,
+            self.step,
+            self.model,
+            self.checkpoint_config(),
+            tokenizer=self.tokenizer,
+            trainer_state=self.state_dict(),
+            keep=self.config.keep_checkpoints,
+        )
+
+    def load_state(self, path: str | os.PathLike) -> Path:
+        """Load weights and trainer state from a checkpoint (or a run's newest) to continue exactly."""
+        folder = ckpt.resolve_checkpoint(path)
+        state = ckpt.load_trainer_state(folder)
+        ckpt.load_weights(self.model, folder / ckpt.WEIGHTS)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            self.train_batches.load_state_dict(state["data"])
+        except (KeyError, RuntimeError) as err:
+            raise ValueError(
+                f"{str(folder / ckpt.TRAINER_STATE)!r} does not match this run ({err}); resume with "
+                "the model and train settings the checkpoint was written with"
+            ) from None
+        self.step = int(state["step"])
+        self.tokens_seen = int(state.get("tokens_seen", 0))
+        self.elapsed = float(state.get("elapsed", 0.0))
+        self.last_val_loss = state.get("last_val_loss")
+        ckpt.restore_rng(state["rng"])
+        return folder
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    CALIBRATION_START = 2  # step 1 pays one-off start-up costs: time from step 2 on
+    CALIBRATION_STEPS = 10  # the first estimate comes after this many timed steps
+
+    def fit_to_time_budget(self, seconds_per_step: float, seconds_left: float, eval_included: bool) -> int:
+        """Set ``max_steps`` to what fits in ``seconds_left`` at ``seconds_per_step``.
+
+        Until the timing covers an evaluation, evaluation is estimated: ``eval_batches`` forward
+        passes (about a third of a training step each) every ``eval_interval`` steps. 5% is kept
+        for the final evaluation, sample and save. ``max_steps`` only ever shrinks from the
+        configured upper bound, and never below the next step.
+        """
+        cfg = self.config
+        eval_share = 0.0
+        if self.val_batches is not None and not eval_included:
+            eval_share = cfg.eval_batches / (3 * cfg.eval_interval * cfg.grad_accum_steps)
+        steps_left = int(0.95 * seconds_left / (seconds_per_step * (1 + eval_share)))
+        self._budget_max_steps = self._budget_max_steps or cfg.max_steps
+        cfg.max_steps = max(self.step + 1, min(self._budget_max_steps, self.step + steps_left))
+        return cfg.max_steps
+
+    def fit(self) -> TrainResult:
+        """Train to ``max_steps`` (or ``max_time_s``), evaluating, sampling and saving on the way."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        result = TrainResult(step=self.step)
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.metrics = MetricsLogger(self.run_dir, tensorboard=cfg.tensorboard, resume=self.step > 0)
+            self.metrics.drop_after(self.step)
+        if self._peak_flops is None:
+            self._peak_flops = measure_peak_flops(self.device)
+        flops_per_token = self.model.flops_per_token(self.context_length)
+        if self.step >= cfg.max_steps:
+            self.log(f"already at step {self.step} >= max_steps={cfg.max_steps}: nothing to train")
+        fit_start = time.perf_counter()
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, desc="train", unit="step")
+        start = time.perf_counter()
+        window_t, window_tokens = time.perf_counter(), 0
+        budget = cfg.time_budget_s
+        first_step = self.step
+        try:
+            while self.step < cfg.max_steps:
+                loss = self.train_step()
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"the loss became {loss} at step {self.step}; lower --train.lr or use fp32/bf16"
+                    )
+                result.losses.append(loss)
+                if budget is not None:
+                    self._follow_time_budget(budget, fit_start, first_step, bar)
+                    calibrated = self.step - first_step - self.CALIBRATION_START >= self.CALIBRATION_STEPS
+                    if calibrated and time.perf_counter() - fit_start > budget / 2:
+                        # Half-way: freeze the step count, so the rest of the schedule is fixed
+                        # and a checkpoint from here on resumes with the same max_steps.
+                        budget = cfg.time_budget_s = None
+                window_tokens += cfg.batch_size * cfg.grad_accum_steps * self.context_length
+                bar.update(1)
+                if self.step % cfg.log_interval == 0 or self.step == cfg.max_steps:
+                    now = time.perf_counter()
+                    tok_s = window_tokens / max(now - window_t, 1e-9)
+                    window_t, window_tokens = now, 0
+                    util = mfu(flops_per_token, tok_s, self._peak_flops)
+                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}", mfu=f"{util:.1%}")
+                    self._record(
+                        {"step": self.step, "train_loss": loss, "lr": self.lr, "tokens_per_s": tok_s, "mfu": util,
+                         "tokens": self.tokens_seen}
+                    )
+                last = self.step == cfg.max_steps
+                timed_out = cfg.max_time_s is not None and time.perf_counter() - start >= cfg.max_time_s
+                if self.val_batches is not None and (self.step % cfg.eval_interval == 0 or last or timed_out):
+                    ev = self.evaluate()
+                    self._record({"step": self.step, **ev})
+                    bpb = f", {ev['val_bpb']:.3f} bits/byte" if "val_bpb" in ev else ""
+                    bar.write(f"step {self.step}: val loss {ev['val_loss']:.4f} (ppl {ev['val_ppl']:.1f}{bpb})")
+                if cfg.sample_interval and self.step % cfg.sample_interval == 0 and not last:
+                    bar.write(f"--- sample at step {self.step} ---\n{self.sample()}\n---")
+                if self.run_dir is not None and (
+                    (cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0) or last or timed_out
+                ):
+                    self.elapsed += time.perf_counter() - start
+                    start = time.perf_counter()
+                    result.checkpoint = self.save()
+                if timed_out:
+                    bar.write(f"stopping at step {self.step}: train.max_time_s={cfg.max_time_s} reached")
+                    break
+        finally:
+            bar.close()
+            self.elapsed += time.perf_counter() - start
+            if self.metrics is not None:
+                if self.run_dir is not None and self.metrics.rows:
+                    plot_losses(self.metrics, self.run_dir / "loss.png", self.baselines)
+                self.metrics.close()
+        result.step = self.step
+        result.val_loss = self.last_val_loss
+        result.seconds = self.elapsed
+        return result
+
+    def _follow_time_budget(self, budget: float, fit_start: float, first_step: int, bar) -> None:
+        """Re-fit ``max_steps`` to the budget from the time per step measured so far.
+
+        The first estimate comes after a few steps; it is refined at every log interval until
+        half the budget is spent, since a shared machine's speed changes. The learning rate is
+        still near its peak then, so the small shifts of the cosine's end barely matter.
+        """
+        cfg = self.config
+        timed = self.step - first_step - self.CALIBRATION_START
+        if timed == 0:
+            self._calibration_t = time.perf_counter()
+        if timed < self.CALIBRATION_STEPS or (timed != self.CALIBRATION_STEPS and self.step % cfg.log_interval):
+            return
+        now = time.perf_counter()
+        per_step = (now - self._calibration_t) / timed
+        before = cfg.max_steps
+        steps = self.fit_to_time_budget(per_step, budget - (now - fit_start), eval_included=self.step > cfg.eval_interval)
+        if steps != before:
+            bar.total = steps
+            bar.refresh()
+        if timed == self.CALIBRATION_STEPS:
+            bar.write(f"{per_step:.3f}s per step: about {steps} steps fit the {budget:.0f}s time budget")
+
+    def _record(self, record: dict[str, Any]) -> None:
+        if self.metrics is not None:
+            self.metrics.log(record)

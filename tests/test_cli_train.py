@@ -1,0 +1,146 @@
+"""`buildlm prepare`, `buildlm train` and `buildlm generate` end to end, in subprocesses."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from buildlm.data.corpora import load_corpus
+from buildlm.tokenizer import Tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "--model.preset", "tiny", "--train.context_length", "32", "--model.d_model", "64", "--model.n_layers", "2",
+    "--train.batch_size", "4", "--train.eval_batches", "2", "--train.progress", "false",
+    "--train.tensorboard", "false", "--train.peak_flops", "1e12", "--train.num_threads", "1",
+    "--train.sample_tokens", "8", "--train.time_budget_s", "null",
+]
+
+
+def buildlm(*args, cwd, check=True):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "buildlm", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"buildlm {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_prepare_train_resume_generate(tmp_path):
+    tok = Tokenizer.train(load_corpus("the-verdict"), 300, progress=False)
+    tok.save(tmp_path / "tok.json")
+
+    buildlm("prepare", "--input", "the-verdict", "--tokenizer", "tok.json", "--out", "data", "--quiet", cwd=tmp_path)
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert manifest["dtype"] == "uint16" and manifest["splits"]["val"]["tokens"] > 100
+
+    out = buildlm(
+        "train", *TINY, "--data.prepared_dir", "data", "--train.max_steps", "4", "--train.eval_interval", "2",
+        "--train.checkpoint_interval", "2", "--train.name", "run", cwd=tmp_path,
+    ).stdout
+    assert "baselines (val loss, nats/token): uniform" in out and "bigram" in out
+    assert "final val loss" in out and "--- sample ---" in out
+    run = tmp_path / "runs" / "run"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000002", "step-0000004"]
+    config = json.loads((run / "checkpoints" / "step-0000004" / "config.json").read_text())
+    assert config["model"]["d_model"] == 64 and config["model"]["vocab_size"] == tok.vocab_size
+    assert config["train"]["max_steps"] == 4
+
+    # continue to step 6: the saved settings come back, the new max_steps overrides them
+    out = buildlm("train", "--resume", "runs/run", "--train.max_steps", "6", cwd=tmp_path).stdout
+    assert "resumed from" in out and "step-0000004" in out
+    assert (run / "checkpoints" / "step-0000006").is_dir()
+    metrics = (run / "metrics.csv").read_text().splitlines()
+    assert metrics[0].startswith("step,train_loss")
+    val_steps = [line.split(",")[0] for line in metrics[1:] if line.split(",")[6]]
+    assert val_steps == ["2", "4", "6"]
+
+    gen = buildlm(
+        "generate", "--model", "runs/run", "--prompt", "I HAD always", "--max-new-tokens", "12", "--seed", "3",
+        "--temperature", "0.9", "--top-k", "20", cwd=tmp_path,
+    ).stdout
+    assert gen.startswith("I HAD always") and len(gen) > len("I HAD always")
+    again = buildlm(
+        "generate", "--model", "runs/run/checkpoints/step-0000006", "--prompt", "I HAD always",
+        "--max-new-tokens", "12", "--seed", "3", "--temperature", "0.9", "--top-k", "20", cwd=tmp_path,
+    ).stdout
+    assert again == gen  # same checkpoint, same seed
+
+    # a damaged weights file: one line naming it
+    weights = run / "checkpoints" / "step-0000006" / "model.safetensors"
+    with open(weights, "r+b") as f:
+        f.truncate(64)
+    assert_one_line_error(buildlm("generate", "--model", "runs/run", cwd=tmp_path, check=False), "model.safetensors")
+
+
+def test_yaml_config_with_overrides(tmp_path):
+    out = buildlm(
+        "train", "--config", REPO / "configs" / "verdict-tiny.yaml", *TINY, "--train.max_steps", "2",
+        "--train.eval_interval", "2", "--tokenizer.vocab_size", "280", "--train.out_dir", tmp_path / "runs",
+        cwd=tmp_path,
+    ).stdout
+    assert "trained a BPE tokenizer: vocab 280" in out
+    config = json.loads(next((tmp_path / "runs" / "verdict-tiny" / "checkpoints").glob("step-*/config.json")).read_text())
+    assert config["train"]["max_steps"] == 2 and config["train"]["sample_prompt"] == "I HAD always thought"
+    assert config["model"]["vocab_size"] == 280 and config["data"]["inputs"] == ["the-verdict"]
+
+
+def test_help_lists_the_dataclass_fields(tmp_path):
+    out = buildlm("train", "--help", cwd=tmp_path).stdout
+    for flag in ("--model.preset", "--model.d_model", "--train.max_steps", "--train.precision", "--data.inputs",
+                 "--tokenizer.vocab_size", "--resume", "--config"):
+        assert flag in out
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--model.preset", "huge"], ["unknown model preset 'huge'", "tiny"]),
+        (["--model.preset", "tiny", "--model.d_model", "130"], ["d_model=130", "n_heads=4"]),
+        (["--train.precision", "fp8"], ["precision 'fp8'"]),
+        (["--resume", "no/such/run"], ["no/such/run"]),
+    ],
+)
+def test_user_errors_are_one_line(tmp_path, args, fragments):
+    assert_one_line_error(buildlm("train", *args, cwd=tmp_path, check=False), *fragments)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.safetensors"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_absent_cuda_is_one_line(tmp_path):
+    assert_one_line_error(buildlm("train", "--train.device", "cuda", cwd=tmp_path, check=False), "'cuda'", "cpu")
+
+
+def test_prepare_errors_are_one_line(tmp_path):
+    proc = buildlm("prepare", "--input", "missing.txt", "--out", "d", cwd=tmp_path, check=False)
+    assert_one_line_error(proc, "missing.txt")
+    proc = buildlm("prepare", "--input", "the-verdict", "--tokenizer", "nope.json", "--out", "d", cwd=tmp_path, check=False)
+    assert_one_line_error(proc, "nope.json")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_preset_parses(path):
+    from buildlm.train.cli import build_parser
+    from buildlm.train.config import DataConfig, TokenizerConfig, TrainConfig
+    from buildlm.train.run import build_model_config, model_args_class
+
+    cfg = build_parser().parse_args(["--config", str(path)])
+    train = TrainConfig(**vars(cfg.train))
+    DataConfig(**vars(cfg.data))
+    TokenizerConfig(**vars(cfg.tokenizer))
+    model = build_model_config(model_args_class()(**vars(cfg.model)), cfg.tokenizer.vocab_size, train.context_length)
+    assert model.context_length >= (train.context_length or 0)
