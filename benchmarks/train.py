@@ -53,6 +53,8 @@ def build_hf(cfg: ModelConfig) -> torch.nn.Module:
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
+        bos_token_id=cfg.vocab_size - 1,  # GPT-2's 50256 lies outside the tiny vocabulary
+        eos_token_id=cfg.vocab_size - 1,
     )
     hf_cfg._attn_implementation = "sdpa"
     model = GPT2LMHeadModel(hf_cfg)
