@@ -19,7 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenizer": ("buildlm.tokenizer.cli", "train a BPE tokenizer, encode and decode text"),
     "prepare": ("buildlm.data.cli", "tokenize text files or bundled corpora into memmap shards"),
     "train": ("buildlm.train.cli", "pretrain a GPT (no arguments: a small model on Shakespeare)"),
-    "generate": ("buildlm.infer.cli", "generate text from a checkpoint directory"),
+    "generate": ("buildlm.infer.cli", "generate text from a checkpoint or Hugging Face folder"),
+    "chat": ("buildlm.infer.chat", "chat with a model in the terminal, replies streamed"),
+    "download": ("buildlm.hub.download", "download a model folder from the Hugging Face Hub"),
+    "convert": ("buildlm.hub.convert", "convert Hugging Face folders <-> buildlm checkpoints"),
 }
 
 

@@ -1,5 +1,10 @@
-"""Model tests run on one thread: their tensors are tiny, so a second OpenMP thread only adds
-synchronisation, and on a loaded machine a descheduled thread stalls every op (40x slower)."""
+"""Shared fixtures for the inference tests.
+
+Tests run on one thread: their tensors are tiny, so a second OpenMP thread only adds
+synchronisation, and on a loaded machine a descheduled thread stalls every op (40x slower).
+``gpt2_pair`` is the outside reference for decoding: a transformers GPT-2 and a buildlm GPT with
+the same weights, so ``transformers``' ``generate`` can be compared token for token.
+"""
 
 import pytest
 import torch
@@ -11,3 +16,34 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def gpt2_pair():
+    """A small random transformers GPT-2 and a buildlm GPT holding the same weights.
+
+    The weights are pushed well away from their init (noise of std 0.2) so the next-token
+    distributions are far from uniform and decoding choices are clear-cut; no bos/eos token is
+    configured, so nothing stops generation unless a test asks for it.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from buildlm.hub.hf_weights import hf_to_buildlm
+    from buildlm.model import GPT, ModelConfig
+
+    torch.manual_seed(0)
+    hf_cfg = GPT2Config(
+        vocab_size=67, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None,
+    )  # fmt: skip
+    hf = GPT2LMHeadModel._from_config(hf_cfg, attn_implementation="eager").eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.2)
+    cfg = ModelConfig.preset(
+        "gpt2-124m", vocab_size=67, context_length=64, d_model=32, n_layers=2, n_heads=4
+    )
+    model = GPT(cfg).eval()
+    model.load_state_dict(hf_to_buildlm("gpt2", cfg, hf.state_dict()), strict=True)
+    return hf, model

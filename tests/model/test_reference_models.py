@@ -2,8 +2,9 @@
 
 GPT-2 (learned positions, LayerNorm, GELU, biases, tied head), Llama (RoPE, RMSNorm, SwiGLU,
 grouped-query attention, untied head) and Qwen3 (Llama plus per-head q/k RMSNorm), each built
-from a small transformers config with random weights. The weight copy is written out here; the
-conversion proper lives in buildlm.hub.
+from a small transformers config with random weights. The weights are copied with the name
+mapping of `buildlm.hub.hf_weights` (the same one `buildlm.hub.load_hf` uses); tests/hub checks
+whole checkpoint folders.
 """
 
 import pytest
@@ -17,6 +18,7 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
+from buildlm.hub.hf_weights import hf_to_buildlm
 from buildlm.model import GPT, ModelConfig
 
 
@@ -26,31 +28,6 @@ def _perturb(model: torch.nn.Module, seed: int = 0) -> None:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=gen) * 0.05)
-
-
-def _gpt2_into_buildlm(hf: GPT2LMHeadModel, model: GPT) -> None:
-    sd = hf.state_dict()
-    out = {
-        "tok_emb.weight": sd["transformer.wte.weight"],
-        "pos_emb.weight": sd["transformer.wpe.weight"],
-    }
-    for i in range(model.config.n_layers):
-        p = f"transformer.h.{i}."
-        q = f"blocks.{i}."
-        for ours, theirs in (("norm1", "ln_1"), ("norm2", "ln_2")):
-            out[q + ours + ".weight"] = sd[p + theirs + ".weight"]
-            out[q + ours + ".bias"] = sd[p + theirs + ".bias"]
-        for ours, theirs in (
-            ("attn.qkv", "attn.c_attn"),
-            ("attn.proj", "attn.c_proj"),
-            ("mlp.fc", "mlp.c_fc"),
-            ("mlp.proj", "mlp.c_proj"),
-        ):
-            out[q + ours + ".weight"] = sd[p + theirs + ".weight"].t()  # Conv1D stores (in, out)
-            out[q + ours + ".bias"] = sd[p + theirs + ".bias"]
-    out["norm.weight"] = sd["transformer.ln_f.weight"]
-    out["norm.bias"] = sd["transformer.ln_f.bias"]
-    model.load_state_dict(out, strict=True)
 
 
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
@@ -68,35 +45,12 @@ def test_gpt2_logits_match_transformers(attn_implementation, attention):
         attention=attention,
     )  # fmt: skip
     model = GPT(cfg).eval()
-    _gpt2_into_buildlm(hf, model)
+    model.load_state_dict(hf_to_buildlm("gpt2", cfg, hf.state_dict()), strict=True)
     idx = torch.randint(0, 101, (3, 24))
     with torch.no_grad():
         expected = hf(input_ids=idx).logits
         got = model(idx)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-
-
-def _llama_into_buildlm(hf: torch.nn.Module, model: GPT) -> None:
-    sd = hf.state_dict()
-    out = {
-        "tok_emb.weight": sd["model.embed_tokens.weight"],
-        "norm.weight": sd["model.norm.weight"],
-        "lm_head.weight": sd["lm_head.weight"],
-    }
-    for i in range(model.config.n_layers):
-        p, q = f"model.layers.{i}.", f"blocks.{i}."
-        out[q + "attn.qkv.weight"] = torch.cat(
-            [sd[p + f"self_attn.{n}_proj.weight"] for n in ("q", "k", "v")]
-        )
-        out[q + "attn.proj.weight"] = sd[p + "self_attn.o_proj.weight"]
-        if model.config.qk_norm:
-            out[q + "attn.q_norm.weight"] = sd[p + "self_attn.q_norm.weight"]
-            out[q + "attn.k_norm.weight"] = sd[p + "self_attn.k_norm.weight"]
-        out[q + "norm1.weight"] = sd[p + "input_layernorm.weight"]
-        out[q + "norm2.weight"] = sd[p + "post_attention_layernorm.weight"]
-        for ours, theirs in (("gate", "gate_proj"), ("up", "up_proj"), ("down", "down_proj")):
-            out[q + f"mlp.{ours}.weight"] = sd[p + f"mlp.{theirs}.weight"]
-    model.load_state_dict(out, strict=True)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen3"])
@@ -122,7 +76,7 @@ def test_llama_style_logits_match_transformers(family):
         context_length=32, norm_eps=1e-6, rope_theta=50000.0, qk_norm=family == "qwen3",
     )  # fmt: skip
     model = GPT(cfg).eval()
-    _llama_into_buildlm(hf, model)
+    model.load_state_dict(hf_to_buildlm(family, cfg, hf.state_dict()), strict=True)
     idx = torch.randint(0, 97, (2, 32))
     with torch.no_grad():
         expected = hf(input_ids=idx).logits

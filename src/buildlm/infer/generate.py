@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from buildlm.infer.sampling import sample_next, validate_sampling
+from buildlm.infer.processors import build_processors, choose_next, validate_processor_settings
 
 
 def generate(
@@ -24,6 +24,11 @@ def generate(
     top_p: float | None = None,
     eos_id: int | None = None,
     seed: int | None = None,
+    *,
+    min_p: float | None = None,
+    repetition_penalty: float | None = None,
+    frequency_penalty: float = 0.0,
+    presence_penalty: float = 0.0,
 ) -> torch.Tensor:
     """Extend each row of ``idx`` (B, T) by up to ``max_new_tokens`` tokens.
 
@@ -32,8 +37,15 @@ def generate(
     ``model.config.context_length`` tokens. Generation stops early once every row has produced
     ``eos_id``; rows that finished earlier are padded with ``eos_id``. ``seed`` makes sampling
     reproducible without touching the global random state.
+
+    ``min_p``, ``repetition_penalty``, ``frequency_penalty`` and ``presence_penalty`` are the
+    extra rules of `buildlm.infer.processors`; their defaults change nothing. The penalties see
+    each row's whole history (the repetition penalty counts the prompt, the frequency and
+    presence penalties only the generated tokens) and also apply to greedy decoding.
     """
-    validate_sampling(temperature, top_k, top_p)
+    validate_processor_settings(
+        temperature, top_k, top_p, min_p, repetition_penalty, frequency_penalty, presence_penalty
+    )
     if (
         isinstance(max_new_tokens, bool)
         or not isinstance(max_new_tokens, int)
@@ -53,6 +65,10 @@ def generate(
     if seed is not None:
         generator = torch.Generator(device=device)
         generator.manual_seed(seed)
+    processors = build_processors(
+        temperature, top_k, top_p, min_p, repetition_penalty, frequency_penalty,
+        presence_penalty, prompt_length=idx.shape[1],
+    )  # fmt: skip
     was_training = model.training
     model.eval()
     try:
@@ -60,7 +76,8 @@ def generate(
             done = torch.zeros(idx.shape[0], dtype=torch.bool, device=device)
             for _ in range(max_new_tokens):
                 logits = model(idx[:, -context:])[:, -1, :]  # (B, vocab): next-token scores
-                nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+                scores = processors(idx, logits.float())  # (B, vocab), history-aware
+                nxt = choose_next(scores, greedy=temperature == 0, generator=generator)  # (B,)
                 if eos_id is not None:
                     nxt = nxt.masked_fill(done, eos_id)
                     done |= nxt == eos_id

@@ -12,45 +12,47 @@ probabilities. How we pick from them shapes the text:
 
 Filtered tokens get logit -inf (probability 0). Sampling takes a ``torch.Generator`` so a seed
 reproduces the same text.
+
+These functions are the short names for the common case; each is a thin wrapper around the
+composable processors in `buildlm.infer.processors` (which also hold min-p and the repetition,
+frequency and presence penalties), so there is one implementation of every rule.
 """
 
 from __future__ import annotations
 
 import torch
 
+from buildlm.infer.processors import (
+    TopK,
+    TopP,
+    build_processors,
+    choose_next,
+    validate_processor_settings,
+)
+
 
 def validate_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
     """Raise ValueError for settings that have no meaning."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+    validate_processor_settings(temperature, top_k, top_p)
+
+
+def _no_ids(logits: torch.Tensor) -> torch.Tensor:
+    """An empty (B, 0) id tensor: the warpers never look at the ids."""
+    return torch.empty(logits.shape[0], 0, dtype=torch.long, device=logits.device)
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     """Keep the k largest logits of each row, set the rest to -inf. logits: (B, V)."""
-    if k >= logits.shape[-1]:
-        return logits
-    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1): the k-th largest value
-    return logits.masked_fill(logits < kth, float("-inf"))
+    return TopK(k)(_no_ids(logits), logits)
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     """Nucleus filtering: keep the most likely tokens whose total probability reaches p.
 
-    A token is kept when the probability mass of the tokens ranked *before* it is still below
-    p, so the most likely token always survives.
+    A token is dropped when the probability mass of itself and every less likely token is at
+    most 1 - p, so the most likely token always survives.
     """
-    if p >= 1.0:
-        return logits
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
-    probs = torch.softmax(sorted_logits.float(), dim=-1)
-    mass_before = torch.cumsum(probs, dim=-1) - probs
-    drop_sorted = mass_before >= p
-    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocab order
-    return logits.masked_fill(drop, float("-inf"))
+    return TopP(p)(_no_ids(logits), logits)
 
 
 def sample_next(
@@ -63,10 +65,5 @@ def sample_next(
     """Pick one token per row from next-token logits (B, V); returns ids of shape (B,)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
-    if top_k is not None:
-        logits = top_k_filter(logits, top_k)
-    if top_p is not None:
-        logits = top_p_filter(logits, top_p)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    scores = build_processors(temperature, top_k, top_p)(_no_ids(logits), logits.float())
+    return choose_next(scores, greedy=False, generator=generator)

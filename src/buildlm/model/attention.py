@@ -60,20 +60,42 @@ def causal_mask(q_len: int, k_len: int, device: torch.device | None = None) -> t
     return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(diagonal=k_len - q_len)
 
 
+def padding_attention_mask(key_mask: torch.Tensor, q_len: int, offset: int) -> torch.Tensor:
+    """Causal mask that also hides pad keys: (B, Tk) key_mask -> (B, 1, q_len, Tk), True = attend.
+
+    ``key_mask`` is True for real tokens over every key (cached and new, Tk = offset + q_len).
+    A pad query can have no real key at or before it; it may always see itself, so no softmax
+    row is empty (an all -inf row gives NaN). Pad outputs are never used.
+    """
+    k_len = key_mask.shape[-1]
+    if k_len != offset + q_len:
+        raise ValueError(
+            f"key_mask covers {k_len} positions, but the keys are {offset} cached + {q_len} new"
+        )
+    causal = causal_mask(q_len, k_len, device=key_mask.device)  # (Tq, Tk)
+    own = torch.arange(k_len, device=key_mask.device)[None, :] == (
+        offset + torch.arange(q_len, device=key_mask.device)[:, None]
+    )  # (Tq, Tk): each query's own position
+    return ((causal[None] & key_mask[:, None, :]) | own[None])[:, None]  # (B, 1, Tq, Tk)
+
+
 def causal_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
     dropout_p: float = 0.0,
     training: bool = False,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(Q K^T / sqrt(d) + causal mask) V, written out; returns (output, weights).
 
     q: (B, H, Tq, d); k, v: (B, H, Tk, d). Output (B, H, Tq, d); weights (B, H, Tq, Tk), before
-    dropout (what the model "looks at").
+    dropout (what the model "looks at"). ``mask`` (True = may attend), broadcastable to
+    (B, H, Tq, Tk), replaces the plain causal mask (padded batches pass one).
     """
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
-    mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
+    if mask is None:
+        mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
     scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)  # each row sums to 1
     out = F.dropout(weights, p=dropout_p, training=training) @ v  # (B, H, Tq, d)
@@ -104,7 +126,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.use_sdpa = config.attention == "sdpa"
         qkv_out = (self.n_heads + 2 * self.n_kv_heads) * self.head_dim
-        self.qkv = nn.Linear(config.d_model, qkv_out, bias=config.bias)
+        self.qkv = nn.Linear(config.d_model, qkv_out, bias=config.has_qkv_bias)
         self.proj = nn.Linear(self.n_heads * self.head_dim, config.d_model, bias=config.bias)
         self.proj.residual_projection = True  # GPT-2 init scales this layer (see GPT._init)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -121,11 +143,15 @@ class CausalSelfAttention(nn.Module):
         cache: KVCache | None = None,
         offset: int = 0,
         need_weights: bool = False,
+        positions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (B, T, d_model) -> (output (B, T, d_model), weights (B, H, T, Tk) or None).
 
         ``offset`` is the absolute position of x's first token (non-zero with a cache).
         ``need_weights`` forces the explicit path so the attention weights can be returned.
+        ``positions`` (B, T) gives each row its own RoPE positions and ``mask`` (B, 1, T, Tk)
+        says which keys each query may see (both for left-padded batches; see GPT.forward).
         """
         b, t, _ = x.shape
         h, kv, d = self.n_heads, self.n_kv_heads, self.head_dim
@@ -136,14 +162,16 @@ class CausalSelfAttention(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
-            q, k = rope(q, offset), rope(k, offset)
+            q, k = rope(q, offset, positions), rope(k, offset, positions)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, KV, Tk, d), Tk = offset + T
         k, v = repeat_kv(k, h // kv), repeat_kv(v, h // kv)  # (B, H, Tk, d)
         dropout_p = self.dropout if self.training else 0.0
         weights = None
         if need_weights or not self.use_sdpa:
-            y, weights = causal_attention(q, k, v, dropout_p, self.training)
+            y, weights = causal_attention(q, k, v, dropout_p, self.training, mask)
+        elif mask is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         elif t == k.shape[-2]:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         else:  # new queries after cached keys: the mask is offset (see causal_mask)

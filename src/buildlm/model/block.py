@@ -40,14 +40,17 @@ class Block(nn.Module):
         cache: KVCache | None = None,
         offset: int = 0,
         need_weights: bool = False,
+        positions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (B, T, d_model) -> (B, T, d_model), plus attention weights if asked for."""
+        attn_args = (rope, cache, offset, need_weights, positions, mask)
         if self.pre_norm:
-            a, weights = self.attn(self.norm1(x), rope, cache, offset, need_weights)
+            a, weights = self.attn(self.norm1(x), *attn_args)
             x = x + a
             x = x + self.mlp(self.norm2(x))
         else:
-            a, weights = self.attn(x, rope, cache, offset, need_weights)
+            a, weights = self.attn(x, *attn_args)
             x = self.norm1(x + a)
             x = self.norm2(x + self.mlp(x))
         return x, weights

@@ -21,6 +21,10 @@ POSITIONS = ("learned", "sinusoidal", "rope")
 MLPS = ("gelu", "swiglu")
 NORM_PLACEMENTS = ("pre", "post")
 ATTENTIONS = ("sdpa", "manual")
+# RoPE frequency scalings and the parameters each one takes (see position.rope_frequency_scaling).
+ROPE_SCALINGS: dict[str, tuple[str, ...]] = {
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_context_length"),
+}
 
 
 def swiglu_hidden_size(d_model: int, multiple_of: int = 256) -> int:
@@ -89,6 +93,15 @@ class ModelConfig:
     ``n_kv_heads=None`` means one key/value head per query head (ordinary multi-head attention);
     fewer key/value heads give grouped-query attention (GQA), one gives multi-query attention.
     ``d_ff=None`` picks 4*d_model for the GELU MLP and the Llama rule for SwiGLU.
+    ``d_head=None`` gives each head d_model/n_heads dimensions; a checkpoint may choose another
+    width (Qwen3-0.6B: d_model=1024, 16 heads of 128), and attention then works in
+    n_heads*d_head dimensions before ``proj`` maps back to d_model.
+    ``bias`` switches the biases of every Linear and LayerNorm; ``qkv_bias`` overrides it for the
+    query/key/value projection alone (Qwen2 has biases there and nowhere else). ``None``: follow
+    ``bias``.
+    ``rope_scaling`` stretches RoPE to longer contexts than the model was trained on, as Llama
+    3.1/3.2 do: ``{"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0, "original_context_length": 8192}``. ``None``: plain RoPE.
     ``dropout`` is used on the embeddings, on the attention weights and on each residual branch.
     ``attention="manual"`` runs the explicit softmax(QK^T/sqrt(d))V code (slower, can return the
     weights); ``"sdpa"`` calls PyTorch's fused kernel.
@@ -101,12 +114,15 @@ class ModelConfig:
     n_heads: int = 12
     n_kv_heads: int | None = None
     d_ff: int | None = None
+    d_head: int | None = None
     dropout: float = 0.0
     bias: bool = True
+    qkv_bias: bool | None = None
     norm: str = "layernorm"
     norm_eps: float = 1e-5
     position: str = "learned"
     rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
     mlp: str = "gelu"
     norm_placement: str = "pre"
     tie_embeddings: bool = True
@@ -119,7 +135,7 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("n_kv_heads", "d_ff"):
+        for name in ("n_kv_heads", "d_ff", "d_head"):
             value = getattr(self, name)
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or value <= 0
@@ -148,7 +164,12 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.init_std must be positive, got {self.init_std!r}")
         if self.rope_theta <= 0:
             raise ValueError(f"ModelConfig.rope_theta must be positive, got {self.rope_theta!r}")
-        if self.d_model % self.n_heads:
+        if self.qkv_bias is not None and not isinstance(self.qkv_bias, bool):
+            raise ValueError(
+                f"ModelConfig.qkv_bias must be true, false or None (follow bias), "
+                f"got {self.qkv_bias!r}"
+            )
+        if self.d_head is None and self.d_model % self.n_heads:
             raise ValueError(
                 f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; each head "
                 f"gets d_model/n_heads dimensions, so pick n_heads dividing {self.d_model}"
@@ -163,16 +184,52 @@ class ModelConfig:
                 f"RoPE rotates pairs of dimensions and needs an even head_dim, got "
                 f"head_dim={self.head_dim} (d_model={self.d_model} / n_heads={self.n_heads})"
             )
+        if self.rope_scaling is not None:
+            self._check_rope_scaling()
         if self.position == "sinusoidal" and self.d_model % 2:
             raise ValueError(
                 f"sinusoidal positions pair sin/cos and need an even d_model, got {self.d_model}"
             )
 
+    def _check_rope_scaling(self) -> None:
+        scaling = self.rope_scaling
+        if self.position != "rope":
+            raise ValueError(
+                f"ModelConfig.rope_scaling needs position='rope', got position={self.position!r}"
+            )
+        kind = scaling.get("type") if isinstance(scaling, dict) else None
+        if kind not in ROPE_SCALINGS:
+            raise ValueError(
+                f"unsupported ModelConfig.rope_scaling {scaling!r}; supported types: "
+                f"{', '.join(ROPE_SCALINGS)} (or None for plain RoPE)"
+            )
+        expected = set(ROPE_SCALINGS[kind])
+        given = set(scaling) - {"type"}
+        if given != expected:
+            raise ValueError(
+                f"rope_scaling of type {kind!r} takes exactly {sorted(expected)}; missing "
+                f"{sorted(expected - given)}, unknown {sorted(given - expected)}"
+            )
+        for key in expected:
+            value = scaling[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"rope_scaling[{key!r}] must be a positive number, got {value!r}")
+        if kind == "llama3" and scaling["high_freq_factor"] <= scaling["low_freq_factor"]:
+            raise ValueError(
+                "rope_scaling: high_freq_factor must be larger than low_freq_factor, got "
+                f"{scaling['high_freq_factor']!r} <= {scaling['low_freq_factor']!r}"
+            )
+
     # ---- derived sizes -------------------------------------------------------------------
     @property
     def head_dim(self) -> int:
-        """Dimensions per attention head (d_model / n_heads)."""
-        return self.d_model // self.n_heads
+        """Dimensions per attention head (d_head, or d_model / n_heads when None)."""
+        return self.d_model // self.n_heads if self.d_head is None else self.d_head
+
+    @property
+    def has_qkv_bias(self) -> bool:
+        """Whether the query/key/value projection has a bias (qkv_bias, or bias when None)."""
+        return self.bias if self.qkv_bias is None else self.qkv_bias
 
     @property
     def kv_heads(self) -> int:

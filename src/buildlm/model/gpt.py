@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from buildlm.model.attention import KVCache
+from buildlm.model.attention import KVCache, padding_attention_mask
 from buildlm.model.block import Block
 from buildlm.model.config import ModelConfig
 from buildlm.model.norm import make_norm
@@ -30,6 +30,7 @@ from buildlm.model.position import (
     LearnedPositionalEmbedding,
     RotaryEmbedding,
     SinusoidalPositionalEmbedding,
+    rope_frequency_scaling,
 )
 
 
@@ -47,7 +48,12 @@ class GPT(nn.Module):
         elif config.position == "sinusoidal":
             self.pos_emb = SinusoidalPositionalEmbedding(config.context_length, config.d_model)
         else:
-            self.rope = RotaryEmbedding(config.head_dim, config.context_length, config.rope_theta)
+            self.rope = RotaryEmbedding(
+                config.head_dim,
+                config.context_length,
+                config.rope_theta,
+                scaling=rope_frequency_scaling(config.rope_scaling),
+            )
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         # Post-LN blocks already end with a norm, so only pre-LN needs a final one.
@@ -85,15 +91,58 @@ class GPT(nn.Module):
             elif isinstance(module, (nn.Embedding, LearnedPositionalEmbedding)):
                 nn.init.normal_(module.weight, mean=0.0, std=std)
 
+    def reset_buffers(self, device: torch.device | str | None = None) -> None:
+        """Recompute the non-persistent buffers (RoPE cos/sin, the sinusoidal table) on ``device``.
+
+        These tables are functions of the config, never saved in a checkpoint. A model built on
+        the meta device (shapes only, no memory: how `buildlm.hub.load_hf` avoids allocating the
+        weights twice) has meta buffers; loading weights does not fill them, this does.
+        """
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_buffers"):
+                module.reset_buffers(device)
+
     # ---- forward --------------------------------------------------------------------------
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        cache: KVCache | None = None,
+        positions: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Token ids (B, T) -> logits (B, T, vocab_size).
 
         With a ``cache`` (see `buildlm.model.attention.KVCache`), ``idx`` holds only the new
         tokens and positions continue from ``cache.offset``.
+
+        Batches of prompts of different lengths are left-padded to one length (that is how
+        `buildlm.infer.Engine` batches them). ``key_mask`` (B, offset + T), True for real
+        tokens, hides the pad slots from attention, and ``positions`` (B, T) numbers each row's
+        tokens from its first real one, so a padded row computes what it would alone.
         """
-        logits, _ = self._run(idx, cache, need_weights=False)
-        return logits
+        return self.head(self.hidden_states(idx, cache, positions, key_mask))
+
+    def hidden_states(
+        self,
+        idx: torch.Tensor,
+        cache: KVCache | None = None,
+        positions: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The last block's output after the final norm, (B, T, d_model): the LM head's input.
+
+        Same arguments as `forward`. Generation needs logits for the last position only; taking
+        the hidden states and applying `head` to that one position skips (T - 1) x vocab_size
+        dot products per prompt.
+        """
+        hidden, _ = self._run(idx, cache, False, positions, key_mask)
+        return hidden
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Hidden states (..., d_model) -> logits (..., vocab_size)."""
+        if self.lm_head is None:  # tied: score each token vector against every embedding
+            return F.linear(x, self.tok_emb.weight)
+        return self.lm_head(x)
 
     def get_attention_weights(self, idx: torch.Tensor) -> list[torch.Tensor]:
         """The attention weights of every layer for ``idx``: a list of (B, n_heads, T, T).
@@ -105,11 +154,16 @@ class GPT(nn.Module):
         return weights
 
     def _run(
-        self, idx: torch.Tensor, cache: KVCache | None, need_weights: bool
+        self,
+        idx: torch.Tensor,
+        cache: KVCache | None,
+        need_weights: bool,
+        positions: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if idx.dim() != 2:
             raise ValueError(f"expected token ids of shape (batch, time), got {tuple(idx.shape)}")
-        _, t = idx.shape
+        b, t = idx.shape
         offset = 0 if cache is None else cache.offset
         if offset + t > self.config.context_length:
             raise ValueError(
@@ -117,19 +171,19 @@ class GPT(nn.Module):
                 f"{self.config.context_length}; crop the input to the last "
                 f"{self.config.context_length} tokens"
             )
+        if positions is not None and positions.shape != (b, t):
+            raise ValueError(f"positions must have shape {(b, t)}, got {tuple(positions.shape)}")
+        mask = None if key_mask is None else padding_attention_mask(key_mask, t, offset)
         x = self.tok_emb(idx)  # (B, T, d_model)
         if self.pos_emb is not None:
-            x = x + self.pos_emb(t, offset)  # (T, d_model) broadcast over the batch
+            x = x + self.pos_emb(t, offset, positions)  # (T or B x T, d_model), broadcast
         x = self.drop(x)
         weights: list[torch.Tensor] = []
         for block in self.blocks:
-            x, w = block(x, self.rope, cache, offset, need_weights)
+            x, w = block(x, self.rope, cache, offset, need_weights, positions, mask)
             if w is not None:
                 weights.append(w)
-        x = self.norm(x)
-        if self.lm_head is None:  # tied: score each token vector against every embedding
-            return F.linear(x, self.tok_emb.weight), weights  # (B, T, vocab_size)
-        return self.lm_head(x), weights  # (B, T, vocab_size)
+        return self.norm(x), weights  # (B, T, d_model)
 
     # ---- accounting -----------------------------------------------------------------------
     def num_params(self, non_embedding: bool = False) -> int:

@@ -35,7 +35,12 @@ class LearnedPositionalEmbedding(nn.Module):
         self.weight = nn.Parameter(torch.empty(context_length, d_model))
         nn.init.normal_(self.weight, std=0.02)
 
-    def forward(self, seq_len: int, offset: int = 0) -> torch.Tensor:
+    def forward(
+        self, seq_len: int, offset: int = 0, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Rows offset..offset+seq_len (T, d_model), or one row per entry of ``positions`` (B, T)."""
+        if positions is not None:
+            return self.weight[positions]  # (B, T, d_model)
         return self.weight[offset : offset + seq_len]  # (T, d_model)
 
 
@@ -58,9 +63,19 @@ class SinusoidalPositionalEmbedding(nn.Module):
 
     def __init__(self, context_length: int, d_model: int) -> None:
         super().__init__()
+        self.context_length, self.d_model = context_length, d_model
         self.register_buffer("table", sinusoidal_table(context_length, d_model), persistent=False)
 
-    def forward(self, seq_len: int, offset: int = 0) -> torch.Tensor:
+    def reset_buffers(self, device: torch.device | str | None = None) -> None:
+        """Recompute the table on ``device`` (after building the model on the meta device)."""
+        table = sinusoidal_table(self.context_length, self.d_model)
+        self.table = table.to(device) if device is not None else table
+
+    def forward(
+        self, seq_len: int, offset: int = 0, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if positions is not None:
+            return self.table[positions]  # (B, T, d_model)
         return self.table[offset : offset + seq_len]  # (T, d_model)
 
 
@@ -73,6 +88,47 @@ FrequencyScaling = Callable[[torch.Tensor], torch.Tensor]
 """Maps the inverse frequencies to new ones (the hook for Llama-3 / YaRN style long-context
 scaling, which slows the low-frequency pairs down so positions past the trained length stay in
 the range the model has seen)."""
+
+
+def llama3_scaling(
+    factor: float,
+    low_freq_factor: float,
+    high_freq_factor: float,
+    original_context_length: int,
+) -> FrequencyScaling:
+    """Llama 3.1's long-context RoPE scaling, as a `FrequencyScaling`.
+
+    Llama 3 was pretrained on ``original_context_length`` (8192) tokens, then extended to 128K.
+    A dimension pair that turns slowly (wavelength 2*pi/inv_freq longer than
+    original_context_length / low_freq_factor) never completed a turn during pretraining, so
+    its angles past 8K would be new to the model: it is slowed down by ``factor``. Pairs that turn
+    fast (wavelength shorter than original_context_length / high_freq_factor) saw every angle and
+    carry fine local order: left alone. Pairs in between blend the two, linearly in
+    original_context_length / wavelength (the number of turns over the original context).
+    """
+    long_wave = original_context_length / low_freq_factor  # slower than this: divide by factor
+    short_wave = original_context_length / high_freq_factor  # faster than this: unchanged
+
+    def scale(inv_freq: torch.Tensor) -> torch.Tensor:
+        wavelength = 2 * math.pi / inv_freq  # (head_dim/2,) positions per full turn
+        turns = original_context_length / wavelength
+        blend = (turns - low_freq_factor) / (high_freq_factor - low_freq_factor)  # 0 .. 1
+        blended = (1 - blend) * inv_freq / factor + blend * inv_freq
+        scaled = torch.where(wavelength > long_wave, inv_freq / factor, inv_freq)
+        in_between = (wavelength >= short_wave) & (wavelength <= long_wave)
+        return torch.where(in_between, blended, scaled)
+
+    return scale
+
+
+def rope_frequency_scaling(rope_scaling: dict | None) -> FrequencyScaling | None:
+    """The `FrequencyScaling` that ``ModelConfig.rope_scaling`` names (None for plain RoPE)."""
+    if rope_scaling is None:
+        return None
+    params = {k: v for k, v in rope_scaling.items() if k != "type"}
+    if rope_scaling.get("type") == "llama3":
+        return llama3_scaling(**params)
+    raise ValueError(f"unsupported rope_scaling {rope_scaling!r}; supported types: llama3")
 
 
 class RotaryEmbedding(nn.Module):
@@ -91,18 +147,39 @@ class RotaryEmbedding(nn.Module):
         scaling: FrequencyScaling | None = None,
     ) -> None:
         super().__init__()
-        inv_freq = rope_inverse_frequencies(head_dim, theta)
-        if scaling is not None:
-            inv_freq = scaling(inv_freq)
-        angles = torch.outer(torch.arange(context_length, dtype=torch.float32), inv_freq)
-        angles = torch.cat([angles, angles], dim=-1)  # (T, head_dim): pair i <-> i + head_dim/2
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.head_dim, self.context_length, self.theta = head_dim, context_length, theta
+        self.scaling = scaling
+        cos, sin = self._tables()
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        seq_len = x.shape[-2]
-        cos = self.cos[offset : offset + seq_len].to(x.dtype)  # (T, head_dim)
-        sin = self.sin[offset : offset + seq_len].to(x.dtype)
+    def _tables(
+        self, device: torch.device | str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        inv_freq = rope_inverse_frequencies(self.head_dim, self.theta)
+        if self.scaling is not None:
+            inv_freq = self.scaling(inv_freq)
+        angles = torch.outer(torch.arange(self.context_length, dtype=torch.float32), inv_freq)
+        angles = torch.cat([angles, angles], dim=-1)  # (T, head_dim): pair i <-> i + head_dim/2
+        if device is not None:
+            angles = angles.to(device)
+        return angles.cos(), angles.sin()
+
+    def reset_buffers(self, device: torch.device | str | None = None) -> None:
+        """Recompute the cos/sin tables on ``device`` (after building the model on meta)."""
+        self.cos, self.sin = self._tables(device)
+
+    def forward(
+        self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Rotate x (B, H, T, head_dim) for positions offset.. or for ``positions`` (B, T)."""
+        if positions is not None:  # each row its own positions (left-padded batches)
+            cos = self.cos[positions][:, None].to(x.dtype)  # (B, 1, T, head_dim)
+            sin = self.sin[positions][:, None].to(x.dtype)
+        else:
+            seq_len = x.shape[-2]
+            cos = self.cos[offset : offset + seq_len].to(x.dtype)  # (T, head_dim)
+            sin = self.sin[offset : offset + seq_len].to(x.dtype)
         return x * cos + rotate_half(x) * sin
 
 

@@ -336,8 +336,12 @@ def read_hf_tokenizer(
         )
     pattern = _hf_pattern(data.get("pre_tokenizer"), path)
     byte_of = {ch: b for b, ch in gpt2_bytes_to_unicode().items()}
+    # Added tokens are matched whole, before BPE. A non-special one that the BPE vocab lacks
+    # (Qwen3's "<think>") is still a token the model emits: keep it, as a special token.
     specials = {
-        t["content"]: t["id"] for t in data.get("added_tokens") or [] if t.get("special", True)
+        t["content"]: t["id"]
+        for t in data.get("added_tokens") or []
+        if t.get("special", True) or t["content"] not in model["vocab"]
     }
     vocab: dict[int, bytes] = {}
     for token, i in model["vocab"].items():
@@ -420,6 +424,11 @@ def write_hf_tokenizer(
     def text(token: bytes) -> str:
         return "".join(to_str[b] for b in token)
 
+    # Special tokens go into the model's vocab too, as in GPT-2's own tokenizer.json: tokenizers
+    # gives an added token that the vocab lacks the next free id, ignoring the id written here.
+    model_vocab = {text(b): i for i, b in sorted(vocab.items())}
+    for token, i in sorted(special_tokens.items(), key=lambda item: item[1]):
+        model_vocab.setdefault(token, i)
     byte_level = {
         "type": "ByteLevel",
         "add_prefix_space": False,
@@ -466,7 +475,7 @@ def write_hf_tokenizer(
             "fuse_unk": False,
             "byte_fallback": False,
             "ignore_merges": False,
-            "vocab": {text(b): i for i, b in sorted(vocab.items())},
+            "vocab": model_vocab,
             "merges": [[text(a), text(b)] for a, b in merges],
         },
     }

@@ -1,0 +1,142 @@
+"""Decoding speed: buildlm's Engine vs Hugging Face ``generate``, same weights, same dtype.
+
+A GPT-2 124M-shaped ``GPT2LMHeadModel`` with random weights is saved with ``save_pretrained``
+and loaded into buildlm with ``buildlm.hub.load_hf``, so both run the very same weights. Each
+generates ``--new-tokens`` tokens greedily after a ``--prompt-len``-token prompt (no early stop),
+for batch sizes 1, 8 and 32, in fp32 and bf16. Runs are interleaved (HF, buildlm, HF, ...) and
+each figure is the best of ``--repeats``. The batch-1 ids of the two are checked to be equal.
+
+The limit: decoding one token reads every weight once (the LM head reads the whole embedding
+table), so at batch 1 it cannot beat ``bandwidth / bytes of weights``. The bandwidth is that of a
+large matrix-vector product in the same dtype, measured in this run (on a CPU without bf16
+instructions the bf16 product is limited by converting, not by memory: it is measured too).
+
+    python benchmarks/generate.py           # GPT-2 124M, 128 new tokens, 2 threads
+    python benchmarks/generate.py --tiny    # tiny shape, seconds (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from buildlm.hub import load_hf
+from buildlm.infer.engine import Engine
+from buildlm.model import GPT
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def matvec_bandwidth(n: int, dtype: torch.dtype, repeats: int = 5) -> float:
+    """Bytes/s of an (n x n) matrix times a vector: reading the matrix dominates."""
+    weight = torch.randn(n, n).to(dtype)
+    x = torch.randn(1, n).to(dtype)
+    F.linear(x, weight)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        F.linear(x, weight)
+        best = min(best, time.perf_counter() - t0)
+    return weight.numel() * weight.element_size() / best
+
+
+def bytes_per_token(model: GPT) -> int:
+    """Weight bytes one decode step reads: every parameter but the position table (one row)."""
+    skip = {id(model.pos_emb.weight)} if getattr(model, "pos_emb", None) is not None else set()
+    return sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in skip)
+
+
+def timed(fn) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny shape, a few seconds (CI)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--prompt-len", type=int, default=16)
+    parser.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes")
+    parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32, bf16")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    shape = dict(n_embd=768, n_layer=12, n_head=12, vocab_size=50257, n_positions=1024)
+    bw_n = 8192
+    if args.tiny:
+        shape = dict(n_embd=64, n_layer=2, n_head=4, vocab_size=512, n_positions=128)
+        args.new_tokens, args.batches, args.repeats, bw_n = 8, "1,2", 1, 1024
+    hf_cfg = GPT2Config(
+        **shape, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=shape["vocab_size"] - 1, eos_token_id=shape["vocab_size"] - 1,
+    )  # fmt: skip
+    hf = GPT2LMHeadModel._from_config(hf_cfg, attn_implementation="sdpa").eval()
+    with tempfile.TemporaryDirectory() as folder:
+        hf.save_pretrained(folder)
+        ours, _ = load_hf(folder)
+    ours.eval()
+    batches = [int(b) for b in args.batches.split(",")]
+    print(
+        f"threads={args.threads}  GPT-2 {shape['n_embd']}d x {shape['n_layer']}L, vocab "
+        f"{shape['vocab_size']}; prompt {args.prompt_len} tokens + {args.new_tokens} new, greedy"
+    )
+    header = f"{'dtype':<6}{'batch':>6}{'HF tok/s':>10}{'buildlm tok/s':>15}{'ratio':>7}{'of limit':>10}"
+    rows = []
+    for name in args.dtypes.split(","):
+        dtype = DTYPES[name]
+        hf.to(dtype)
+        ours.to(dtype)
+        bandwidth = matvec_bandwidth(bw_n, dtype)
+        limit = bandwidth / bytes_per_token(ours)
+        print(
+            f"{name}: matvec bandwidth {bandwidth / 1e9:.1f} GB/s, {bytes_per_token(ours) / 1e6:.0f} MB "
+            f"of weights per token -> batch-1 limit {limit:.1f} tok/s"
+        )
+        engine = Engine(ours)
+        for batch in batches:
+            ids = torch.randint(0, shape["vocab_size"] - 1, (batch, args.prompt_len))
+            hf_best = ours_best = float("inf")
+            for _ in range(args.repeats):
+                t, hf_out = timed(
+                    lambda ids=ids: hf.generate(
+                        ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                        max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+                        pad_token_id=0,
+                    )
+                )  # fmt: skip
+                hf_best = min(hf_best, t)
+                t, our_out = timed(
+                    lambda ids=ids, engine=engine: engine.generate(
+                        ids.tolist(), max_new_tokens=args.new_tokens, temperature=0,
+                        stop_token_ids=(),
+                    )
+                )  # fmt: skip
+                ours_best = min(ours_best, t)
+            if batch == 1 and name == "fp32":
+                same = hf_out[0, args.prompt_len :].tolist() == our_out[0].token_ids
+                print(f"  batch-1 greedy ids identical to Hugging Face: {same}")
+            n = batch * args.new_tokens
+            share = f"{n / ours_best / limit:9.0%}" if batch == 1 else f"{'':>9}"
+            hf_share = f" (HF {n / hf_best / limit:.0%})" if batch == 1 else ""
+            rows.append(
+                f"{name:<6}{batch:>6}{n / hf_best:10.1f}{n / ours_best:15.1f}"
+                f"{hf_best / ours_best:6.2f}x{share}{hf_share}"
+            )
+    print("\n" + header)
+    print("\n".join(rows))
+    print(
+        "\nratio = buildlm tok/s / HF tok/s (same run); 'of limit' = batch-1 tok/s over the "
+        "bandwidth limit; tok/s counts new tokens over the whole generate call (prefill included)"
+    )
+
+
+if __name__ == "__main__":
+    main()

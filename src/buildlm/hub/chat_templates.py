@@ -1,0 +1,85 @@
+"""Chat templates: a conversation as the exact text an instruction-tuned model was trained on.
+
+A chat model does not see "messages"; it sees one string in which special tokens mark who speaks.
+Each family has its own markup, and a prompt in the wrong markup makes a good model answer
+badly. Hugging Face ships the markup as a Jinja template in ``tokenizer_config.json``; the same
+formats are written here as plain functions.
+
+A message is ``{"role": "system" | "user" | "assistant", "content": str}``. With
+``add_generation_prompt=True`` the text ends with the header of an assistant turn, so the model's
+continuation is the reply.
+
+Llama 3 (``<|eot_id|>`` ends a turn; content is stripped of surrounding whitespace)::
+
+    <|begin_of_text|><|start_header_id|>user<|end_header_id|>\\n\\nHi<|eot_id|>
+    <|start_header_id|>assistant<|end_header_id|>\\n\\n
+
+ChatML (Qwen; ``<|im_end|>`` ends a turn)::
+
+    <|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+Message = Mapping[str, str]
+ROLES = ("system", "user", "assistant")
+
+LLAMA3_BOS = "<|begin_of_text|>"
+LLAMA3_EOT = "<|eot_id|>"
+CHATML_END = "<|im_end|>"
+QWEN2_DEFAULT_SYSTEM = "You are a helpful assistant."
+
+
+def _check(messages: Sequence[Message]) -> None:
+    if isinstance(messages, (str, bytes)):
+        raise ValueError("messages must be a list of {'role': ..., 'content': ...} dicts")
+    if not messages:
+        raise ValueError("a chat prompt needs at least one message")
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or not isinstance(m.get("content"), str):
+            raise ValueError(f"message {i} must be a dict with a string 'content', got {m!r}")
+        if m.get("role") not in ROLES:
+            raise ValueError(
+                f"message {i} has role {m.get('role')!r}; choose one of: {', '.join(ROLES)}"
+            )
+
+
+def llama3_prompt(messages: Sequence[Message], add_generation_prompt: bool = False) -> str:
+    """The Llama 3 (Instruct) chat format: a header per turn, ``<|eot_id|>`` after each."""
+    _check(messages)
+    parts = [LLAMA3_BOS]
+    for m in messages:
+        header = f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n"
+        parts.append(header + m["content"].strip() + LLAMA3_EOT)
+    if add_generation_prompt:
+        parts.append("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    return "".join(parts)
+
+
+def chatml_prompt(
+    messages: Sequence[Message],
+    add_generation_prompt: bool = False,
+    default_system: str | None = None,
+) -> str:
+    """ChatML, the format of Qwen (and others): ``<|im_start|>role\\ncontent<|im_end|>\\n``.
+
+    ``default_system`` is put first when the conversation does not start with a system message
+    (Qwen2 does this with `QWEN2_DEFAULT_SYSTEM`).
+    """
+    _check(messages)
+    if default_system is not None and messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": default_system}, *messages]
+    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}{CHATML_END}\n" for m in messages)
+    if add_generation_prompt:
+        text += "<|im_start|>assistant\n"
+    return text
+
+
+def qwen2_prompt(messages: Sequence[Message], add_generation_prompt: bool = False) -> str:
+    """Qwen2 Instruct: ChatML with a default system message.
+
+    (Qwen2.5's default system message is longer; pass it to `chatml_prompt`.)
+    """
+    return chatml_prompt(messages, add_generation_prompt, default_system=QWEN2_DEFAULT_SYSTEM)

@@ -1,0 +1,116 @@
+"""Save a buildlm `GPT` as a Hugging Face model folder.
+
+The folder is what ``transformers.AutoModelForCausalLM.from_pretrained`` reads, and gives the
+same logits as the buildlm model::
+
+    config.json             the architecture in transformers' terms (`hf_config.config_to_hf`)
+    model.safetensors       the weights under transformers' names (`hf_weights.buildlm_to_hf`)
+    tokenizer.json          the tokenizer, when one is given (``tokenizers`` reads it)
+    tokenizer_config.json   tells ``AutoTokenizer`` to use tokenizer.json as it is
+
+The folder is written under a temporary name beside ``path`` and renamed into place when
+complete, so an interrupted save never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from buildlm.hub.hf_config import config_to_hf, hf_model_type
+from buildlm.hub.hf_weights import buildlm_to_hf
+from buildlm.hub.safetensors_io import write_safetensors
+from buildlm.model import GPT
+from buildlm.tokenizer import Tokenizer
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder that replaces ``path`` when the block succeeds.
+
+    On an exception the temporary folder is deleted and ``path`` is untouched. An existing
+    ``path`` is replaced only if it is empty or a model folder (has a config.json): a folder of
+    other files is never deleted.
+    """
+    final = Path(path)
+    if final.exists() and not final.is_dir():
+        raise NotADirectoryError(f"{str(final)!r} exists and is not a folder")
+    if final.is_dir() and any(final.iterdir()) and not (final / "config.json").is_file():
+        raise ValueError(
+            f"{str(final)!r} already holds files that are not a model; choose another folder"
+        )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = final.with_name(f".tmp-{final.name}-{tag}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        if final.exists():  # swap the old folder out, then drop it
+            old = final.with_name(f".old-{final.name}-{tag}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_json(path: Path, obj: object) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def save_hf(
+    model: GPT,
+    tokenizer: Tokenizer | None,
+    path: str | os.PathLike,
+    model_type: str | None = None,
+) -> Path:
+    """Write ``model`` (and ``tokenizer``, which may be ``None``) as a Hugging Face folder.
+
+    ``model_type`` (``"gpt2"``, ``"llama"``, ``"qwen2"``, ``"qwen3"``) is found from the config
+    when not given; a config no transformers family computes raises ``ValueError`` naming the
+    fields that differ. The weights keep their dtype. Returns the folder.
+    """
+    cfg = model.config
+    model_type = hf_model_type(cfg, model_type)
+    state = model.state_dict()
+    dtypes = {t.dtype for t in state.values()}
+    dtype = str(next(iter(dtypes))).removeprefix("torch.") if len(dtypes) == 1 else "float32"
+    if tokenizer is not None and tokenizer.vocab_size > cfg.vocab_size:
+        raise ValueError(
+            f"the tokenizer has {tokenizer.vocab_size} ids but the model only {cfg.vocab_size} "
+            "embeddings; pass the tokenizer the model was trained with"
+        )
+    eos = tokenizer.eot_token if tokenizer is not None else None
+    hf_config = config_to_hf(cfg, model_type, dtype=dtype, eos_token_id=eos)
+    with atomic_folder(path) as tmp:
+        _write_json(tmp / "config.json", hf_config)
+        with torch.no_grad():
+            write_safetensors(
+                tmp / "model.safetensors",
+                buildlm_to_hf(model_type, cfg, state),
+                metadata={"format": "pt"},
+            )
+        if tokenizer is not None:
+            tokenizer.save_hf(tmp / "tokenizer.json")
+            eot = "<|endoftext|>" if eos is not None else None
+            _write_json(
+                tmp / "tokenizer_config.json",
+                {
+                    "tokenizer_class": "PreTrainedTokenizerFast",
+                    "model_max_length": cfg.context_length,
+                    "bos_token": eot,
+                    "eos_token": eot,
+                    "clean_up_tokenization_spaces": False,
+                },
+            )
+    return Path(path)

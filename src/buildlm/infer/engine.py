@@ -1,0 +1,399 @@
+"""The inference engine: cached, batched, streaming generation.
+
+`buildlm.infer.generate` is the readable reference: it re-runs the model over the whole prefix
+for every new token. `Engine` produces the same tokens (greedy) far faster:
+
+1. **Prefill.** The prompts are left-padded to one length and run through the model once,
+   filling a preallocated `StaticKVCache` with every layer's keys and values. A padding mask
+   hides the pad slots from attention, and each row's positions start at its first real token,
+   so a padded row computes exactly what it would alone.
+2. **Decode.** Each step feeds one new token per row; attention reads the cached keys/values.
+   The logits go through the request's processors (penalties, temperature, top-k/p, min-p,
+   `buildlm.infer.processors`) and a token is picked, greedily or by seeded sampling.
+3. **Stop.** A row ends at a stop token id, at a stop string (matched on the decoded text) or
+   after ``max_new_tokens``. Text streams out as it is decoded, never splitting a character.
+4. **Slide.** A sequence that outgrows the context keeps its last ``context_length -
+   context_length // 4`` tokens and is prefilled again (positions start over), like `generate`'s
+   crop but re-done only once every quarter context instead of every step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from buildlm.infer.beam_search import beam_search
+from buildlm.infer.detokenize import IncrementalDetokenizer
+from buildlm.infer.kvcache import StaticKVCache
+from buildlm.infer.processors import build_processors
+
+
+@dataclass
+class SamplingParams:
+    """How one request is decoded. ``temperature=0`` is greedy.
+
+    ``stop_token_ids=None`` means the tokenizer's end-of-text token; ``()`` means none.
+    ``seed`` makes this request's sampling repeatable whatever else is in the batch.
+    """
+
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    stop: Sequence[str] = ()
+    stop_token_ids: Sequence[int] | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be a non-negative integer, got {self.max_new_tokens!r}")
+        if isinstance(self.stop, str):
+            self.stop = (self.stop,)
+        self.processors()  # validates temperature, top_k, top_p, min_p and the penalties
+
+    def processors(self, prompt_length: int = 0):
+        """The logits processors of these settings (penalties count only generated tokens)."""
+        return build_processors(
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
+            prompt_length=prompt_length,
+        )
+
+
+@dataclass
+class Completion:
+    """One finished request: the new ids and text, and why it ended (``"stop"`` or ``"length"``)."""
+
+    prompt_ids: list[int]
+    token_ids: list[int]
+    text: str
+    finish_reason: str
+
+
+@dataclass
+class EngineStats:
+    """Where the time went in the last call (for ``--stats``)."""
+
+    prefill_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_tokens: int = 0
+    decode_steps: int = 0
+    decode_s: float = 0.0
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return self.prefill_tokens / self.prefill_s if self.prefill_s else 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return self.decode_tokens / self.decode_s if self.decode_s else 0.0
+
+
+@dataclass
+class _Row:
+    """The running state of one request."""
+
+    prompt: list[int]
+    params: SamplingParams
+    detok: IncrementalDetokenizer | None
+    stop_ids: frozenset[int]
+    processors: Any
+    generator: torch.Generator | None
+    generated: list[int] = field(default_factory=list)
+    done: bool = False
+    finish_reason: str = "length"
+
+    @property
+    def sequence(self) -> list[int]:
+        return self.prompt + self.generated
+
+
+class Engine:
+    """Cached, batched generation for a `buildlm.model.GPT` (and its tokenizer, for text).
+
+    ``truncate_prompts=True`` keeps the last tokens of a prompt longer than the context instead
+    of raising. ``compile=True`` runs the one-token decode step through ``torch.compile``.
+
+    ``transpose_head`` keeps a (d_model, vocab) copy of the LM head for decoding. At batch 1 a
+    decode step is a chain of matrix-vector products limited by memory bandwidth, and on CPUs
+    MKL streams a (d_model, vocab) matrix times a vector much faster (1.7x measured on GPT-2's
+    154 MB head) than the (vocab, d_model) layout the embedding table has. It costs one more
+    copy of that matrix, so by default (``None``) it is done on the CPU only.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any = None,
+        truncate_prompts: bool = False,
+        compile: bool = False,
+        transpose_head: bool | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.truncate_prompts = truncate_prompts
+        self.device = next(model.parameters()).device
+        self.context_length = model.config.context_length
+        self._decode_hidden = (
+            torch.compile(model.hidden_states, dynamic=True) if compile else model.hidden_states
+        )
+        self._head_t = None
+        if transpose_head is None:
+            transpose_head = self.device.type == "cpu"
+        head = model.lm_head
+        if transpose_head and (head is None or (type(head) is nn.Linear and head.bias is None)):
+            weight = model.tok_emb.weight if head is None else head.weight  # (V, d_model)
+            self._head_t = weight.detach().t().contiguous()  # (d_model, V)
+        self.stats = EngineStats()
+
+    # --- public API ----------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Sequence[str] | Sequence[Sequence[int]] | str,
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
+        **kwargs: Any,
+    ) -> list[Completion]:
+        """Complete every prompt (texts, or lists of ids); one `Completion` per prompt, in order.
+
+        ``params`` is one `SamplingParams` for all, or one per prompt; keyword arguments build
+        one (``engine.generate(["Hi"], max_new_tokens=20, temperature=0)``).
+        """
+        rows = self._rows(prompts, params, kwargs)
+        for _ in self._run(rows):
+            pass
+        return [self._completion(r) for r in rows]
+
+    def stream(
+        self,
+        prompt: str | Sequence[int],
+        params: SamplingParams | None = None,
+        **kwargs: Any,
+    ) -> Iterator[str]:
+        """Yield the text of one completion piece by piece as it is decoded."""
+        rows = self._rows([prompt], params, kwargs)
+        for deltas in self._run(rows):
+            if deltas[0]:
+                yield deltas[0]
+
+    def stream_batch(
+        self,
+        prompts: Sequence[str] | Sequence[Sequence[int]],
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[list[str]]:
+        """Yield, after every decode step, the new text of each prompt (``""`` when none)."""
+        yield from self._run(self._rows(prompts, params, kwargs))
+
+    def beam_search(
+        self,
+        prompt: str | Sequence[int],
+        num_beams: int = 4,
+        max_new_tokens: int = 64,
+        length_penalty: float = 1.0,
+        early_stopping: bool | str = False,
+        stop_token_id: int | None = None,
+    ) -> Completion:
+        """The best of ``num_beams`` beams (`buildlm.infer.beam_search`), with a KV cache.
+
+        The cache holds one row per beam and is reordered as beams are kept and dropped.
+        ``stop_token_id`` (default: the tokenizer's end-of-text token) ends a hypothesis.
+        """
+        row = self._row(prompt, SamplingParams(max_new_tokens=max_new_tokens, temperature=0))
+        if stop_token_id is None:
+            stop_token_id = getattr(self.tokenizer, "eot_token", None)
+        cache = StaticKVCache.for_model(
+            self.model, num_beams, max_len=len(row.prompt) + max_new_tokens
+        )
+        with torch.inference_mode():
+            out = beam_search(
+                self.model, torch.tensor([row.prompt]), max_new_tokens, num_beams,
+                length_penalty, early_stopping, stop_token_id, cache=cache,
+            )[0, len(row.prompt) :].tolist()  # fmt: skip
+        finish = "length"
+        if stop_token_id is not None and stop_token_id in out:
+            out, finish = out[: out.index(stop_token_id)], "stop"
+        text = self.tokenizer.decode(out) if self.tokenizer is not None else ""
+        return Completion(row.prompt, out, text, finish)
+
+    # --- set-up --------------------------------------------------------------------------------
+
+    def _rows(self, prompts, params, kwargs) -> list[_Row]:
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        if not prompts:
+            raise ValueError("no prompts given")
+        if params is None:
+            params = SamplingParams(**kwargs)
+        elif kwargs:
+            raise ValueError("pass either params or keyword arguments, not both")
+        per_row = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)
+        if len(per_row) != len(prompts):
+            raise ValueError(f"{len(per_row)} SamplingParams for {len(prompts)} prompts")
+        return [self._row(p, sp) for p, sp in zip(prompts, per_row, strict=True)]
+
+    def _row(self, prompt: str | Sequence[int], params: SamplingParams) -> _Row:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError("text prompts need a tokenizer; pass Engine(model, tokenizer) or token ids")
+            ids = self.tokenizer.encode(prompt, allowed_special="all")
+        else:
+            ids = [int(i) for i in prompt]
+        if not ids:
+            raise ValueError("the prompt is empty; give at least one token")
+        vocab = self.model.config.vocab_size
+        if min(ids) < 0 or max(ids) >= vocab:
+            raise ValueError(f"prompt token ids must lie in [0, {vocab}), got {min(ids)}..{max(ids)}")
+        if len(ids) > self.context_length:
+            if not self.truncate_prompts:
+                raise ValueError(
+                    f"the prompt has {len(ids)} tokens, more than the model's context_length="
+                    f"{self.context_length}; shorten it or pass truncate_prompts=True to keep its end"
+                )
+            ids = ids[-self.context_length :]
+        stop_ids = params.stop_token_ids
+        if stop_ids is None:
+            eot = getattr(self.tokenizer, "eot_token", None)
+            stop_ids = () if eot is None else (eot,)
+        detok = None
+        if self.tokenizer is not None:
+            detok = IncrementalDetokenizer(self.tokenizer.token_bytes, params.stop)
+        elif params.stop:
+            raise ValueError("stop strings need a tokenizer to decode text; use stop_token_ids")
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        processors = params.processors(prompt_length=len(ids))
+        return _Row(ids, params, detok, frozenset(stop_ids), processors, generator)
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _run(self, rows: list[_Row]) -> Iterator[list[str]]:
+        """Prefill, then decode until every row is done; yields each row's new text per step."""
+        self.stats = EngineStats()
+        budget = max(r.params.max_new_tokens for r in rows)
+        if budget == 0:
+            return
+        longest = max(len(r.prompt) for r in rows)
+        cache = StaticKVCache.for_model(self.model, len(rows), max_len=longest + budget)
+        logits, key_mask, positions = self._prefill(rows, cache)
+        for step in range(budget):
+            nxt = self._pick(rows, logits)  # (B,)
+            deltas = self._advance(rows, nxt.tolist(), step)
+            yield deltas
+            if all(r.done for r in rows):
+                return
+            if cache.offset == cache.max_len:  # out of room: slide the window
+                logits, key_mask, positions = self._prefill(rows, cache, slide=True)
+                continue
+            t0 = time.perf_counter()
+            if key_mask is None:  # no row is padded: positions follow from the cache offset
+                hidden = self._decode_hidden(nxt[:, None], cache)
+            else:
+                key_mask = torch.cat([key_mask, key_mask.new_ones(len(rows), 1)], dim=1)
+                positions = positions + 1
+                hidden = self._decode_hidden(nxt[:, None], cache, positions, key_mask)
+            logits = self._logits(hidden[:, -1])
+            self._sync()
+            self.stats.decode_s += time.perf_counter() - t0
+            self.stats.decode_steps += 1
+            self.stats.decode_tokens += sum(not r.done for r in rows)
+
+    def _prefill(
+        self, rows: list[_Row], cache: StaticKVCache, slide: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Left-pad the rows' sequences, run them into an empty cache.
+
+        Returns the logits of the last position (B, V), the key mask (None when no row is
+        padded) and each row's last position (B, 1).
+        """
+        t0 = time.perf_counter()
+        keep = self.context_length - self.context_length // 4 if slide else self.context_length
+        seqs = [r.sequence[-keep:] for r in rows]
+        width = max(map(len, seqs))
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        key_mask = torch.zeros(len(rows), width, dtype=torch.bool)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s) :] = torch.tensor(s)
+            key_mask[i, width - len(s) :] = True
+        ids, key_mask = ids.to(self.device), key_mask.to(self.device)
+        # Each row counts positions from its first real token; pads sit at position 0 (masked).
+        positions = (key_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, width)
+        cache.reset()
+        if all(len(s) == width for s in seqs):  # no padding: the plain causal path is faster
+            hidden = self.model.hidden_states(ids, cache)
+            key_mask = None
+        else:
+            hidden = self.model.hidden_states(ids, cache, positions, key_mask)
+        logits = self._logits(hidden[:, -1])  # only the last position's logits are needed
+        self._sync()
+        self.stats.prefill_s += time.perf_counter() - t0
+        self.stats.prefill_tokens += sum(map(len, seqs))
+        return logits, key_mask, positions[:, -1:]
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Last-position hidden states (B, d_model) -> float32 logits (B, V)."""
+        if self._head_t is not None:
+            return (hidden @ self._head_t).float()
+        return self.model.head(hidden).float()
+
+    def _pick(self, rows: list[_Row], logits: torch.Tensor) -> torch.Tensor:
+        """One next token per row from its logits (B, V), with that row's processors and seed."""
+        picks = []
+        for i, row in enumerate(rows):
+            if row.done:
+                picks.append(0)
+                continue
+            history = torch.tensor([row.sequence], dtype=torch.long, device=logits.device)
+            scores = row.processors(history, logits[i : i + 1])  # (1, V)
+            if row.params.temperature == 0:
+                picks.append(int(scores.argmax(dim=-1)))
+            else:
+                probs = torch.softmax(scores, dim=-1)
+                picks.append(int(torch.multinomial(probs, 1, generator=row.generator)))
+        return torch.tensor(picks, dtype=torch.long, device=self.device)
+
+    def _advance(self, rows: list[_Row], tokens: list[int], step: int) -> list[str]:
+        """Record each row's new token, check its stop conditions, return its new text."""
+        deltas = []
+        for row, tok in zip(rows, tokens, strict=True):
+            if row.done:
+                deltas.append("")
+                continue
+            if tok in row.stop_ids:
+                row.done, row.finish_reason = True, "stop"
+                deltas.append(row.detok.flush() if row.detok else "")
+                continue
+            row.generated.append(tok)
+            delta = row.detok.push(tok) if row.detok else ""
+            if row.detok is not None and row.detok.stopped:
+                row.done, row.finish_reason = True, "stop"
+            elif len(row.generated) >= row.params.max_new_tokens:
+                row.done = True
+                delta += row.detok.flush() if row.detok else ""
+            deltas.append(delta)
+        return deltas
+
+    def _completion(self, row: _Row) -> Completion:
+        text = row.detok.text if row.detok is not None else ""
+        return Completion(row.prompt, list(row.generated), text, row.finish_reason)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
