@@ -22,37 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _rss import peak_rss, reset_peak_rss  # benchmarks/_rss.py
+
 LIMIT = 1.3  # buildlm's peak RSS growth / checkpoint bytes, at full size
-
-
-def _status_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
-def _reset_peak_rss() -> int:
-    """Reset the peak-RSS mark to the current RSS (Linux: write 5 to clear_refs); return it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return _status_bytes("VmRSS")
-    except OSError:  # not Linux: fall back to the lifetime peak (an underestimate of the growth)
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _peak_rss() -> int:
-    try:
-        return _status_bytes("VmHWM")
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def load_once(which: str, folder: str) -> dict:
@@ -72,7 +50,7 @@ def load_once(which: str, folder: str) -> dict:
             return load_hf(folder, tokenizer=False)[0]
 
     idx = torch.zeros(1, 8, dtype=torch.long)
-    base = _reset_peak_rss()
+    base = reset_peak_rss()
     t0 = time.perf_counter()
     model = load()
     seconds = time.perf_counter() - t0
@@ -83,7 +61,7 @@ def load_once(which: str, folder: str) -> dict:
     return {
         "seconds": seconds,
         "ready": ready,
-        "peak": _peak_rss() - base,
+        "peak": peak_rss() - base,
         "checksum": float(logits.double().sum()),
     }
 

@@ -28,7 +28,6 @@ import argparse
 import gzip
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ import numpy as np  # noqa: E402
 import tiktoken  # noqa: E402
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks  # noqa: E402
 
+from _rss import peak_rss, reset_peak_rss  # noqa: E402  (benchmarks/_rss.py)
 from buildlm.data.corpora import load_corpus  # noqa: E402
 from buildlm.tokenizer import Tokenizer  # noqa: E402
 from buildlm.tokenizer.patterns import CL100K, GPT2  # noqa: E402
@@ -154,7 +154,7 @@ def bench_adversarial(size: int) -> list[list[str]]:
 def train_once(which: str, text_file: str, vocab_size: int) -> dict:
     """Runs in a subprocess: train once, report seconds and peak-RSS growth."""
     text = Path(text_file).read_text("utf-8")
-    base = _reset_peak_rss()
+    base = reset_peak_rss()
     t0 = time.perf_counter()
     if which == "hf":
         from tokenizers import Regex, pre_tokenizers
@@ -180,30 +180,7 @@ def train_once(which: str, text_file: str, vocab_size: int) -> dict:
     else:
         size = Tokenizer.train(text, vocab_size, progress=False).vocab_size
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "peak_mib": (_peak_rss() - base) / 2**20, "vocab": size}
-
-
-def _status_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
-def _reset_peak_rss() -> int:
-    """Reset the peak-RSS mark to the current RSS (Linux: write 5 to clear_refs); return it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return _status_bytes("VmRSS")
-    except OSError:  # not Linux: fall back to the lifetime peak (an underestimate of the growth)
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _peak_rss() -> int:
-    try:
-        return _status_bytes("VmHWM")
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"seconds": seconds, "peak_mib": (peak_rss() - base) / 2**20, "vocab": size}
 
 
 def bench_train(text: str, sizes: list[int], tmp: Path) -> list[list[str]]:

@@ -228,3 +228,22 @@ def test_cached_beam_search_equals_the_uncached_search(family):
         out = Engine(model).beam_search(prompt, 4, 16, stop_token_id=eos_id)
         assert out.token_ids == expected
         assert out.finish_reason == ("stop" if len(expected) < 16 else "length")
+
+
+def test_engine_greedy_and_beams_equal_transformers_generate(gpt2_pair):
+    hf, model = gpt2_pair
+    prompts = [[5, 17, 3, 40, 2], [11, 9]]
+    engine = Engine(model)
+    ours = engine.generate(prompts, max_new_tokens=24, temperature=0, stop_token_ids=())
+    for prompt, out in zip(prompts, ours, strict=True):
+        ids = torch.tensor([prompt])
+        theirs = hf.generate(
+            ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=24,
+            min_new_tokens=24, pad_token_id=0,
+        )[0, len(prompt) :]  # fmt: skip
+        assert out.token_ids == theirs.tolist()
+        beams = hf.generate(
+            ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=4,
+            max_new_tokens=12, min_new_tokens=12, pad_token_id=0,
+        )[0, len(prompt) :]  # fmt: skip
+        assert engine.beam_search(prompt, 4, 12).token_ids == beams.tolist()

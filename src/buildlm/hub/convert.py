@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
+from buildlm.atomic import atomic_folder
 from buildlm.hub.hf_config import model_type_of, read_hf_config
 from buildlm.hub.load import load_hf
-from buildlm.hub.save import atomic_folder, save_hf
+from buildlm.hub.save import save_hf
 from buildlm.tokenizer import Tokenizer
 
 

@@ -16,52 +16,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from buildlm.atomic import atomic_folder
 from buildlm.hub.hf_config import config_to_hf, hf_model_type
 from buildlm.hub.hf_weights import buildlm_to_hf
 from buildlm.hub.safetensors_io import write_safetensors
 from buildlm.model import GPT
 from buildlm.tokenizer import Tokenizer
-
-
-@contextmanager
-def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder that replaces ``path`` when the block succeeds.
-
-    On an exception the temporary folder is deleted and ``path`` is untouched. An existing
-    ``path`` is replaced only if it is empty or a model folder (has a config.json): a folder of
-    other files is never deleted.
-    """
-    final = Path(path)
-    if final.exists() and not final.is_dir():
-        raise NotADirectoryError(f"{str(final)!r} exists and is not a folder")
-    if final.is_dir() and any(final.iterdir()) and not (final / "config.json").is_file():
-        raise ValueError(
-            f"{str(final)!r} already holds files that are not a model; choose another folder"
-        )
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = final.with_name(f".tmp-{final.name}-{tag}")
-    tmp.mkdir()
-    try:
-        yield tmp
-        if final.exists():  # swap the old folder out, then drop it
-            old = final.with_name(f".old-{final.name}-{tag}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _write_json(path: Path, obj: object) -> None:

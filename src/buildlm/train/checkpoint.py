@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from buildlm.atomic import atomic_folder
+
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 TOKENIZER = "tokenizer.json"
@@ -151,29 +153,14 @@ def save_checkpoint(
     """
     if "model" not in config:
         raise ValueError("config.json needs the model config under 'model'")
-    parent = Path(run_dir) / CHECKPOINTS
-    parent.mkdir(parents=True, exist_ok=True)
-    final = parent / f"step-{step:07d}"
-    tmp = parent / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    final = Path(run_dir) / CHECKPOINTS / f"step-{step:07d}"
+    with atomic_folder(final) as tmp:
         _write_json(tmp / CONFIG, {**config, "step": step})
         save_weights(model, tmp / WEIGHTS)
         if tokenizer is not None:
             tokenizer.save(tmp / TOKENIZER)
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER_STATE)
-        if final.exists():  # re-saving a step: swap the old folder out, then drop it
-            old = parent / f".old-{final.name}-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
