@@ -1,1 +1,41 @@
-"""buildlm.eval."""
+"""buildlm.eval: measure a model.
+
+- `perplexity`: sliding-window loss, perplexity and bits per byte of a long text;
+- `scoring`: the log-likelihood of a continuation given a context, batched;
+- `choice`: multiple-choice benchmarks in the HellaSwag format (acc, acc_norm);
+- `bundled`: ``shakespeare-next-line``, a multiple-choice set made from the bundled corpus;
+- `report`: several models side by side in one Markdown table;
+- `harness`: the model class for EleutherAI's lm-evaluation-harness (needs ``lm_eval``);
+- `exact_match`, `classification`: the checks the fine-tuning stages report;
+- `cli`: ``buildlm eval perplexity | choice | report | harness``.
+
+The names below are imported on first use, so ``import buildlm.eval.exact_match`` (or any one
+module) does not load the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ChoiceItem": "choice",
+    "ChoiceResult": "choice",
+    "load_choice_items": "choice",
+    "score_choices": "choice",
+    "PerplexityResult": "perplexity",
+    "evaluate_perplexity": "perplexity",
+    "perplexity_of_ids": "perplexity",
+    "sliding_windows": "perplexity",
+    "Score": "scoring",
+    "encode_pair": "scoring",
+    "score_continuations": "scoring",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'buildlm.eval' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"buildlm.eval.{_EXPORTS[name]}"), name)

@@ -1,0 +1,170 @@
+"""Multiple-choice benchmarks (HellaSwag format): which ending does the model find likeliest?
+
+Each item is a context and a few candidate endings, one of them right::
+
+    {"context": "She opened the jar and", "endings": ["poured the honey.", "sang."], "label": 0}
+
+(one JSON object per line; HellaSwag's own ``ctx`` is accepted for ``context``). The model does
+not generate anything: every ending is scored by its log-likelihood given the context
+(`buildlm.eval.scoring`), and the model's answer is the best-scored ending. Two scores:
+
+- ``acc``: the ending with the highest summed log-probability. Long endings have more tokens,
+  so more negative terms; this favours short endings.
+- ``acc_norm``: the summed log-probability divided by the ending's length in *characters*
+  (Python ``len`` of the ending, without the space joining it to the context), exactly as
+  lm-evaluation-harness computes ``acc_norm`` (its ``acc_bytes`` divides by UTF-8 bytes
+  instead). Dividing by characters rather than tokens keeps the comparison fair across
+  tokenizers.
+
+The ending follows the context after a single space (lm-evaluation-harness's
+``target_delimiter``), unless the context already ends in whitespace (a newline, in the bundled
+Shakespeare set) or is empty.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from buildlm.eval.scoring import encode_pair, score_continuations
+
+
+@dataclass(frozen=True)
+class ChoiceItem:
+    """One question: a context, the candidate endings and the index of the right one."""
+
+    context: str
+    endings: list[str]
+    label: int
+
+    def continuation(self, ending: str) -> str:
+        """The text scored after the context for ``ending`` (see the module's note on spaces)."""
+        if not self.context or self.context[-1].isspace() or ending[:1].isspace():
+            return ending
+        return " " + ending
+
+
+@dataclass
+class ChoiceResult:
+    """Accuracies over ``n`` items, and every ending's summed log-probability (nats)."""
+
+    acc: float
+    acc_norm: float
+    n: int
+    logprobs: list[list[float]] = field(default_factory=list, repr=False)
+    predictions: list[int] = field(default_factory=list, repr=False)
+    predictions_norm: list[int] = field(default_factory=list, repr=False)
+
+
+def parse_item(obj: Any, where: str) -> ChoiceItem:
+    """Check one decoded JSON line; ``where`` (``file:line``) starts every error message."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    context = obj.get("context", obj.get("ctx"))
+    if not isinstance(context, str):
+        raise ValueError(f"{where}: needs a string 'context' (the text before the endings)")
+    endings = obj.get("endings")
+    if endings is None:
+        raise ValueError(f"{where}: has no 'endings' (a list of at least 2 candidate strings)")
+    if (
+        not isinstance(endings, list)
+        or len(endings) < 2
+        or not all(isinstance(e, str) and e for e in endings)
+    ):
+        raise ValueError(f"{where}: 'endings' must be a list of at least 2 non-empty strings")
+    label = obj.get("label")
+    if isinstance(label, str) and label.strip().isdigit():
+        label = int(label)  # HellaSwag on the Hub stores labels as strings
+    if isinstance(label, bool) or not isinstance(label, int):
+        raise ValueError(f"{where}: needs an integer 'label' (the index of the right ending)")
+    if not 0 <= label < len(endings):
+        raise ValueError(
+            f"{where}: label {label} is out of range for {len(endings)} endings "
+            f"(it must lie in 0..{len(endings) - 1})"
+        )
+    return ChoiceItem(context, list(endings), label)
+
+
+def load_choice_file(path: str | os.PathLike) -> list[ChoiceItem]:
+    """The items of a JSONL file; a bad line raises ``ValueError`` naming ``file:line``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no multiple-choice file at {str(path)!r}")
+    items = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"{where}: malformed JSON ({err.msg} at column {err.colno})"
+                ) from None
+            items.append(parse_item(obj, where))
+    if not items:
+        raise ValueError(f"{path}: the file holds no items; write one JSON object per line")
+    return items
+
+
+def load_choice_items(data: str | os.PathLike, limit: int | None = None) -> list[ChoiceItem]:
+    """Items from a JSONL file or a bundled set's name (``shakespeare-next-line``)."""
+    from buildlm.eval.bundled import bundled_choice_items, is_bundled_choice
+
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    if is_bundled_choice(data):
+        return bundled_choice_items(str(data), limit)
+    items = load_choice_file(data)
+    return items[:limit] if limit is not None else items
+
+
+def score_choices(
+    model: nn.Module,
+    tokenizer: Any,
+    items: list[ChoiceItem],
+    batch_size: int = 16,
+    progress: bool = False,
+) -> ChoiceResult:
+    """Score every ending of every item and report ``acc`` and ``acc_norm``."""
+    if tokenizer is None:
+        raise ValueError("this model folder has no tokenizer; cannot turn the items into tokens")
+    if not items:
+        raise ValueError("no items to score")
+    pairs = [
+        encode_pair(tokenizer, item.context, item.continuation(ending))
+        for item in items
+        for ending in item.endings
+    ]
+    scores = []
+    chunk = max(batch_size * 8, 1)  # several batches at a time, so the progress bar moves
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(pairs), desc="choice", unit="ending")
+    for start in range(0, len(pairs), chunk):
+        scores += score_continuations(model, pairs[start : start + chunk], batch_size)
+        if bar is not None:
+            bar.update(len(pairs[start : start + chunk]))
+    if bar is not None:
+        bar.close()
+    logprobs, predictions, predictions_norm = [], [], []
+    position = 0
+    for item in items:
+        lls = [s.logprob for s in scores[position : position + len(item.endings)]]
+        position += len(item.endings)
+        normed = [ll / len(ending) for ll, ending in zip(lls, item.endings, strict=True)]
+        logprobs.append(lls)
+        predictions.append(max(range(len(lls)), key=lls.__getitem__))
+        predictions_norm.append(max(range(len(normed)), key=normed.__getitem__))
+    n = len(items)
+    acc = sum(p == item.label for p, item in zip(predictions, items, strict=True)) / n
+    acc_norm = sum(p == item.label for p, item in zip(predictions_norm, items, strict=True)) / n
+    return ChoiceResult(acc, acc_norm, n, logprobs, predictions, predictions_norm)

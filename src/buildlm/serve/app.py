@@ -1,0 +1,292 @@
+"""The HTTP server: an OpenAI-compatible API and a web chat page over one `Engine`.
+
+Endpoints (the first four are the part of OpenAI's API that chat clients use, so the official
+``openai`` client, or anything built on it, can talk to a buildlm model)::
+
+    POST /v1/chat/completions   a reply to a conversation, whole or streamed (server-sent events)
+    POST /v1/completions        continue text (or token ids), whole or streamed
+    GET  /v1/models             the one model served
+    GET  /health                liveness, queue length and counters (no key needed)
+    POST /v1/tokenize           how text splits into tokens (for the page's token view)
+    POST /v1/attention          one head's attention weights (for the page's heatmap)
+    GET  /                      the chat page (``static/``: plain HTML, CSS and JavaScript)
+
+How a request flows: the body is read with a size cap (413 past ``max_body_bytes``, before any
+parsing), parsed and type-checked by pydantic (`schemas`), checked against the limits and
+turned into token ids and sampling settings (`prompts`), then handed to the `Scheduler`, whose
+thread batches it with every other request in flight. The handler only awaits the pieces of
+text the scheduler sends back and writes them out, so the event loop never runs torch and a
+thousand idle connections cost almost nothing. If the client disconnects, the handler cancels
+its ticket and its rows leave the batch at the next step.
+
+Bind to ``127.0.0.1`` (the default of ``buildlm serve``) unless you mean to expose the model;
+``api_key`` then makes every ``/v1`` request carry ``Authorization: Bearer <key>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from buildlm.infer.chat_format import chat_format_for
+from buildlm.infer.engine import Engine
+from buildlm.serve import introspect
+from buildlm.serve.errors import APIError, error_body, install_error_handlers
+from buildlm.serve.limits import ServeLimits
+from buildlm.serve.prompts import Work, chat_work, completion_work
+from buildlm.serve.responses import ResponseBuilder, sse
+from buildlm.serve.scheduler import Done, Failed, Scheduler, Ticket
+from buildlm.serve.schemas import (
+    AttentionRequest,
+    ChatCompletionRequest,
+    CompletionRequest,
+    InspectRequest,
+    _GenerationRequest,
+)
+
+STATIC = Path(__file__).parent / "static"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes.
+
+    A declared ``Content-Length`` over the limit is refused before a byte is read; a body sent
+    without one (chunked) is counted as it arrives and refused once it passes the limit, so a
+    client can never make the server hold more than ``limit`` bytes.
+    """
+    declared = request.headers.get("content-length")
+    too_big = APIError(413, f"the request body is larger than this server's limit of {limit} bytes")
+    if declared is not None:
+        if not declared.isdigit():
+            raise APIError(400, f"Content-Length {declared!r} is not a number")
+        if int(declared) > limit:
+            raise too_big
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+    return bytes(body)
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client closes its connection (or the connection breaks)."""
+    try:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+    except OSError:
+        return
+
+
+def create_app(
+    engine: Engine,
+    model_name: str,
+    limits: ServeLimits | None = None,
+    api_key: str | None = None,
+) -> FastAPI:
+    """A FastAPI app serving ``engine`` (which must have a tokenizer) as ``model_name``.
+
+    The scheduler thread starts and stops with the app (its lifespan), so run the app with a
+    server that sends lifespan events (uvicorn does).
+    """
+    if engine.tokenizer is None:
+        raise ValueError("the engine has no tokenizer; a server needs one to read text")
+    limits = limits or ServeLimits()
+    scheduler = Scheduler(engine, limits.max_batch_size)
+    tokenizer = engine.tokenizer
+    fmt = chat_format_for(tokenizer)
+    cfg = engine.model.config
+    created = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        scheduler.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(scheduler.close)
+
+    # No /docs: the request bodies are parsed by hand (to cap their size first), so FastAPI's
+    # generated schema would not describe them; the pydantic models in `schemas` do.
+    app = FastAPI(title="buildlm", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.scheduler = scheduler
+    app.state.limits = limits
+    install_error_handlers(app)
+
+    # --- helpers ---
+
+    def check_key(request: Request) -> None:
+        if api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), api_key.encode()
+        ):
+            raise APIError(
+                401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
+                code="invalid_api_key",
+            )  # fmt: skip
+
+    def check_model(name: str | None) -> None:
+        if name is not None and name != model_name:
+            raise APIError(
+                404, f"the model {name!r} does not exist; this server serves {model_name!r}",
+                param="model", code="model_not_found",
+            )  # fmt: skip
+
+    async def parse(request: Request, schema: type) -> Any:
+        check_key(request)
+        body = await read_body(request, limits.max_body_bytes)
+        return schema.model_validate_json(body)  # ValidationError -> 400 (errors.py)
+
+    def model_card() -> dict[str, Any]:
+        return {
+            "id": model_name, "object": "model", "created": created, "owned_by": "buildlm",
+            "context_length": cfg.context_length, "n_layers": cfg.n_layers,
+            "n_heads": cfg.n_heads, "vocab_size": cfg.vocab_size, "chat_format": fmt.name,
+        }  # fmt: skip
+
+    async def generate(request: Request, req: _GenerationRequest, work: Work, chat: bool):
+        try:
+            ticket = scheduler.submit(work.prompts, work.params, work.prompt_tokens)
+        except ValueError as err:
+            raise APIError(400, str(err)) from None
+        builder = ResponseBuilder(model_name, chat)
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            events = _stream(ticket, builder, len(work.prompts), include_usage)
+            # The stream cancels its ticket when it ends, but a stream that never starts (the
+            # client left first) runs no code: cancel when it is thrown away, whatever happened.
+            weakref.finalize(events, ticket.cancel)
+            return StreamingResponse(
+                events,
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        return await _whole(request, ticket, builder, len(work.prompts))
+
+    # --- routes ---
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        req = await parse(request, ChatCompletionRequest)
+        check_model(req.model)
+        work = await run_in_threadpool(
+            chat_work, req, tokenizer, fmt, limits, cfg.context_length, cfg.vocab_size
+        )
+        return await generate(request, req, work, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        req = await parse(request, CompletionRequest)
+        check_model(req.model)
+        work = await run_in_threadpool(
+            completion_work, req, tokenizer, limits, cfg.context_length, cfg.vocab_size
+        )
+        return await generate(request, req, work, chat=False)
+
+    @app.get("/v1/models")
+    async def list_models(request: Request):
+        check_key(request)
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{name:path}")
+    async def get_model(request: Request, name: str):
+        check_key(request)
+        check_model(name)
+        return model_card()
+
+    @app.post("/v1/tokenize")
+    async def tokenize(request: Request):
+        req = await parse(request, InspectRequest)
+        check_model(req.model)
+        limit = limits.prompt_limit(cfg.context_length) * 4
+        return await run_in_threadpool(introspect.tokenize, req, tokenizer, fmt, limit)
+
+    @app.post("/v1/attention")
+    async def attention(request: Request):
+        req = await parse(request, AttentionRequest)
+        check_model(req.model)
+        return await run_in_threadpool(
+            introspect.attention, req, engine.model, tokenizer, fmt, limits.max_attention_tokens
+        )
+
+    @app.get("/health")
+    async def health():
+        return {
+            "status": "ok", "model": model_name, "auth_required": api_key is not None,
+            "queued": scheduler.queued, "active_rows": scheduler.active_rows,
+            "stats": asdict(scheduler.stats),
+        }  # fmt: skip
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+async def _stream(
+    ticket: Ticket, builder: ResponseBuilder, n: int, include_usage: bool
+) -> AsyncIterator[bytes]:
+    """Server-sent events for one request; closing the stream early cancels the ticket."""
+    try:
+        opening = builder.role_chunk(n)
+        if opening is not None:
+            yield sse(opening)
+        async for event in ticket.events():
+            if isinstance(event, Failed):  # the headers are sent: report it in the stream
+                yield sse(error_body(500, event.message))
+                break
+            if isinstance(event, Done):
+                if include_usage:
+                    yield sse(builder.usage_chunk(event.prompt_tokens, event.completion_tokens))
+                break
+            for piece in event:
+                if piece.text:
+                    yield sse(builder.chunk(piece.index, piece.text, None))
+                if piece.finish_reason is not None:
+                    yield sse(builder.chunk(piece.index, "", piece.finish_reason))
+        yield sse("[DONE]")
+    finally:  # normal end, client gone (the task is cancelled) or write failed: stop the rows
+        ticket.cancel()
+
+
+async def _whole(
+    request: Request, ticket: Ticket, builder: ResponseBuilder, n: int
+) -> JSONResponse:
+    """Collect every piece, then answer once; a client that leaves meanwhile cancels it."""
+    texts = [""] * n
+    reasons: list[str] = ["length"] * n
+    watcher = asyncio.create_task(_disconnected(request))
+    watcher.add_done_callback(lambda task: task.cancelled() or ticket.cancel())
+    try:
+        async for event in ticket.events():
+            if isinstance(event, Failed):
+                raise APIError(500, event.message)
+            if isinstance(event, Done):
+                body = builder.full(texts, reasons, event.prompt_tokens, event.completion_tokens)
+                return JSONResponse(body)
+            for piece in event:
+                texts[piece.index] += piece.text
+                if piece.finish_reason is not None:
+                    reasons[piece.index] = piece.finish_reason
+    finally:
+        watcher.cancel()
+        ticket.cancel()
+    raise APIError(500, "the generation ended without a result")

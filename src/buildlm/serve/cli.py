@@ -1,0 +1,126 @@
+"""``buildlm serve``: an OpenAI-compatible API and a chat page for a model folder.
+
+    buildlm serve --model runs/shakespeare            # http://127.0.0.1:8000, page at /
+    buildlm serve --model runs/x --port 0             # any free port (printed on start)
+    buildlm serve --model runs/x --api-key secret     # /v1 requests need the key
+
+Then any OpenAI client works: ``OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="secret")``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import os
+import socket
+import sys
+from pathlib import Path
+
+from buildlm.serve.limits import ServeLimits
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="buildlm serve", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model", required=True,
+        help="a run folder (newest checkpoint), a checkpoint folder or a Hugging Face model folder",
+    )  # fmt: skip
+    parser.add_argument(
+        "--name", default=None, help="the model id clients use (default: folder name)"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: loopback only)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port (0: any free one)")
+    parser.add_argument(
+        "--api-key", default=os.environ.get("BUILDLM_API_KEY"),
+        help="require 'Authorization: Bearer KEY' (default: $BUILDLM_API_KEY; the environment "
+        "keeps the key out of the process list)",
+    )  # fmt: skip
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    parser.add_argument(
+        "--dtype", default="auto", help="auto (the checkpoint's) | fp32 | bf16 | fp16"
+    )
+    parser.add_argument("--quantize", choices=["int8"], default=None, help="weight-only int8")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    defaults = ServeLimits()
+    parser.add_argument(
+        "--max-prompt-tokens", type=int, default=None,
+        help="longest prompt in tokens (default and ceiling: the model's context length)",
+    )  # fmt: skip
+    parser.add_argument("--max-tokens", type=int, default=defaults.max_tokens,
+                        help="most new tokens one request may ask for")  # fmt: skip
+    parser.add_argument("--default-max-tokens", type=int, default=defaults.default_max_tokens,
+                        help="new tokens of a chat request that names no max_tokens")  # fmt: skip
+    parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes,
+                        help="larger request bodies get 413")  # fmt: skip
+    parser.add_argument("--max-n", type=int, default=defaults.max_n, help="most choices (n)")
+    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size,
+                        help="most rows decoded together")  # fmt: skip
+    parser.add_argument("--max-temperature", type=float, default=defaults.max_temperature)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    return parser
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``; a clear error if the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise ValueError(
+            f"cannot listen on {host}:{port} ({err.strerror}); pick another --port"
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def main(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    limits = ServeLimits(
+        max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
+        default_max_tokens=min(args.default_max_tokens, args.max_tokens),
+        max_body_bytes=args.max_body_bytes, max_n=min(args.max_n, args.max_batch_size), max_batch_size=args.max_batch_size,
+        max_temperature=args.max_temperature,
+    )  # fmt: skip
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be in 0..65535, got {args.port}")
+    import torch
+    import uvicorn
+
+    from buildlm.infer.cli_args import open_engine
+    from buildlm.serve.app import create_app
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    engine = open_engine(args)
+    name = args.name or Path(args.model).resolve().name
+    app = create_app(engine, name, limits, api_key=args.api_key)
+    sock = bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    if not _is_loopback(args.host) and args.api_key is None:
+        print(f"buildlm serve: warning: listening on {args.host} without --api-key; anyone who "
+              "can reach this machine can use the model", file=sys.stderr)  # fmt: skip
+    print(f"buildlm serve: model {name!r} at http://{shown}:{port} (chat page at /, API at /v1)",
+          flush=True)  # fmt: skip
+    config = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=5)
+    # uvicorn shuts down cleanly on Ctrl-C, then re-raises it: for a server that is a normal stop.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=[sock])
+    print("buildlm serve: stopped", file=sys.stderr)

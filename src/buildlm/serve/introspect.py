@@ -1,0 +1,84 @@
+"""Looking inside the model for the web page: how text splits into tokens, where heads attend.
+
+``POST /v1/tokenize`` answers each token's id and text. A token is a run of *bytes*, not always
+whole characters: an emoji or an accented letter may be split across tokens, and a lone piece
+of a character shows as U+FFFD (the replacement character), which is exactly what a learner
+should see.
+
+``POST /v1/attention`` runs the tokenized text through ``GPT.get_attention_weights`` (the
+explicit attention formula, so the weights exist) and answers one head's (T, T) matrix: row q
+says how much query position q attends to each key position (each row sums to 1; the upper
+triangle is 0 because attention is causal). Only the last ``max_attention_tokens`` tokens are
+used: the weights grow as T squared.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from buildlm.infer.chat_format import ChatFormat
+from buildlm.serve.errors import APIError
+from buildlm.serve.prompts import encode, render_chat
+from buildlm.serve.schemas import AttentionRequest, InspectRequest
+
+
+def inspect_text(req: InspectRequest, fmt: ChatFormat) -> str:
+    """The text a request asks about: ``text`` as given, or ``messages`` rendered."""
+    if (req.text is None) == (req.messages is None):
+        raise APIError(400, "give exactly one of 'text' and 'messages'", param="text")
+    if req.messages is not None:
+        return render_chat(fmt, req.messages, req.add_generation_prompt)
+    return req.text
+
+
+def token_pieces(tokenizer: Any, ids: list[int]) -> list[dict[str, Any]]:
+    """Each id with its text (bytes decoded on their own, U+FFFD where a character is split)
+    and whether it is a special token (``<|endoftext|>``, a chat format's markers)."""
+    specials = set(getattr(tokenizer, "special_tokens", {}).values())
+    return [
+        {
+            "id": i,
+            "text": tokenizer.token_bytes(i).decode("utf-8", errors="replace"),
+            "special": i in specials,
+        }
+        for i in ids
+    ]
+
+
+def tokenize(req: InspectRequest, tokenizer: Any, fmt: ChatFormat, max_tokens: int) -> dict:
+    """``{"tokens": [{"id", "text"}, ...], "count": N}`` (at most ``max_tokens`` listed)."""
+    ids = encode(tokenizer, inspect_text(req, fmt))
+    return {"count": len(ids), "tokens": token_pieces(tokenizer, ids[:max_tokens])}
+
+
+def attention(
+    req: AttentionRequest, model: Any, tokenizer: Any, fmt: ChatFormat, max_tokens: int
+) -> dict:
+    """One head's attention over the (last ``max_tokens``) tokens of the text."""
+    cfg = model.config
+    if req.layer >= cfg.n_layers:
+        raise APIError(400, f"layer {req.layer} does not exist (0..{cfg.n_layers - 1})", "layer")
+    if req.head >= cfg.n_heads:
+        raise APIError(400, f"head {req.head} does not exist (0..{cfg.n_heads - 1})", "head")
+    ids = encode(tokenizer, inspect_text(req, fmt))
+    if not ids:
+        raise APIError(400, "the text is empty; nothing to attend to", param="text")
+    limit = min(max_tokens, cfg.context_length)
+    kept = ids[-limit:]
+    if max(kept) >= cfg.vocab_size:
+        raise APIError(400, "the text has tokens the model does not know", param="text")
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        weights = model.get_attention_weights(torch.tensor([kept], device=device))
+    matrix = weights[req.layer][0, req.head].float().cpu()  # (T, T)
+    return {
+        "layer": req.layer,
+        "head": req.head,
+        "n_layers": cfg.n_layers,
+        "n_heads": cfg.n_heads,
+        "truncated": len(ids) > len(kept),
+        "tokens": token_pieces(tokenizer, kept),
+        "weights": [[round(w, 4) for w in row] for row in matrix.tolist()],
+    }

@@ -1,0 +1,344 @@
+// buildlm chat page. No framework, no build step: read top to bottom.
+//
+// 1. Chat: POST /v1/chat/completions with "stream": true. The answer is a stream of
+//    server-sent events ("data: {json}\n\n" ... "data: [DONE]\n\n"); fetch gives us the body
+//    as a ReadableStream of bytes, which we decode and split at blank lines. Each chunk's
+//    choices[0].delta.content is appended to the reply as it arrives.
+// 2. Tokens: POST /v1/tokenize shows how text splits into tokens.
+// 3. Attention: POST /v1/attention returns one head's (T x T) weights, drawn on a <canvas>.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  model: null,          // the id from GET /v1/models
+  messages: [],         // the conversation: {role, content}
+  lastReply: "",
+  controller: null,     // AbortController of the reply being streamed
+  attention: null,      // the last /v1/attention answer
+};
+
+// --- talking to the server -------------------------------------------------------------------
+
+function headers() {
+  const h = { "Content-Type": "application/json" };
+  const key = $("api-key").value.trim();
+  if (key) h["Authorization"] = "Bearer " + key;
+  return h;
+}
+
+async function errorMessage(response) {
+  try {
+    const body = await response.json();
+    return body.error ? body.error.message : JSON.stringify(body);
+  } catch {
+    return "HTTP " + response.status;
+  }
+}
+
+async function postJSON(path, body) {
+  const response = await fetch(path, { method: "POST", headers: headers(), body: JSON.stringify(body) });
+  if (!response.ok) throw new Error(await errorMessage(response));
+  return response.json();
+}
+
+function setStatus(text, isError = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", isError);
+}
+
+// Yield each parsed JSON event of a server-sent-event stream until "[DONE]".
+async function* readEvents(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  while (true) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      for (const line of event.split("\n")) {
+        if (!line.startsWith("data:")) continue;
+        const data = line.slice(5).trim();
+        if (data === "[DONE]") return;
+        yield JSON.parse(data);
+      }
+    }
+  }
+}
+
+// --- the chat --------------------------------------------------------------------------------
+
+function addMessage(role, text) {
+  $("empty-hint")?.remove();
+  const div = document.createElement("div");
+  div.className = "msg " + role;
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = role;
+  const body = document.createElement("span");
+  body.className = "text";
+  body.textContent = text;
+  div.append(who, body);
+  $("messages").append(div);
+  $("messages").scrollTop = $("messages").scrollHeight;
+  return div;
+}
+
+function conversation() {
+  const system = $("system").value.trim();
+  return (system ? [{ role: "system", content: system }] : []).concat(state.messages);
+}
+
+function samplingSettings() {
+  const settings = {
+    temperature: parseFloat($("temperature").value),
+    top_p: parseFloat($("top-p").value),
+    max_tokens: parseInt($("max-tokens").value, 10) || 64,
+  };
+  const seed = $("seed").value.trim();
+  if (seed !== "") settings.seed = parseInt(seed, 10);
+  return settings;
+}
+
+async function send(text) {
+  state.messages.push({ role: "user", content: text });
+  addMessage("user", text);
+  const bubble = addMessage("assistant", "");
+  bubble.classList.add("streaming");
+  bubble.dataset.chunks = "0";
+  const textEl = bubble.querySelector(".text");
+  state.controller = new AbortController();
+  $("send").disabled = true;
+  $("stop").disabled = false;
+  setStatus("generating…");
+  let reply = "";
+  let finish = null;
+  try {
+    const response = await fetch("/v1/chat/completions", {
+      method: "POST",
+      headers: headers(),
+      signal: state.controller.signal,
+      body: JSON.stringify({ model: state.model, messages: conversation(), stream: true, ...samplingSettings() }),
+    });
+    if (!response.ok) throw new Error(await errorMessage(response));
+    for await (const chunk of readEvents(response)) {
+      if (chunk.error) throw new Error(chunk.error.message);
+      const choice = chunk.choices[0];
+      if (!choice) continue;
+      if (choice.delta && choice.delta.content) {
+        reply += choice.delta.content;
+        textEl.textContent = reply;
+        bubble.dataset.chunks = String(Number(bubble.dataset.chunks) + 1);
+        $("messages").scrollTop = $("messages").scrollHeight;
+      }
+      if (choice.finish_reason) finish = choice.finish_reason;
+    }
+    setStatus("");
+  } catch (err) {
+    if (err.name === "AbortError") {
+      finish = "stopped";
+      setStatus("stopped");
+    } else {
+      bubble.classList.add("error");
+      textEl.textContent = reply + (reply ? "\n" : "") + "error: " + err.message;
+      setStatus(err.message, true);
+    }
+  } finally {
+    bubble.classList.remove("streaming");
+    const note = document.createElement("span");
+    note.className = "finish";
+    note.textContent = finish ? "finish: " + finish : "";
+    bubble.append(note);
+    bubble.dataset.done = "true";
+    $("send").disabled = false;
+    $("stop").disabled = true;
+    state.controller = null;
+  }
+  state.messages.push({ role: "assistant", content: reply });
+  state.lastReply = reply;
+  await Promise.allSettled([showTokens(), showAttention()]);
+}
+
+// --- tokens ----------------------------------------------------------------------------------
+
+function visible(text) {
+  // Make whitespace visible: a token's leading space matters (" the" is not "the").
+  return text.replace(/\n/g, "↵").replace(/\t/g, "→").replace(/ /g, "·");
+}
+
+async function showTokens() {
+  const source = $("token-source").value;
+  const request = { model: state.model };
+  if (source === "conversation") {
+    if (!state.messages.length) return;
+    request.messages = conversation();
+  } else {
+    request.text = source === "draft" ? $("prompt").value : state.lastReply;
+  }
+  const box = $("tokens");
+  try {
+    const answer = await postJSON("/v1/tokenize", request);
+    box.replaceChildren();
+    for (const tok of answer.tokens) {
+      const span = document.createElement("span");
+      span.className = "tok" + (tok.special ? " special" : "");
+      span.textContent = visible(tok.text);
+      span.title = "id " + tok.id;
+      box.append(span);
+    }
+    $("token-count").textContent = answer.count + " tokens";
+    box.dataset.count = String(answer.count);
+  } catch (err) {
+    box.textContent = "error: " + err.message;
+  }
+}
+
+// --- attention heatmap -----------------------------------------------------------------------
+
+async function showAttention() {
+  if (!state.messages.length) return;
+  try {
+    state.attention = await postJSON("/v1/attention", {
+      model: state.model,
+      messages: conversation(),
+      layer: parseInt($("layer").value || "0", 10),
+      head: parseInt($("head").value || "0", 10),
+    });
+    const a = state.attention;
+    $("attention-note").textContent =
+      a.tokens.length + " tokens" + (a.truncated ? " (the last ones: the conversation is longer)" : "");
+    drawHeatmap();
+  } catch (err) {
+    $("attention-note").textContent = "error: " + err.message;
+  }
+}
+
+const LABELS = 54; // room for token labels left and top, when the cells are big enough for text
+
+function heatmapLayout(canvas, n) {
+  const labelled = (canvas.width - LABELS) / n >= 9;
+  const margin = labelled ? LABELS : 0;
+  return { labelled, margin, size: canvas.width - margin, cell: (canvas.width - margin) / n };
+}
+
+function drawHeatmap() {
+  const a = state.attention;
+  const canvas = $("heatmap");
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#ffffff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  if (!a) return;
+  const n = a.tokens.length;
+  const { labelled, margin: MARGIN, size, cell } = heatmapLayout(canvas, n);
+  for (let q = 0; q < n; q++) {
+    for (let k = 0; k <= q; k++) {
+      // sqrt spreads the small weights out so a learner sees more than the one biggest cell.
+      const w = Math.sqrt(a.weights[q][k]);
+      const shade = Math.round(255 * (1 - w));
+      ctx.fillStyle = `rgb(${Math.round(shade * 0.9)}, ${Math.round(shade * 0.95)}, 255)`;
+      ctx.fillRect(MARGIN + k * cell, MARGIN + q * cell, Math.ceil(cell), Math.ceil(cell));
+    }
+  }
+  ctx.strokeStyle = "#dde1e8";
+  ctx.strokeRect(MARGIN, MARGIN, size, size);
+  if (labelled) {
+    ctx.fillStyle = "#1d2330";
+    ctx.font = `${Math.min(12, Math.floor(cell) - 1)}px ui-monospace, monospace`;
+    ctx.textBaseline = "middle";
+    for (let i = 0; i < n; i++) {
+      const label = visible(a.tokens[i].text).slice(0, 6);
+      ctx.textAlign = "right";
+      ctx.fillText(label, MARGIN - 4, MARGIN + (i + 0.5) * cell);
+      ctx.save();
+      ctx.translate(MARGIN + (i + 0.5) * cell, MARGIN - 4);
+      ctx.rotate(-Math.PI / 2);
+      ctx.textAlign = "left";
+      ctx.fillText(label, 0, 0);
+      ctx.restore();
+    }
+  }
+  canvas.dataset.drawn = "true";
+  canvas.dataset.tokens = String(n);
+}
+
+$("heatmap").addEventListener("mousemove", (event) => {
+  const a = state.attention;
+  if (!a) return;
+  const canvas = $("heatmap");
+  const rect = canvas.getBoundingClientRect();
+  const scale = canvas.width / rect.width;
+  const { margin, cell } = heatmapLayout(canvas, a.tokens.length);
+  const x = (event.clientX - rect.left) * scale - margin;
+  const y = (event.clientY - rect.top) * scale - margin;
+  const q = Math.floor(y / cell), k = Math.floor(x / cell);
+  if (q < 0 || k < 0 || q >= a.tokens.length || k >= a.tokens.length) return;
+  $("heat-info").textContent =
+    `query ${q} "${visible(a.tokens[q].text)}" → key ${k} "${visible(a.tokens[k].text)}": ` +
+    `weight ${a.weights[q][k].toFixed(4)} (layer ${a.layer}, head ${a.head})`;
+});
+
+// --- wiring ----------------------------------------------------------------------------------
+
+function fillSelect(select, count) {
+  select.replaceChildren();
+  for (let i = 0; i < count; i++) select.append(new Option(String(i), String(i)));
+}
+
+async function loadModel() {
+  try {
+    const health = await (await fetch("/health")).json();
+    document.body.classList.toggle("needs-key", !!health.auth_required);
+    $("api-key").value = localStorage.getItem("buildlm-api-key") || "";
+    const response = await fetch("/v1/models", { headers: headers() });
+    if (!response.ok) throw new Error(await errorMessage(response));
+    const card = (await response.json()).data[0];
+    state.model = card.id;
+    $("model-name").textContent = `${card.id} · ${card.n_layers} layers × ${card.n_heads} heads · context ${card.context_length}`;
+    fillSelect($("layer"), card.n_layers);
+    fillSelect($("head"), card.n_heads);
+    setStatus("ready");
+    document.body.dataset.ready = "true";
+  } catch (err) {
+    setStatus("cannot load the model: " + err.message, true);
+  }
+}
+
+$("composer").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = $("prompt").value.trim();
+  if (!text || state.controller) return;
+  $("prompt").value = "";
+  send(text);
+});
+$("prompt").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey) {
+    event.preventDefault();
+    $("composer").requestSubmit();
+  }
+});
+$("stop").addEventListener("click", () => state.controller?.abort());
+$("reset").addEventListener("click", () => {
+  state.messages = [];
+  state.lastReply = "";
+  state.attention = null;
+  $("messages").replaceChildren();
+  $("tokens").replaceChildren();
+  $("token-count").textContent = "";
+  drawHeatmap();
+});
+$("temperature").addEventListener("input", () => ($("temperature-value").textContent = $("temperature").value));
+$("top-p").addEventListener("input", () => ($("top-p-value").textContent = $("top-p").value));
+$("token-source").addEventListener("change", showTokens);
+$("prompt").addEventListener("input", () => { if ($("token-source").value === "draft") showTokens(); });
+$("layer").addEventListener("change", showAttention);
+$("head").addEventListener("change", showAttention);
+$("api-key").addEventListener("change", () => {
+  localStorage.setItem("buildlm-api-key", $("api-key").value.trim());
+  loadModel();
+});
+
+loadModel();
