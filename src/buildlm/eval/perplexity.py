@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from buildlm.eval.metrics import bits_per_byte, perplexity
 from buildlm.eval.scoring import context_length_of, encode_text, hidden_and_head
-from buildlm.train.metrics import bits_per_byte, perplexity
 
 
 @dataclass(frozen=True)
