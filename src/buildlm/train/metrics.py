@@ -18,7 +18,6 @@ is installed); :func:`plot_losses` draws the loss curves to a PNG with matplotli
 from __future__ import annotations
 
 import csv
-import math
 import os
 import time
 from pathlib import Path
@@ -26,17 +25,7 @@ from typing import Any
 
 import torch
 
-
-def perplexity(loss: float) -> float:
-    """``exp(loss)``, capped so a diverged run prints ``inf`` rather than overflowing."""
-    return math.exp(loss) if loss < 700 else float("inf")
-
-
-def bits_per_byte(loss_nats: float, n_tokens: int, n_bytes: int) -> float:
-    """Cross-entropy per UTF-8 byte in bits: ``loss * tokens / (bytes * ln 2)``."""
-    if n_bytes <= 0:
-        raise ValueError(f"bits per byte needs a positive byte count, got {n_bytes}")
-    return loss_nats * n_tokens / (n_bytes * math.log(2))
+from buildlm.eval.metrics import bits_per_byte, perplexity  # noqa: F401  (re-exported)
 
 
 def measure_peak_flops(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> float:
