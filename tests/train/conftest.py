@@ -1,4 +1,5 @@
-"""Fixtures for the data tests: a small BPE tokenizer trained on The Verdict."""
+"""Fixtures for the train tests: a small BPE tokenizer trained on The Verdict, and for the
+fine-tuning tests a tiny GPT pretrained for two seconds on two plays."""
 
 import pytest
 
@@ -14,3 +15,63 @@ def verdict() -> str:
 @pytest.fixture(scope="session")
 def small_tokenizer(verdict) -> Tokenizer:
     return Tokenizer.train(verdict, 300, pattern="gpt2", progress=False)
+
+
+# --- fine-tuning fixtures: a tiny GPT pretrained for two seconds on two plays ---------------
+
+
+@pytest.fixture(scope="session")
+def plays_tokenizer() -> Tokenizer:
+    from buildlm.data.corpora import corpus_documents
+
+    docs = corpus_documents("shakespeare")
+    return Tokenizer.train(docs["hamlet"] + docs["julius_caesar"], 512, pattern="gpt2", progress=False)
+
+
+def finetune_train_config(**overrides):
+    """Fast, quiet, single-thread TrainConfig for fine-tuning tests."""
+    from buildlm.train.config import TrainConfig
+
+    settings = dict(
+        max_steps=20, time_budget_s=None, batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=5,
+        weight_decay=0.0, eval_interval=1000, log_interval=10, progress=False, tensorboard=False,
+        peak_flops=1e12, device="cpu", num_threads=1, checkpoint_interval=0, sample_interval=0,
+        keep_checkpoints=1, seed=0,
+    )  # fmt: skip
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory, plays_tokenizer):
+    """A run folder: a 2-layer d_model=64 GPT (context 128) pretrained for 60 steps."""
+    import numpy as np
+    import torch
+
+    from buildlm.data.corpora import corpus_documents
+    from buildlm.model import GPT, ModelConfig
+    from buildlm.train.trainer import TrainData, Trainer, seed_everything
+
+    threads = torch.get_num_threads()
+    docs = corpus_documents("shakespeare")
+    ids = np.asarray(plays_tokenizer.encode_ordinary(docs["hamlet"] + docs["julius_caesar"]), dtype=np.uint16)
+    cut = int(len(ids) * 0.95)
+    seed_everything(0)
+    config = ModelConfig.preset(
+        "tiny", vocab_size=plays_tokenizer.vocab_size, context_length=128, d_model=64, n_layers=2, n_heads=4
+    )
+    run_dir = tmp_path_factory.mktemp("tiny-base")
+    train = finetune_train_config(max_steps=60, context_length=64, eval_batches=2)
+    Trainer(GPT(config), train, TrainData(ids[:cut], ids[cut:]), plays_tokenizer, run_dir=run_dir, log=lambda m: None).fit()
+    torch.set_num_threads(threads)
+    return run_dir
+
+
+@pytest.fixture
+def ft_train():
+    """The factory of fast fine-tuning TrainConfigs; restores the thread count afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield finetune_train_config
+    torch.set_num_threads(threads)

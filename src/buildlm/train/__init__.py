@@ -7,6 +7,14 @@
 - ``metrics.py``: loss, perplexity, bits per byte, MFU, CSV/TensorBoard logging, loss plots;
 - ``baselines.py``: the uniform, unigram and bigram losses a model must beat;
 - ``run.py``: a whole run from raw text (what ``buildlm train`` does).
+
+Stage 8, fine-tuning, on the same `Trainer` through a `task.Task` (batches, loss, evaluation):
+
+- ``finetune.py``: the starting model, data splits, LoRA or full training, the run folder;
+- ``classify.py``: a GPT with an n-classes head (``buildlm finetune classify``, ``buildlm classify``);
+- ``instruct.py``: instruction tuning with the loss on response tokens (``finetune instruct``);
+- ``dpo.py``: preference tuning against a frozen reference (``finetune dpo``);
+- ``finetune_cli.py``, ``classify_cli.py``: the commands.
 """
 
 from buildlm.train.checkpoint import load_checkpoint, save_checkpoint

@@ -232,14 +232,32 @@ class LoadedCheckpoint:
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedCheckpoint:
-    """Rebuild the model of a checkpoint (or a run's newest one) in eval mode, with its tokenizer."""
+    """Rebuild the model of a checkpoint (or a run's newest one) in eval mode, with its tokenizer.
+
+    A LoRA fine-tune (``"lora"`` in config.json) comes back with its adapters merged into the
+    weights: a plain `GPT`, as fast as the base model.
+    """
     from buildlm.model import GPT, ModelConfig
 
     ckpt = resolve_checkpoint(path)
     config = read_config(ckpt)
+    if (config.get("finetune") or {}).get("task") == "classify":
+        raise ValueError(
+            f"{str(ckpt)!r} holds a text classifier, not a language model; use "
+            f"`buildlm classify --model {path} TEXT` (or buildlm.train.classify.load_classifier)"
+        )
     model_config = ModelConfig.from_dict(config["model"])
     model = GPT(model_config)
+    lora = config.get("lora") or {}
+    if lora.get("rank"):  # a LoRA fine-tune: the adapters are saved beside the base weights
+        from buildlm.model.lora import inject_lora
+
+        inject_lora(model, lora["rank"], lora["alpha"], 0.0, lora["targets"])
     load_weights(model, ckpt / WEIGHTS)
+    if lora.get("rank"):  # fold them in: inference runs a plain GPT at full speed
+        from buildlm.model.lora import remove_lora
+
+        remove_lora(model)
     model.to(device).eval()
     tokenizer = None
     if (ckpt / TOKENIZER).is_file():

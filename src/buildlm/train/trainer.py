@@ -15,6 +15,10 @@ Around it: periodic evaluation on fixed validation windows (loss, perplexity, bi
 sample generations, metrics to CSV/TensorBoard, a progress bar with tokens/s and MFU, and
 atomic checkpoints from which :meth:`Trainer.load_state` resumes *exactly*: same batches, same
 RNG, same optimizer moments, so the losses equal those of an uninterrupted run.
+
+Fine-tuning (stage 8) reuses this loop unchanged: a :class:`buildlm.train.task.Task` replaces
+the token windows by its own batches (classification, instruction or preference examples) and
+the next-token loss by its own, and reports its own evaluation metrics.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from buildlm.train.metrics import (
     plot_losses,
 )
 from buildlm.train.optim import lr_at, make_optimizer, set_lr
+from buildlm.train.task import Task
 
 
 def resolve_device(name: str) -> torch.device:
@@ -111,18 +116,22 @@ class Trainer:
     ``run_config`` is the JSON-ready dict stored in each checkpoint's config.json (the CLI puts
     the model, data and tokenizer settings there); ``model.config.to_dict()`` is added under
     ``"model"`` and the train config under ``"train"``.
+
+    ``task`` (fine-tuning) replaces ``data``: its batch streams, loss and evaluation are used
+    instead of random token windows, next-token cross-entropy and validation perplexity.
     """
 
     def __init__(
         self,
         model: torch.nn.Module,
         config: TrainConfig,
-        data: TrainData,
+        data: TrainData | None = None,
         tokenizer: Any = None,
         run_dir: str | os.PathLike | None = None,
         run_config: dict[str, Any] | None = None,
         baselines: dict[str, float] | None = None,
         log=print,
+        task: Task | None = None,
     ) -> None:
         self.config = config
         self.device = resolve_device(config.device)
@@ -144,23 +153,14 @@ class Trainer:
         self.baselines = dict(baselines or {})
         self.log = log
         self.data = data
-        for split, tokens in (("train", data.train), ("val", data.val)):
-            if tokens is not None and 0 < len(tokens) <= self.context_length:
-                raise ValueError(
-                    f"the {split} split holds {len(tokens)} tokens, fewer than one window of "
-                    f"context_length={self.context_length} + 1; use more text, a larger "
-                    "--data.val_fraction, or a smaller --train.context_length"
-                )
-        self._check_vocab(data.train, "train")
-        self.train_batches = RandomWindowBatches(
-            data.train, config.batch_size, self.context_length, seed=config.seed, device=self.device
-        )
-        self.val_batches = None
-        if data.val is not None and len(data.val) > 0:
-            self._check_vocab(data.val, "val")
-            self.val_batches = RandomWindowBatches(
-                data.val, config.batch_size, self.context_length, seed=config.seed + 1, device=self.device
-            )
+        self.task = task
+        if task is not None:
+            self.train_batches = task.train_batches
+            self.val_batches = task.val_batches
+        elif data is None:
+            raise ValueError("a Trainer needs data (token arrays) or a fine-tuning task")
+        else:
+            self._init_windows(data)
         self.optimizer = make_optimizer(
             self.model,
             lr=config.lr,
@@ -180,6 +180,28 @@ class Trainer:
         self._calibration_t = 0.0
         self.metrics: MetricsLogger | None = None
         self._peak_flops: float | None = config.peak_flops
+        self._step_tokens = 0
+
+    def _init_windows(self, data: TrainData) -> None:
+        """Pretraining: random windows of the train and val token arrays."""
+        config = self.config
+        for split, tokens in (("train", data.train), ("val", data.val)):
+            if tokens is not None and 0 < len(tokens) <= self.context_length:
+                raise ValueError(
+                    f"the {split} split holds {len(tokens)} tokens, fewer than one window of "
+                    f"context_length={self.context_length} + 1; use more text, a larger "
+                    "--data.val_fraction, or a smaller --train.context_length"
+                )
+        self._check_vocab(data.train, "train")
+        self.train_batches = RandomWindowBatches(
+            data.train, config.batch_size, self.context_length, seed=config.seed, device=self.device
+        )
+        self.val_batches = None
+        if data.val is not None and len(data.val) > 0:
+            self._check_vocab(data.val, "val")
+            self.val_batches = RandomWindowBatches(
+                data.val, config.batch_size, self.context_length, seed=config.seed + 1, device=self.device
+            )
 
     def _check_vocab(self, tokens: np.ndarray, split: str) -> None:
         if len(tokens) == 0:
@@ -199,6 +221,19 @@ class Trainer:
         # The loss in fp32 even under autocast: log-softmax over a big vocabulary needs the range.
         return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
 
+    def _batch_loss(self, batch: Any) -> torch.Tensor:
+        """The loss of one micro-batch: next-token cross-entropy, or the task's own loss."""
+        if self.task is None:
+            return self._loss(*batch)
+        with self.autocast:
+            return self.task.loss(self.forward_model, batch).float()
+
+    def _batch_tokens(self, batch: Any) -> int:
+        """Tokens the model reads for one micro-batch (for tokens/s)."""
+        if self.task is None:
+            return self.config.batch_size * self.context_length
+        return int(self.task.batch_tokens(batch))
+
     def accumulate_gradients(self) -> float:
         """Forward and backward over ``grad_accum_steps`` micro-batches; returns their mean loss.
 
@@ -207,11 +242,13 @@ class Trainer:
         """
         n = self.config.grad_accum_steps
         total = torch.zeros((), device=self.device)
+        self._step_tokens = 0
         for _ in range(n):
-            x, y = next(self.train_batches)  # (B, T), (B, T)
-            loss = self._loss(x, y)
+            batch = next(self.train_batches)  # pretraining: x (B, T), y (B, T)
+            loss = self._batch_loss(batch)
             self.scaler.scale(loss / n).backward()
             total += loss.detach()
+            self._step_tokens += self._batch_tokens(batch)
         return float(total) / n
 
     def optimizer_step(self) -> None:
@@ -232,12 +269,18 @@ class Trainer:
         loss = self.accumulate_gradients()
         self.optimizer_step()
         self.step += 1
-        self.tokens_seen += cfg.batch_size * cfg.grad_accum_steps * self.context_length
+        self.tokens_seen += self._step_tokens
         return loss
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Mean loss over the same ``eval_batches`` validation batches every time, plus ppl and bpb."""
+        if self.task is not None:
+            self.model.eval()
+            out = dict(self.task.evaluate(self.model))
+            self.model.train()
+            self.last_val_loss = out.get("val_loss", self.last_val_loss)
+            return out
         if self.val_batches is None:
             return {}
         self.model.eval()
@@ -255,7 +298,7 @@ class Trainer:
         from buildlm.infer import generate
 
         cfg = self.config
-        if self.tokenizer is None:
+        if self.tokenizer is None or self.task is not None:
             return ""
         prompt = cfg.sample_prompt if prompt is None else prompt
         ids = self.tokenizer.encode(prompt, allowed_special="all") or [self.tokenizer.eot_token or 0]
@@ -382,7 +425,7 @@ class Trainer:
                         # Half-way: freeze the step count, so the rest of the schedule is fixed
                         # and a checkpoint from here on resumes with the same max_steps.
                         budget = cfg.time_budget_s = None
-                window_tokens += cfg.batch_size * cfg.grad_accum_steps * self.context_length
+                window_tokens += self._step_tokens
                 bar.update(1)
                 if self.step % cfg.log_interval == 0 or self.step == cfg.max_steps:
                     now = time.perf_counter()
@@ -398,9 +441,8 @@ class Trainer:
                 timed_out = cfg.max_time_s is not None and time.perf_counter() - start >= cfg.max_time_s
                 if self.val_batches is not None and (self.step % cfg.eval_interval == 0 or last or timed_out):
                     ev = self.evaluate()
-                    self._record({"step": self.step, **ev})
-                    bpb = f", {ev['val_bpb']:.3f} bits/byte" if "val_bpb" in ev else ""
-                    bar.write(f"step {self.step}: val loss {ev['val_loss']:.4f} (ppl {ev['val_ppl']:.1f}{bpb})")
+                    self._record({"step": self.step, **{k: v for k, v in ev.items() if isinstance(v, (int, float))}})
+                    bar.write(f"step {self.step}: {self.describe_eval(ev)}")
                 if cfg.sample_interval and self.step % cfg.sample_interval == 0 and not last:
                     bar.write(f"--- sample at step {self.step} ---\n{self.sample()}\n---")
                 if self.run_dir is not None and (
@@ -446,6 +488,13 @@ class Trainer:
             bar.refresh()
         if timed == self.CALIBRATION_STEPS:
             bar.write(f"{per_step:.3f}s per step: about {steps} steps fit the {budget:.0f}s time budget")
+
+    def describe_eval(self, ev: dict[str, float]) -> str:
+        """One line for an evaluation's figures."""
+        if self.task is not None:
+            return self.task.describe(ev)
+        bpb = f", {ev['val_bpb']:.3f} bits/byte" if "val_bpb" in ev else ""
+        return f"val loss {ev['val_loss']:.4f} (ppl {ev['val_ppl']:.1f}{bpb})"
 
     def _record(self, record: dict[str, Any]) -> None:
         if self.metrics is not None:

@@ -1,0 +1,191 @@
+"""What every fine-tuning run shares: the starting model, the data splits, what trains, the run folder.
+
+Stage 8 of the learning path turns a pretrained model into something useful: a classifier
+(`buildlm.train.classify`), an instruction follower (`buildlm.train.instruct`), a model that
+prefers good answers to bad ones (`buildlm.train.dpo`). Each is a `buildlm.train.task.Task`
+run by the same `Trainer` as pretraining; this file holds the steps around it:
+
+1. **the starting model**: a buildlm checkpoint or run folder, or a Hugging Face folder
+   (GPT-2, Llama, Qwen), opened by `buildlm.infer.load_model`, with its tokenizer;
+2. **the data**: a file (JSONL, JSON, CSV, TSV) or a bundled dataset name
+   (`buildlm.data.bundled_tasks`); a file without separate validation/test files is split by a
+   seeded shuffle;
+3. **what trains**: every weight (full fine-tuning), or only LoRA adapters
+   (`buildlm.model.lora`: ~1% of the parameters, the rest frozen);
+4. **the run folder**: checkpoints (config.json records the task and the LoRA settings, so the
+   folder alone rebuilds the model), ``adapter.safetensors`` for LoRA runs, ``metrics.csv``,
+   ``loss.png`` and ``eval.json`` with the final test figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from buildlm.data.records import Record, read_records, records_from_dicts
+from buildlm.model.lora import LoRAConfig, count_parameters, inject_lora, mark_only_lora_trainable
+from buildlm.train.config import TrainConfig
+
+ADAPTER = "adapter.safetensors"
+EVAL = "eval.json"
+
+
+@dataclass
+class FinetuneData:
+    """Where the examples come from.
+
+    Args:
+        data: a .jsonl/.json/.csv/.tsv file, or a bundled dataset name (shakespeare-plays,
+            instruct-tasks, instruct-prefs; ``instruct-tasks:add,parity`` picks tasks).
+        val_data: a separate validation file (default: split off ``data``).
+        test_data: a separate test file (default: split off ``data``).
+        val_fraction: share of ``data`` held out for validation when no val_data is given.
+        test_fraction: share of ``data`` held out for the final test when no test_data is given.
+        max_train_examples: use only the first N training examples (null: all).
+    """
+
+    data: str = ""
+    val_data: str | None = None
+    test_data: str | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_train_examples: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1), got {value}")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must leave some data to train on")
+
+
+@dataclass
+class FinetuneResult:
+    """What a fine-tuning run reports: its folder, last checkpoint and final figures."""
+
+    run_dir: Path
+    checkpoint: Path | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def load_splits(spec: FinetuneData, kind: str, seed: int = 0) -> dict[str, list[Record]]:
+    """``{"train": [...], "val": [...], "test": [...]}`` records (val/test may be empty).
+
+    A single file is shuffled with ``seed`` (fixed, not the training seed: runs with different
+    training seeds are scored on the same test examples) and cut into test, val and train.
+    """
+    from buildlm.data import bundled_tasks
+
+    if not spec.data:
+        raise ValueError("no training data given; pass --data FILE or a bundled dataset name")
+    if bundled_tasks.is_bundled(spec.data):
+        base, _ = bundled_tasks.parse_name(spec.data)
+        if bundled_tasks.BUNDLED[base] != kind:
+            raise ValueError(
+                f"{spec.data!r} is a {bundled_tasks.BUNDLED[base]} dataset, not a {kind} one; bundled "
+                f"{kind} data: {[n for n, k in bundled_tasks.BUNDLED.items() if k == kind]}"
+            )
+        splits = {k: records_from_dicts(v, f"{spec.data}/{k}") for k, v in bundled_tasks.load_bundled(spec.data).items()}
+    else:
+        records = read_records(spec.data)
+        random.Random(seed).shuffle(records)
+        n = len(records)
+        n_val = 0 if spec.val_data else int(round(n * spec.val_fraction))
+        n_test = 0 if spec.test_data else int(round(n * spec.test_fraction))
+        splits = {
+            "train": records[n_val + n_test :],
+            "val": records[:n_val],
+            "test": records[n_val : n_val + n_test],
+        }
+    if spec.val_data:
+        splits["val"] = read_records(spec.val_data)
+    if spec.test_data:
+        splits["test"] = read_records(spec.test_data)
+    if spec.max_train_examples is not None:
+        splits["train"] = splits["train"][: spec.max_train_examples]
+    if not splits["train"]:
+        raise ValueError(f"{spec.data!r} leaves no training examples; the dataset is empty")
+    return splits
+
+
+def load_start_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, Any]:
+    """The model to fine-tune and its tokenizer, from a buildlm or Hugging Face folder (fp32)."""
+    from buildlm.infer.load import load_model
+    from buildlm.model import GPT
+
+    if not str(path):
+        raise ValueError("no starting model given; pass --model RUN_OR_CHECKPOINT_OR_HF_FOLDER")
+    model, tokenizer = load_model(path, device=device, dtype=torch.float32)
+    if not isinstance(model, GPT):
+        raise ValueError(f"{str(path)!r} does not hold a GPT language model")
+    if tokenizer is None:
+        raise ValueError(
+            f"{str(path)!r} has no tokenizer (tokenizer.json, or vocab.json + merges.txt); "
+            "fine-tuning needs one to turn examples into ids"
+        )
+    return model, tokenizer
+
+
+def apply_lora(model: nn.Module, lora: LoRAConfig, also: tuple[str, ...] = ()) -> list[str]:
+    """Add LoRA adapters and freeze everything else (except parameters matching ``also``)."""
+    names = inject_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets)
+    mark_only_lora_trainable(model, also)
+    return names
+
+
+def prepare_device(train: TrainConfig) -> torch.device:
+    """The device to run on; ``train.num_threads`` applied now, before any evaluation runs."""
+    from buildlm.train.trainer import resolve_device
+
+    if train.num_threads:
+        torch.set_num_threads(train.num_threads)
+    return resolve_device(train.device)
+
+
+def describe_trainable(model: nn.Module) -> str:
+    trainable, total = count_parameters(model)
+    return f"trainable parameters: {trainable:,} of {total:,} ({trainable / max(total, 1):.2%})"
+
+
+def resolve_run_dir(out: str | None, train: TrainConfig, kind: str) -> Path:
+    """``out``, or ``<train.out_dir>/<train.name or kind-date-time>``; never one with checkpoints."""
+    from buildlm.train import checkpoint as ckpt
+
+    run_dir = Path(out) if out else Path(train.out_dir) / (train.name or f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if ckpt.list_checkpoints(run_dir):
+        raise ValueError(
+            f"run folder {str(run_dir)!r} already holds checkpoints; pick another --out or --train.name"
+        )
+    return run_dir
+
+
+def run_config(kind: str, model_path: str, data: FinetuneData, task_config: Any, lora: LoRAConfig, **extra: Any) -> dict:
+    """The finetune part of config.json: what was trained from what, and how."""
+    return {
+        "finetune": {"task": kind, "base_model": str(model_path), **asdict(data), **asdict(task_config), **extra},
+        "lora": lora.to_dict() if lora.rank else None,
+    }
+
+
+def write_eval(run_dir: Path, metrics: dict[str, Any]) -> Path:
+    """Write ``eval.json`` atomically."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / EVAL
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def seconds_since(t0: float) -> float:
+    return time.perf_counter() - t0

@@ -1,0 +1,158 @@
+"""``buildlm finetune``: turn a pretrained model into a classifier, an instruction follower, or
+a model tuned to preferences (DPO).
+
+    buildlm finetune classify --model RUN --data shakespeare-plays
+    buildlm finetune instruct --model RUN --data instruct-tasks --lora.rank 8
+    buildlm finetune dpo      --model SFT_RUN --data instruct-prefs --lora.rank 8
+    buildlm finetune data NAME DIR          (write a bundled dataset's splits as JSONL)
+
+Like ``buildlm train``, settings are dataclass fields set from a YAML file (``--config
+configs/finetune/instruct.yaml``) and/or flags: ``--train.*`` (the same `TrainConfig`: steps,
+batch size, learning rate, ...), ``--lora.*`` (`LoRAConfig`; ``--lora.rank 0`` trains every
+weight) and the task's own group (``--classify.*``, ``--instruct.*``, ``--dpo.*``). ``--model``
+is a buildlm run or checkpoint folder, or a Hugging Face folder (GPT-2, Llama, Qwen).
+"""
+
+from __future__ import annotations
+
+import sys
+
+# Fine-tuning defaults that differ from pretraining: a fixed number of steps (no time budget),
+# smaller batches of whole examples, a lower peak rate without weight decay, no text samples,
+# and one checkpoint at the end.
+COMMON_DEFAULTS = {
+    "train.max_steps": 300,
+    "train.time_budget_s": None,
+    "train.batch_size": 16,
+    "train.lr": 1e-3,
+    "train.min_lr": 1e-4,
+    "train.warmup_steps": 20,
+    "train.weight_decay": 0.0,
+    "train.eval_interval": 100,
+    "train.log_interval": 10,
+    "train.sample_interval": 0,
+    "train.checkpoint_interval": 0,
+    "train.keep_checkpoints": 1,
+}
+TASK_DEFAULTS = {
+    "classify": {},
+    "instruct": {},
+    "dpo": {"train.lr": 5e-4, "train.min_lr": 5e-5, "train.max_steps": 200},
+}
+DESCRIPTIONS = {
+    "classify": "Fine-tune a classifier: the LM head is replaced by an n-classes head on the pooled "
+    "hidden state. Data: text + label columns (CSV/TSV/JSONL/JSON) or 'shakespeare-plays'. "
+    "Reports accuracy, per-class precision/recall/F1, a confusion-matrix PNG and the "
+    "majority-class baseline.",
+    "instruct": "Instruction tuning (SFT): loss on response tokens only. Data: Alpaca-style "
+    "{instruction, input, output} or chat {messages} JSONL/JSON, or 'instruct-tasks'. Reports "
+    "exact match on the test split before and after, generations saved as JSONL.",
+    "dpo": "Preference tuning with DPO against a frozen reference (the starting model). Data: "
+    "{instruction, input, chosen, rejected} or {messages, chosen, rejected} JSONL/JSON, or "
+    "'instruct-prefs'. Reports the reward margin, reward accuracy and how often the model "
+    "prefers the chosen answer, before and after.",
+}
+TASKS = tuple(DESCRIPTIONS)
+
+
+def _usage() -> str:
+    lines = ["usage: buildlm finetune {classify,instruct,dpo,data} [options]", "", "tasks:"]
+    lines += [f"  {name:<9} {DESCRIPTIONS[name].split(':')[0]}" for name in TASKS]
+    lines += ["  data      write a bundled dataset's train/val/test splits as JSONL: data NAME DIR"]
+    lines += ["", "`buildlm finetune <task> --help` shows a task's options."]
+    return "\n".join(lines)
+
+
+def task_config_class(task: str) -> type:
+    if task == "classify":
+        from buildlm.train.classify import ClassifyConfig
+
+        return ClassifyConfig
+    if task == "instruct":
+        from buildlm.train.instruct import InstructConfig
+
+        return InstructConfig
+    from buildlm.train.dpo import DPOConfig
+
+    return DPOConfig
+
+
+def build_parser(task: str):
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from buildlm.model.lora import LoRAConfig
+    from buildlm.train.config import TrainConfig
+    from buildlm.train.finetune import FinetuneData
+
+    parser = ArgumentParser(prog=f"buildlm finetune {task}", description=DESCRIPTIONS[task], exit_on_error=True)
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of settings (see configs/finetune/*.yaml)")
+    parser.add_argument(
+        "--model", type=str, required=True,
+        help="the starting model: a buildlm run or checkpoint folder, or a Hugging Face model folder",
+    )  # fmt: skip
+    parser.add_argument(
+        "--out", type=str | None, default=None,
+        help="the run folder (default: <train.out_dir>/<train.name or task-date-time>)",
+    )  # fmt: skip
+    parser.add_class_arguments(FinetuneData, None, instantiate=False)
+    parser.add_class_arguments(TrainConfig, "train", instantiate=False)
+    parser.add_class_arguments(LoRAConfig, "lora", instantiate=False)
+    parser.add_class_arguments(task_config_class(task), task, instantiate=False)
+    parser.set_defaults({**COMMON_DEFAULTS, **TASK_DEFAULTS[task]})
+    return parser
+
+
+def parse(task: str, argv: list[str]):
+    """(model, data, train, lora, task config, out) from the command line."""
+    from buildlm.model.lora import LoRAConfig
+    from buildlm.train.config import TrainConfig
+    from buildlm.train.finetune import FinetuneData
+
+    cfg = build_parser(task).parse_args(argv)
+    data = FinetuneData(**{k: getattr(cfg, k) for k in FinetuneData.__dataclass_fields__})
+    train = TrainConfig(**vars(cfg.train))
+    lora = LoRAConfig(**vars(cfg.lora))
+    task_config = task_config_class(task)(**vars(getattr(cfg, task)))
+    return cfg.model, data, train, lora, task_config, cfg.out
+
+
+def write_bundled(argv: list[str]) -> None:
+    """``buildlm finetune data NAME DIR``: a bundled dataset's splits as DIR/{train,val,test}.jsonl."""
+    from pathlib import Path
+
+    from buildlm.data.bundled_tasks import list_bundled, load_bundled
+    from buildlm.data.records import write_jsonl
+
+    if len(argv) != 2 or argv[0] in ("-h", "--help"):
+        print(f"usage: buildlm finetune data NAME DIR\n\nbundled datasets: {', '.join(list_bundled())}")
+        if len(argv) != 2 and not (argv and argv[0] in ("-h", "--help")):
+            raise SystemExit(2)
+        return
+    name, folder = argv
+    for split, items in load_bundled(name).items():
+        path = write_jsonl(items, Path(folder) / f"{split}.jsonl")
+        print(f"{path}: {len(items)} examples")
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return
+    task, rest = argv[0], argv[1:]
+    if task == "data":
+        write_bundled(rest)
+        return
+    if task not in TASKS:
+        raise ValueError(f"unknown fine-tuning task {task!r}; choose one of: {', '.join(TASKS)}, data")
+    model, data, train, lora, task_config, out = parse(task, rest)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stdout, flush=True)
+
+    if task == "classify":
+        from buildlm.train.classify import run_classify as run
+    elif task == "instruct":
+        from buildlm.train.instruct import run_instruct as run
+    else:
+        from buildlm.train.dpo import run_dpo as run
+    run(model, data, train, task_config, lora, out=out, log=log)
