@@ -126,3 +126,27 @@ class ExampleBatches(Generic[T]):
                 "resume with the same seed to continue exactly"
             )
         self.step = int(state["step"])
+
+
+def train_and_val_batches(
+    train: Sequence[T],
+    val: Sequence[T] | None,
+    collate: Callable[[list[T]], Any],
+    length: Callable[[T], int],
+    batch_size: int,
+    eval_batch_size: int,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> tuple[ExampleBatches, ExampleBatches | None]:
+    """The two streams every fine-tuning task needs: shuffled, length-bucketed training batches
+    and fixed-order validation batches (``None`` without a validation split)."""
+    train_batches = ExampleBatches(
+        train, collate, batch_size, seed=seed, lengths=[length(e) for e in train], device=device
+    )
+    val_batches = None
+    if val:
+        val_batches = ExampleBatches(
+            val, collate, eval_batch_size, shuffle=False, lengths=[length(e) for e in val],
+            device=device,
+        )  # fmt: skip
+    return train_batches, val_batches

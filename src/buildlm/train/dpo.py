@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from buildlm.data.batching import ExampleBatches
+from buildlm.data.batching import ExampleBatches, train_and_val_batches
 from buildlm.data.instruct import IGNORE, check_template, encode_rendered, render
 from buildlm.data.records import Record
 from buildlm.model.lora import LoRAConfig, lora_disabled, lora_modules
@@ -205,15 +205,12 @@ class DPOTask:
         def collate(pairs: list[PreferencePair]) -> PairBatch:
             return collate_pairs(pairs, pad_id)
 
-        def lengths(pairs: list[PreferencePair]) -> list[int]:
-            return [max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs]
+        def length(pair: PreferencePair) -> int:
+            return max(len(pair.chosen_ids), len(pair.rejected_ids))
 
-        self.train_batches = ExampleBatches(train, collate, batch_size, seed=seed, lengths=lengths(train), device=device)
-        self.val_batches = None
-        if val:
-            self.val_batches = ExampleBatches(
-                val, collate, eval_batch_size, shuffle=False, lengths=lengths(val), device=device
-            )
+        self.train_batches, self.val_batches = train_and_val_batches(
+            train, val, collate, length, batch_size, eval_batch_size, seed, device
+        )
 
     @torch.no_grad()
     def reference_logprobs(self, batch: PairBatch) -> torch.Tensor:

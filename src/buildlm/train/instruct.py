@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from buildlm.data.batching import ExampleBatches
+from buildlm.data.batching import train_and_val_batches
 from buildlm.data.instruct import (
     IGNORE,
     Rendered,
@@ -113,14 +113,9 @@ class InstructTask:
         def collate(examples: list[SFTExample]) -> SFTBatch:
             return collate_sft(examples, pad_id)
 
-        self.train_batches = ExampleBatches(
-            train, collate, batch_size, seed=seed, lengths=[len(e.ids) for e in train], device=device
+        self.train_batches, self.val_batches = train_and_val_batches(
+            train, val, collate, lambda e: len(e.ids), batch_size, eval_batch_size, seed, device
         )
-        self.val_batches = None
-        if val:
-            self.val_batches = ExampleBatches(
-                val, collate, eval_batch_size, shuffle=False, lengths=[len(e.ids) for e in val], device=device
-            )
 
     def loss(self, model: nn.Module, batch: SFTBatch) -> torch.Tensor:
         logits, targets = response_logits(model, batch.x, batch.y)  # (N, V), (N,)
