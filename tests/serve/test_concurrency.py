@@ -113,7 +113,7 @@ def test_requests_that_join_a_running_batch_equal_their_solo_result(server, engi
     stats = server.scheduler.stats
     prefills = stats.prefills
     got: dict[str, str] = {}
-    a_started = threading.Event()
+    started = {name: threading.Event() for name in jobs}
 
     def run(name: str) -> None:
         body = {"model": model_name, "temperature": 0.0, "ignore_eos": True, "stream": True,
@@ -127,15 +127,17 @@ def test_requests_that_join_a_running_batch_equal_their_solo_result(server, engi
                 if line.startswith("data: {"):
                     text.append(json.loads(line[6:])["choices"][0]["text"])
                     if len(text) == 3:
-                        a_started.set()
+                        started[name].set()
         got[name] = "".join(text)
 
+    # Staggered on purpose: B joins once A streams, C once B streams. Sent together, B and C
+    # could be admitted in one prefill, which is correct but would not test two separate joins.
     with ThreadPoolExecutor(3) as pool:
-        a = pool.submit(run, "A")
-        assert a_started.wait(30)
-        others = [pool.submit(run, "B"), pool.submit(run, "C")]
-        for future in others:
+        futures = []
+        for name in jobs:
+            futures.append(pool.submit(run, name))
+            assert started[name].wait(30), f"{name} never streamed"
+        for future in futures:
             future.result()
-        a.result()
     assert got == expected
     assert stats.prefills - prefills >= 3  # A, B and C were each prefilled
