@@ -14,4 +14,5 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     PermissionError,
     UnicodeDecodeError,
     KeyError,
+    FloatingPointError,  # a run whose loss diverged (buildlm.train.trainer.NonFiniteLossError)
 )

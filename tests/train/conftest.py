@@ -75,3 +75,13 @@ def ft_train():
     threads = torch.get_num_threads()
     yield finetune_train_config
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def prepared_verdict(tmp_path_factory, small_tokenizer):
+    """The Verdict tokenized into shards (a `buildlm prepare` folder) with the small tokenizer."""
+    from buildlm.data.shards import prepare_shards
+
+    folder = tmp_path_factory.mktemp("verdict-shards")
+    prepare_shards(["the-verdict"], small_tokenizer, folder, num_workers=1, progress=False)
+    return folder

@@ -135,7 +135,8 @@ class RandomWindowBatches:
     ``(seed, k)``, so ``state_dict()`` is just ``{"seed", "step"}`` and a restored stream
     continues with exactly the batches an uninterrupted one would have produced.
 
-    ``rank`` and ``world_size`` give each data-parallel worker its own windows.
+    ``rank`` and ``world_size`` give each data-parallel worker its own share of every global
+    batch (``batch_size`` is per worker).
     """
 
     def __init__(
@@ -156,15 +157,21 @@ class RandomWindowBatches:
         self.context_length = context_length
         self.seed = seed
         self.device = torch.device(device)
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.rank = rank
         self.world_size = world_size
         self.step = 0
 
     def batch_at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch number ``step`` (does not move the stream)."""
-        rng = np.random.default_rng([self.seed, step, self.rank, self.world_size])
+        # One global batch of batch_size * world_size windows per step, drawn the same way on
+        # every rank; rank r takes its r-th share. So N ranks of batch b see exactly the windows
+        # one process of batch N*b sees, and their averaged gradients are that process's.
+        rng = np.random.default_rng([self.seed, step, 0, 1])
         n_starts = len(self.tokens) - self.context_length  # starts 0 .. len - T - 1
-        starts = rng.integers(0, n_starts, size=self.batch_size)
+        starts = rng.integers(0, n_starts, size=self.batch_size * self.world_size)
+        starts = starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
         width = self.context_length + 1
         windows = np.stack([self.tokens[s : s + width] for s in starts]).astype(np.int64)
         batch = torch.from_numpy(windows)  # (B, T + 1)

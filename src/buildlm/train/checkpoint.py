@@ -24,6 +24,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,8 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 # --- weights --------------------------------------------------------------------------------
 
 
-def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
-    """Write the model's state dict to ``path`` as safetensors.
+def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Write the model's state dict (or a state dict) to ``path`` as safetensors.
 
     safetensors stores each tensor once and refuses two names for one memory block, which is
     what tied weights are (the output head *is* the token embedding). We store the first name
@@ -57,7 +58,8 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
     tensors: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     seen: dict[tuple, str] = {}
-    for name, t in model.state_dict().items():
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    for name, t in state.items():
         key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), t.shape, t.stride())
         if key in seen:
             aliases[name] = seen[key]
@@ -69,6 +71,11 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Load :func:`save_weights` output into ``model`` (names and shapes must match exactly)."""
+    model.load_state_dict(read_weights(model, path), strict=True)
+
+
+def read_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """:func:`save_weights` output as a state dict, checked against ``model``'s names and shapes."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -99,7 +106,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
                 f"{str(path)!r}: {name} has shape {tuple(t.shape)}, the model expects "
                 f"{tuple(expected[name].shape)}"
             )
-    model.load_state_dict(tensors, strict=True)
+    return tensors
 
 
 # --- random number generators ---------------------------------------------------------------
@@ -145,18 +152,20 @@ def save_checkpoint(
     tokenizer: Any = None,
     trainer_state: dict[str, Any] | None = None,
     keep: int = 2,
+    weights: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``run_dir/checkpoints/step-XXXXXXX`` atomically and keep the newest ``keep``.
 
     ``config`` is the JSON-ready dict for config.json; it must hold ``"model"`` (the
-    ModelConfig as a dict). Returns the checkpoint folder.
+    ModelConfig as a dict). ``weights`` (a full state dict gathered from FSDP shards) replaces
+    ``model.state_dict()``. Returns the checkpoint folder.
     """
     if "model" not in config:
         raise ValueError("config.json needs the model config under 'model'")
-    final = Path(run_dir) / CHECKPOINTS / f"step-{step:07d}"
+    final = checkpoint_folder(run_dir, step)
     with atomic_folder(final) as tmp:
         _write_json(tmp / CONFIG, {**config, "step": step})
-        save_weights(model, tmp / WEIGHTS)
+        save_weights(model if weights is None else weights, tmp / WEIGHTS)
         if tokenizer is not None:
             tokenizer.save(tmp / TOKENIZER)
         if trainer_state is not None:
@@ -164,6 +173,11 @@ def save_checkpoint(
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def checkpoint_folder(run_dir: str | os.PathLike, step: int) -> Path:
+    """Where the checkpoint of ``step`` lives in a run folder."""
+    return Path(run_dir) / CHECKPOINTS / f"step-{step:07d}"
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:

@@ -4,6 +4,10 @@ Settings come from four dataclasses (``--model.*``, ``--train.*``, ``--data.*``,
 ``--tokenizer.*``), set from a YAML file (``--config configs/shakespeare-small.yaml``) and/or
 the command line; later flags override earlier ones. ``--print_config`` shows the result as YAML.
 ``--resume RUN_OR_CHECKPOINT`` continues a run with its saved settings.
+
+Data-parallel training: ``torchrun --nproc-per-node N -m buildlm train ...`` (any torchrun
+options, several machines included), or ``buildlm train --nproc N ...`` which starts that
+torchrun on this machine. ``--train.distributed fsdp`` shards the model instead of copying it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,46 @@ def _resume_target(argv: list[str]) -> str | None:
     return None
 
 
+def _take_nproc(argv: list[str]) -> tuple[int | None, list[str]]:
+    """``--nproc N`` (or ``--nproc=N``) out of ``argv``; the rest goes to the ranks."""
+    rest, nproc, i = [], None, 0
+    while i < len(argv):
+        arg = argv[i]
+        value = None
+        if arg == "--nproc":
+            if i + 1 >= len(argv):
+                raise ValueError("--nproc needs a number of processes, e.g. --nproc 2")
+            value, i = argv[i + 1], i + 2
+        elif arg.startswith("--nproc="):
+            value, i = arg.split("=", 1)[1], i + 1
+        else:
+            rest.append(arg)
+            i += 1
+            continue
+        try:
+            nproc = int(value)
+        except ValueError:
+            nproc = 0
+        if nproc < 1:
+            raise ValueError(f"--nproc must be a positive number of processes, got {value!r}")
+    return nproc, rest
+
+
+def launch_torchrun(nproc: int, argv: list[str]) -> int:
+    """Run ``buildlm train argv`` as ``nproc`` processes on this machine; their exit code.
+
+    ``--standalone`` makes torchrun pick a free port for rank 0 on localhost.
+    """
+    import subprocess
+
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+        "-m", "buildlm", "train", *argv,
+    ]  # fmt: skip
+    print("launching: " + " ".join(command[1:]), flush=True)
+    return subprocess.call(command)
+
+
 def build_parser():
     from jsonargparse import ActionConfigFile, ArgumentParser
 
@@ -57,14 +101,25 @@ def build_parser():
         "--resume", type=str | None, default=None,
         help="continue a run: its folder (newest checkpoint) or one checkpoint folder",
     )
+    parser.add_argument(
+        "--nproc", type=int | None, default=None,
+        help="train data-parallel with N processes on this machine (starts torchrun; see --train.distributed)",
+    )
     return parser
 
 
 def main(argv: list[str]) -> None:
     from buildlm.train import checkpoint as ckpt
     from buildlm.train.config import DataConfig, TokenizerConfig, TrainConfig
+    from buildlm.train.distributed import launched_by_torchrun
     from buildlm.train.run import model_args_class, run_training
 
+    nproc, argv = _take_nproc(argv)
+    if nproc is not None and nproc > 1 and not launched_by_torchrun():
+        code = launch_torchrun(nproc, argv)
+        if code:
+            raise SystemExit(code)
+        return
     parser = build_parser()
     target = _resume_target(argv)
     if target is not None:

@@ -92,6 +92,13 @@ class TrainConfig:
         tensorboard: also log to TensorBoard when the package is installed.
         progress: show a progress bar.
         max_time_s: hard stop (with a checkpoint) after this many seconds (null: none).
+        distributed: under torchrun (or --nproc N): "ddp" (each rank a full copy) or "fsdp"
+            (parameters, gradients and optimizer state sharded across ranks). batch_size is
+            then per rank: a step trains on batch_size * grad_accum_steps * ranks windows.
+        activation_checkpointing: recompute each block in backward instead of storing its
+            activations (less memory, about a third more compute).
+        max_bad_steps: a step with a non-finite loss or gradient is skipped; this many in a row
+            stop the run (with a checkpoint of the last good weights).
     """
 
     max_steps: int = 5000
@@ -127,6 +134,9 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True
     max_time_s: float | None = None
+    distributed: str = "ddp"
+    activation_checkpointing: bool = False
+    max_bad_steps: int = 5
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -135,9 +145,11 @@ class TrainConfig:
             )
         if self.device not in DEVICES and not self.device.startswith(("cuda:", "mps:")):
             raise ValueError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}")
-        for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_batches", "log_interval"):
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_batches", "log_interval", "max_bad_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.distributed not in ("ddp", "fsdp"):
+            raise ValueError(f"unknown train.distributed {self.distributed!r}; choose ddp or fsdp")
         if self.min_lr > self.lr:
             raise ValueError(f"train.min_lr={self.min_lr} is above train.lr={self.lr}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:

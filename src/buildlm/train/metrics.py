@@ -18,6 +18,7 @@ is installed); :func:`plot_losses` draws the loss curves to a PNG with matplotli
 from __future__ import annotations
 
 import csv
+import io
 import os
 import time
 from pathlib import Path
@@ -76,10 +77,12 @@ class MetricsLogger:
         self.rows: list[dict[str, Any]] = []
         self.columns: list[str] = list(COLUMNS)
         if resume and self.path.is_file():
-            with self.path.open(newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                self.columns += [c for c in reader.fieldnames or [] if c not in self.columns]
-                self.rows = [{k: _parse(v) for k, v in row.items() if v != ""} for row in reader]
+            text = self.path.read_text(encoding="utf-8")
+            # A run killed mid-write can leave half a line: drop it, the resumed run redoes it.
+            text = text[: text.rfind("\n") + 1]
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            self.columns += [c for c in reader.fieldnames or [] if c not in self.columns]
+            self.rows = [{k: _parse(v) for k, v in row.items() if v not in ("", None)} for row in reader]
         self._tb = None
         if tensorboard:
             try:

@@ -135,7 +135,43 @@ def run_training(
     resume: str | None = None,
     log=print,
 ):
-    """Run ``buildlm train``; returns the ``TrainResult``."""
+    """Run ``buildlm train``; returns the ``TrainResult``.
+
+    Under ``torchrun`` this is one rank of a DDP/FSDP run (``train.distributed``): rank 0
+    prepares the data while the others wait, and only rank 0 prints.
+    """
+    from buildlm.train.distributed import init_distributed
+
+    dist = init_distributed(train.distributed, train.device)
+    if dist is not None and not dist.is_main:
+        log = _silent
+    try:
+        return _run(model_args, train, data, tok, resume, log, dist)
+    finally:
+        if dist is not None:
+            dist.close()
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """The ``log`` of ranks other than 0."""
+
+
+def _rank0_first(dist: Any, work):
+    """``work()`` on rank 0, then on the others (which then find its results on disk)."""
+    if dist is None:
+        return work()
+    if dist.is_main:
+        out = work()
+        dist.barrier()
+        return out
+    dist.barrier()
+    return work()
+
+
+def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerConfig,
+         resume: str | None, log, dist: Any):  # fmt: skip
+    import torch
+
     from buildlm.data.shards import load_manifest, load_split
     from buildlm.model import GPT
     from buildlm.tokenizer import Tokenizer
@@ -144,7 +180,7 @@ def run_training(
     from buildlm.train.trainer import TrainData, Trainer, resolve_device, seed_everything
 
     # Cheap checks first, so a typo fails before minutes of tokenizing.
-    device = resolve_device(train.device)
+    device = resolve_device(train.device) if dist is None else dist.device
     build_model_config(model_args, context_length=train.context_length)
     resume_from = None
     if resume is not None:
@@ -153,15 +189,18 @@ def run_training(
         saved = ckpt.read_config(resume_from)
         data_dir = Path(saved.get("data_dir") or "")
         if not (data_dir / "manifest.json").is_file():
-            data_dir = prepare_data(data, tok, train.out_dir, log)
+            data_dir = _rank0_first(dist, lambda: prepare_data(data, tok, train.out_dir, log))
     else:
-        run_dir = Path(train.out_dir) / (train.name or time.strftime("%Y%m%d-%H%M%S"))
+        name = train.name or time.strftime("%Y%m%d-%H%M%S")
+        if dist is not None:  # the clocks of the ranks may straddle a second
+            name = dist.broadcast(name)
+        run_dir = Path(train.out_dir) / name
         if ckpt.list_checkpoints(run_dir):
             raise ValueError(
                 f"run folder {str(run_dir)!r} already holds checkpoints; continue it with "
                 f"--resume {run_dir}, or pick another --train.name"
             )
-        data_dir = prepare_data(data, tok, train.out_dir, log)
+        data_dir = _rank0_first(dist, lambda: prepare_data(data, tok, train.out_dir, log))
 
     manifest = load_manifest(data_dir)
     tokenizer = Tokenizer.load(Path(data_dir) / manifest["tokenizer"])
@@ -170,7 +209,9 @@ def run_training(
     model_config = build_model_config(model_args, tokenizer.vocab_size, train.context_length)
 
     seed_everything(train.seed)
-    model = GPT(model_config)
+    model = GPT(model_config)  # the same initial weights on every rank
+    if dist is not None:  # but different dropout masks
+        torch.manual_seed(train.seed + 1000 * dist.rank)
     scale = {}
     if val_tokens is not None and len(val_tokens) > 1:
         scale = baselines(train_tokens, val_tokens, model_config.vocab_size)
@@ -180,9 +221,11 @@ def run_training(
         f"non-embedding), d_model {model_config.d_model}, {model_config.n_layers} layers, "
         f"context {context}, vocab {model_config.vocab_size}; device {device}, {train.precision}"
     )
+    if dist is not None:
+        log(f"distributed: {train.distributed.upper()} over {dist.world_size} processes, batch_size per process")
     val_count = 0 if val_tokens is None else len(val_tokens)
     log(f"data: {len(train_tokens):,} train tokens, {val_count:,} val tokens ({data_dir})")
-    per_step = train.batch_size * train.grad_accum_steps * context
+    per_step = train.batch_size * train.grad_accum_steps * context * (1 if dist is None else dist.world_size)
     epochs = train.max_steps * per_step / len(train_tokens)
     if train.time_budget_s is not None and resume_from is None:
         log(f"training: as many steps of {per_step:,} tokens as fit in {train.time_budget_s:.0f}s (at most {train.max_steps})")
@@ -205,6 +248,7 @@ def run_training(
         run_config=run_config,
         baselines={k: v for k, v in scale.items() if k != "uniform"},
         log=log,
+        dist=dist,
     )
     if resume_from is not None:
         trainer.load_state(resume_from)
@@ -217,7 +261,7 @@ def run_training(
             f"final val loss {result.val_loss:.4f} after {result.step} steps "
             f"({result.seconds:.0f}s); below the {', '.join(beat) or 'no'} baseline(s)"
         )
-    result.samples.append(trainer.sample())
+    result.samples.append(trainer.sample())  # every rank: FSDP's forward passes are collective
     log(f"--- sample ---\n{result.samples[0]}\n---")
     if result.checkpoint is not None:
         log(f"checkpoint: {result.checkpoint}  (try: buildlm generate --model {run_dir} --prompt 'To be, or not')")

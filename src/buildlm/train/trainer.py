@@ -38,7 +38,13 @@ import torch.nn.functional as F
 
 from buildlm.data.dataset import RandomWindowBatches
 from buildlm.train import checkpoint as ckpt
+from buildlm.train.activation_checkpointing import enable_activation_checkpointing
 from buildlm.train.config import TrainConfig, to_dict
+from buildlm.train.distributed import (
+    Distributed,
+    load_optimizer_state_by_name,
+    optimizer_state_by_name,
+)
 from buildlm.train.metrics import (
     MetricsLogger,
     bits_per_byte,
@@ -110,6 +116,10 @@ class TrainResult:
     seconds: float = 0.0
 
 
+class NonFiniteLossError(FloatingPointError):
+    """Too many steps in a row with an inf/NaN loss or gradient: training cannot go on."""
+
+
 class Trainer:
     """Trains ``model`` on ``data`` as ``config`` says, writing into ``run_dir`` (optional).
 
@@ -119,6 +129,10 @@ class Trainer:
 
     ``task`` (fine-tuning) replaces ``data``: its batch streams, loss and evaluation are used
     instead of random token windows, next-token cross-entropy and validation perplexity.
+
+    ``dist`` (from :func:`buildlm.train.distributed.init_distributed`, under ``torchrun``) makes
+    this one rank of a DDP or FSDP run: ``batch_size`` is then per rank, each rank reads its own
+    part of every global batch, and only rank 0 logs and writes.
     """
 
     def __init__(
@@ -132,15 +146,22 @@ class Trainer:
         baselines: dict[str, float] | None = None,
         log=print,
         task: Task | None = None,
+        dist: Distributed | None = None,
     ) -> None:
         self.config = config
-        self.device = resolve_device(config.device)
+        self.dist = dist
+        self.is_main = dist is None or dist.is_main
+        self.device = resolve_device(config.device) if dist is None else dist.device
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         if config.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ValueError("precision 'bf16' is not supported by this GPU; use fp16 or fp32")
         self.model = model.to(self.device)  # the plain module: saved, sampled from
-        self.forward_model = torch.compile(self.model) if config.compile else self.model
+        if config.activation_checkpointing:
+            enable_activation_checkpointing(self.model)
+        # What training steps call: the model, its DDP wrapper, or itself sharded by FSDP.
+        self.wrapped_model = self.model if dist is None else dist.wrap(self.model)
+        self.forward_model = torch.compile(self.wrapped_model) if config.compile else self.wrapped_model
         self.context_length = config.context_length or model.config.context_length
         if self.context_length > model.config.context_length:
             raise ValueError(
@@ -151,7 +172,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.run_config = dict(run_config or {})
         self.baselines = dict(baselines or {})
-        self.log = log
+        self.log = log if self.is_main else (lambda *args, **kwargs: None)
         self.data = data
         self.task = task
         if task is not None:
@@ -181,6 +202,7 @@ class Trainer:
         self.metrics: MetricsLogger | None = None
         self._peak_flops: float | None = config.peak_flops
         self._step_tokens = 0
+        self.bad_steps = 0  # non-finite steps in a row
 
     def _init_windows(self, data: TrainData) -> None:
         """Pretraining: random windows of the train and val token arrays."""
@@ -193,15 +215,19 @@ class Trainer:
                     "--data.val_fraction, or a smaller --train.context_length"
                 )
         self._check_vocab(data.train, "train")
+        # Under DDP/FSDP each rank takes its own batch_size windows of every global batch.
+        rank, world = (0, 1) if self.dist is None else (self.dist.rank, self.dist.world_size)
         self.train_batches = RandomWindowBatches(
-            data.train, config.batch_size, self.context_length, seed=config.seed, device=self.device
-        )
+            data.train, config.batch_size, self.context_length, seed=config.seed, device=self.device,
+            rank=rank, world_size=world,
+        )  # fmt: skip
         self.val_batches = None
         if data.val is not None and len(data.val) > 0:
             self._check_vocab(data.val, "val")
             self.val_batches = RandomWindowBatches(
-                data.val, config.batch_size, self.context_length, seed=config.seed + 1, device=self.device
-            )
+                data.val, config.batch_size, self.context_length, seed=config.seed + 1,
+                device=self.device, rank=rank, world_size=world,
+            )  # fmt: skip
 
     def _check_vocab(self, tokens: np.ndarray, split: str) -> None:
         if len(tokens) == 0:
@@ -238,38 +264,82 @@ class Trainer:
         """Forward and backward over ``grad_accum_steps`` micro-batches; returns their mean loss.
 
         Each micro-batch loss is divided by the number of micro-batches, so the summed gradients
-        are those of the mean loss over all of them: the gradient of one big batch.
+        are those of the mean loss over all of them: the gradient of one big batch. Under
+        DDP/FSDP only the last backward averages gradients across ranks, and the loss returned
+        is the mean over ranks too.
         """
         n = self.config.grad_accum_steps
         total = torch.zeros((), device=self.device)
         self._step_tokens = 0
-        for _ in range(n):
+        for i in range(n):
             batch = next(self.train_batches)  # pretraining: x (B, T), y (B, T)
-            loss = self._batch_loss(batch)
-            self.scaler.scale(loss / n).backward()
+            with self._gradient_sync(i == n - 1):
+                loss = self._batch_loss(batch)
+                self.scaler.scale(loss / n).backward()
             total += loss.detach()
             self._step_tokens += self._batch_tokens(batch)
+        if self.dist is not None:
+            total = self.dist.mean(total)
+            self._step_tokens *= self.dist.world_size
         return float(total) / n
 
-    def optimizer_step(self) -> None:
-        """Clip the gradient norm, update the weights, clear the gradients."""
-        if self.config.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-            self.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
-        self.scaler.step(self.optimizer)
+    def _gradient_sync(self, enabled: bool) -> contextlib.AbstractContextManager:
+        if self.dist is None:
+            return contextlib.nullcontext()
+        return self.dist.gradient_sync(self.wrapped_model, enabled)
+
+    def optimizer_step(self, loss: float = 0.0) -> bool:
+        """Clip the gradient norm, update the weights, clear the gradients.
+
+        A non-finite loss or gradient norm skips the update (the weights and AdamW moments stay
+        as they were) and returns False. With fp16 the ``GradScaler`` already skips steps whose
+        gradients overflowed while it searches for its scale; those are not counted as bad.
+        """
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+        # max_norm=inf measures the norm without clipping (grad_clip 0 means no clipping).
+        limit = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), limit)
+        if hasattr(norm, "full_tensor"):  # FSDP: a distributed tensor holding the global norm
+            norm = norm.full_tensor()
+        self.grad_norm = float(norm)
+        finite = math.isfinite(loss) and (self.config.precision == "fp16" or math.isfinite(self.grad_norm))
+        if finite:
+            self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        return finite
 
     def train_step(self) -> float:
-        """One optimizer update: schedule, accumulate, clip, step. Returns the mean loss."""
+        """One optimizer update: schedule, accumulate, clip, step. Returns the mean loss.
+
+        A step whose loss or gradients are not finite (inf or NaN) is skipped and logged; after
+        ``max_bad_steps`` of them in a row the run stops with :class:`NonFiniteLossError`.
+        The step counter and the data stream still advance past a skipped step, so a run that
+        recovers goes on with the batches and schedule it would have had.
+        """
         cfg = self.config
         self.lr = lr_at(self.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
         set_lr(self.optimizer, self.lr)
         self.model.train()
         loss = self.accumulate_gradients()
-        self.optimizer_step()
+        stepped = self.optimizer_step(loss)
         self.step += 1
         self.tokens_seen += self._step_tokens
+        if stepped:
+            self.bad_steps = 0
+            return loss
+        self.bad_steps += 1
+        self.log(
+            f"step {self.step}: loss {loss}, gradient norm {self.grad_norm}: not finite, update "
+            f"skipped ({self.bad_steps} in a row; the run stops at {cfg.max_bad_steps})"
+        )
+        self._record({"step": self.step, "skipped_step": 1.0})
+        if self.bad_steps >= cfg.max_bad_steps:
+            raise NonFiniteLossError(
+                f"{self.bad_steps} steps in a row had a non-finite loss or gradient (last: loss "
+                f"{loss}, gradient norm {self.grad_norm}) at step {self.step}; lower --train.lr, "
+                "use --train.precision fp32 or bf16, or check the data"
+            )
         return loss
 
     @torch.no_grad()
@@ -284,9 +354,15 @@ class Trainer:
         if self.val_batches is None:
             return {}
         self.model.eval()
-        losses = [float(self._loss(*self.val_batches.batch_at(k))) for k in range(self.config.eval_batches)]
+        # Under DDP/FSDP each rank scores its share of every validation batch; the mean over
+        # ranks is the loss one process would get on the whole batches.
+        losses = torch.stack([self._loss(*self.val_batches.batch_at(k)) for k in range(self.config.eval_batches)])
         self.model.train()
-        loss = sum(losses) / len(losses)
+        if self.dist is not None:
+            self.dist.reshard(self.model)
+        if self.dist is not None:
+            losses = self.dist.mean(losses)
+        loss = float(losses.mean())
         out = {"val_loss": loss, "val_ppl": perplexity(loss)}
         if self.data.val_bytes:
             out["val_bpb"] = bits_per_byte(loss, len(self.data.val), self.data.val_bytes)
@@ -294,11 +370,17 @@ class Trainer:
         return out
 
     def sample(self, prompt: str | None = None, max_new_tokens: int | None = None) -> str:
-        """A generation from the model (needs a tokenizer), seeded so it does not touch the run's RNG."""
+        """A generation from the model (needs a tokenizer), seeded so it does not touch the run's RNG.
+
+        Under FSDP every rank generates (each forward pass gathers weights from all ranks);
+        under DDP only rank 0 does. Other ranks return "".
+        """
         from buildlm.infer import generate
 
         cfg = self.config
         if self.tokenizer is None or self.task is not None:
+            return ""
+        if not self.is_main and not self.dist.sharded:
             return ""
         prompt = cfg.sample_prompt if prompt is None else prompt
         ids = self.tokenizer.encode(prompt, allowed_special="all") or [self.tokenizer.eot_token or 0]
@@ -312,6 +394,8 @@ class Trainer:
             seed=cfg.seed + self.step,
         )
         self.model.train()
+        if self.dist is not None:
+            self.dist.reshard(self.model)
         return self.tokenizer.decode(out[0].tolist())
 
     # --- state --------------------------------------------------------------------------------
@@ -320,38 +404,70 @@ class Trainer:
         return {**self.run_config, "model": self.model.config.to_dict(), "train": to_dict(self.config)}
 
     def state_dict(self) -> dict[str, Any]:
-        """What ``trainer_state.pt`` holds: everything beyond the weights needed to continue exactly."""
+        """What ``trainer_state.pt`` holds: everything beyond the weights needed to continue exactly.
+
+        The optimizer state is keyed by parameter name (whole, even under FSDP) and the RNG
+        states of every rank are kept, so a run resumes exactly with one process, DDP or FSDP.
+        Under a distributed run this is collective: every rank must call it.
+        """
+        if self.dist is not None and self.dist.sharded:
+            optimizer = self.dist.full_optimizer_state(self.model, self.optimizer)
+        else:
+            optimizer = optimizer_state_by_name(self.model, self.optimizer)
+        rng = ckpt.capture_rng()
         return {
             "step": self.step,
             "tokens_seen": self.tokens_seen,
             "elapsed": self.elapsed,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer,
             "scaler": self.scaler.state_dict(),
             "data": self.train_batches.state_dict(),
-            "rng": ckpt.capture_rng(),
+            "rng": rng,
+            "rng_by_rank": [rng] if self.dist is None else self.dist.gather(rng),
             "last_val_loss": self.last_val_loss,
+            "bad_steps": self.bad_steps,
         }
 
     def save(self) -> Path:
+        """Write a checkpoint (rank 0 writes; under DDP/FSDP every rank must call this)."""
         if self.run_dir is None:
             raise ValueError("this Trainer has no run_dir to save checkpoints into")
-        return ckpt.save_checkpoint(
-            self.run_dir,
-            self.step,
-            self.model,
-            self.checkpoint_config(),
-            tokenizer=self.tokenizer,
-            trainer_state=self.state_dict(),
-            keep=self.config.keep_checkpoints,
-        )
+        state = self.state_dict()
+        weights = None if self.dist is None else self.dist.full_model_state(self.model)
+        folder = ckpt.checkpoint_folder(self.run_dir, self.step)
+        if self.is_main:
+            ckpt.save_checkpoint(
+                self.run_dir,
+                self.step,
+                self.model,
+                self.checkpoint_config(),
+                tokenizer=self.tokenizer,
+                trainer_state=state,
+                keep=self.config.keep_checkpoints,
+                weights=weights,
+            )
+        if self.dist is not None:
+            self.dist.barrier()  # nobody reads a checkpoint before it is complete
+        return folder
 
     def load_state(self, path: str | os.PathLike) -> Path:
         """Load weights and trainer state from a checkpoint (or a run's newest) to continue exactly."""
         folder = ckpt.resolve_checkpoint(path)
         state = ckpt.load_trainer_state(folder)
-        ckpt.load_weights(self.model, folder / ckpt.WEIGHTS)
+        sharded = self.dist is not None and self.dist.sharded
+        weights = ckpt.read_weights(self.model, folder / ckpt.WEIGHTS)
+        if sharded:
+            self.dist.load_full_model_state(self.model, weights)
+        else:
+            self.model.load_state_dict(weights, strict=True)
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
+            saved = state["optimizer"]
+            if all(isinstance(k, int) for k in saved["state"]):  # by number (older checkpoints)
+                self.optimizer.load_state_dict(saved)
+            elif sharded:
+                self.dist.load_full_optimizer_state(self.model, self.optimizer, saved)
+            else:
+                load_optimizer_state_by_name(self.model, self.optimizer, saved)
             if state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
             self.train_batches.load_state_dict(state["data"])
@@ -364,7 +480,10 @@ class Trainer:
         self.tokens_seen = int(state.get("tokens_seen", 0))
         self.elapsed = float(state.get("elapsed", 0.0))
         self.last_val_loss = state.get("last_val_loss")
-        ckpt.restore_rng(state["rng"])
+        self.bad_steps = int(state.get("bad_steps", 0))
+        rank, world = (0, 1) if self.dist is None else (self.dist.rank, self.dist.world_size)
+        by_rank = state.get("rng_by_rank") or []
+        ckpt.restore_rng(by_rank[rank] if len(by_rank) == world else state["rng"])
         return folder
 
     # --- the loop -----------------------------------------------------------------------------
@@ -395,7 +514,7 @@ class Trainer:
 
         cfg = self.config
         result = TrainResult(step=self.step)
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.metrics = MetricsLogger(self.run_dir, tensorboard=cfg.tensorboard, resume=self.step > 0)
             self.metrics.drop_after(self.step)
@@ -405,46 +524,60 @@ class Trainer:
         if self.step >= cfg.max_steps:
             self.log(f"already at step {self.step} >= max_steps={cfg.max_steps}: nothing to train")
         fit_start = time.perf_counter()
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, desc="train", unit="step")
+        bar = tqdm(
+            total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.is_main),
+            desc="train", unit="step",
+        )  # fmt: skip
+        write = bar.write if self.is_main else (lambda *args, **kwargs: None)
         start = time.perf_counter()
         window_t, window_tokens = time.perf_counter(), 0
         budget = cfg.time_budget_s
         first_step = self.step
         try:
             while self.step < cfg.max_steps:
-                loss = self.train_step()
-                if not math.isfinite(loss):
-                    raise FloatingPointError(
-                        f"the loss became {loss} at step {self.step}; lower --train.lr or use fp32/bf16"
-                    )
+                try:
+                    loss = self.train_step()
+                except NonFiniteLossError:
+                    if self.run_dir is not None:  # the last good weights, loadable
+                        result.checkpoint = self.save()
+                        write(f"saved the last good weights in {result.checkpoint}")
+                    raise
                 result.losses.append(loss)
+                freeze = False
                 if budget is not None:
                     self._follow_time_budget(budget, fit_start, first_step, bar)
                     calibrated = self.step - first_step - self.CALIBRATION_START >= self.CALIBRATION_STEPS
-                    if calibrated and time.perf_counter() - fit_start > budget / 2:
-                        # Half-way: freeze the step count, so the rest of the schedule is fixed
-                        # and a checkpoint from here on resumes with the same max_steps.
-                        budget = cfg.time_budget_s = None
+                    freeze = calibrated and time.perf_counter() - fit_start > budget / 2
+                timed_out = cfg.max_time_s is not None and time.perf_counter() - start >= cfg.max_time_s
+                if self.dist is not None and (budget is not None or cfg.max_time_s is not None):
+                    # Clocks differ between ranks: rank 0 decides, so all stop at the same step.
+                    cfg.max_steps, freeze, timed_out = self.dist.broadcast((cfg.max_steps, freeze, timed_out))
+                    bar.total = cfg.max_steps
+                if freeze:
+                    # Half-way: freeze the step count, so the rest of the schedule is fixed
+                    # and a checkpoint from here on resumes with the same max_steps.
+                    budget = cfg.time_budget_s = None
                 window_tokens += self._step_tokens
                 bar.update(1)
                 if self.step % cfg.log_interval == 0 or self.step == cfg.max_steps:
                     now = time.perf_counter()
                     tok_s = window_tokens / max(now - window_t, 1e-9)
                     window_t, window_tokens = now, 0
-                    util = mfu(flops_per_token, tok_s, self._peak_flops)
+                    devices = 1 if self.dist is None else self.dist.world_size
+                    util = mfu(flops_per_token, tok_s / devices, self._peak_flops)
                     bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}", mfu=f"{util:.1%}")
                     self._record(
                         {"step": self.step, "train_loss": loss, "lr": self.lr, "tokens_per_s": tok_s, "mfu": util,
                          "tokens": self.tokens_seen}
                     )
                 last = self.step == cfg.max_steps
-                timed_out = cfg.max_time_s is not None and time.perf_counter() - start >= cfg.max_time_s
                 if self.val_batches is not None and (self.step % cfg.eval_interval == 0 or last or timed_out):
                     ev = self.evaluate()
                     self._record({"step": self.step, **{k: v for k, v in ev.items() if isinstance(v, (int, float))}})
-                    bar.write(f"step {self.step}: {self.describe_eval(ev)}")
+                    write(f"step {self.step}: {self.describe_eval(ev)}")
                 if cfg.sample_interval and self.step % cfg.sample_interval == 0 and not last:
-                    bar.write(f"--- sample at step {self.step} ---\n{self.sample()}\n---")
+                    text = self.sample()
+                    write(f"--- sample at step {self.step} ---\n{text}\n---")
                 if self.run_dir is not None and (
                     (cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0) or last or timed_out
                 ):
@@ -452,7 +585,7 @@ class Trainer:
                     start = time.perf_counter()
                     result.checkpoint = self.save()
                 if timed_out:
-                    bar.write(f"stopping at step {self.step}: train.max_time_s={cfg.max_time_s} reached")
+                    write(f"stopping at step {self.step}: train.max_time_s={cfg.max_time_s} reached")
                     break
         finally:
             bar.close()
@@ -486,7 +619,7 @@ class Trainer:
         if steps != before:
             bar.total = steps
             bar.refresh()
-        if timed == self.CALIBRATION_STEPS:
+        if timed == self.CALIBRATION_STEPS and self.is_main:
             bar.write(f"{per_step:.3f}s per step: about {steps} steps fit the {budget:.0f}s time budget")
 
     def describe_eval(self, ev: dict[str, float]) -> str:
