@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "download": ("buildlm.hub.download", "download a model folder from the Hugging Face Hub"),
     "convert": ("buildlm.hub.convert", "convert Hugging Face folders <-> buildlm checkpoints"),
     "eval": ("buildlm.eval.cli", "perplexity, bits per byte, multiple choice, lm-eval tasks"),
+    "explain": ("buildlm.model.explain_cli", "print a model stage by stage: shapes, params, FLOPs"),
 }
 
 
