@@ -23,7 +23,6 @@ import json
 import os
 import random
 import re
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from buildlm.atomic import atomic_folder
+from buildlm.atomic import atomic_folder, remove_folder, remove_stale_temporaries
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -163,6 +162,7 @@ def save_checkpoint(
     if "model" not in config:
         raise ValueError("config.json needs the model config under 'model'")
     final = checkpoint_folder(run_dir, step)
+    remove_stale_temporaries(final.parent)  # left by a run killed while saving
     with atomic_folder(final) as tmp:
         _write_json(tmp / CONFIG, {**config, "step": step})
         save_weights(model if weights is None else weights, tmp / WEIGHTS)
@@ -171,7 +171,7 @@ def save_checkpoint(
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER_STATE)
     for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_folder(old)
     return final
 
 
