@@ -52,7 +52,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from buildlm.tokenizer.patterns import Splitter
 

@@ -63,7 +63,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from operator import add
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 def hf_byte_order() -> list[int]:
