@@ -76,14 +76,12 @@ def plot_confusion(
     matrix: Sequence[Sequence[int]], names: Sequence[str], path: str | os.PathLike, title: str = ""
 ) -> Path:
     """Draw the confusion matrix (rows: true, columns: predicted) to a PNG, atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from buildlm.viz.figure import new_figure, save_png
 
     n = len(names)
     size = 2.5 + 0.7 * n
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = new_figure((size, size), dpi=110)
+    ax = fig.add_subplot()
     ax.imshow(matrix, cmap="Blues")
     top = max((v for row in matrix for v in row), default=0)
     for i in range(n):
@@ -96,10 +94,4 @@ def plot_confusion(
     ax.set_ylabel("true")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(".tmp-" + path.name)
-    fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_png(fig, path)

@@ -11,8 +11,7 @@
   this machine reaches in practice.
 
 :class:`MetricsLogger` appends every record to ``metrics.csv`` (and TensorBoard when the package
-is installed); :func:`plot_losses` draws the loss curves to a PNG with matplotlib's Agg backend
-(no display needed).
+is installed); :func:`plot_losses` draws the loss curves to a PNG (with `buildlm.viz`; no display needed).
 """
 
 from __future__ import annotations
@@ -141,28 +140,12 @@ def _parse(value: str) -> Any:
 
 
 def plot_losses(logger: MetricsLogger, path: str | os.PathLike, baselines: dict[str, float] | None = None) -> Path:
-    """Train and val loss against step, with baseline levels as dashed lines; written atomically."""
-    import matplotlib
+    """Train and val loss against step, with baseline levels as dashed lines; written atomically.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn by `buildlm.viz.plot_loss_curves` from the run's metrics.csv (no pyplot, no global
+    backend switch, so a notebook that trains keeps showing its own plots).
+    """
+    from buildlm.viz.losses import plot_loss_curves
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for key, label in (("train_loss", "train"), ("val_loss", "val")):
-        steps, values = logger.series(key)
-        if steps:
-            ax.plot(steps, values, label=label, marker="o" if key == "val_loss" else None, markersize=3)
-    for name, value in (baselines or {}).items():
-        ax.axhline(value, linestyle="--", linewidth=1, color="gray")
-        ax.annotate(f"{name} baseline", (0, value), textcoords="offset points", xytext=(4, 3), fontsize=8)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats / token)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(".tmp-" + path.name)
-    fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    plot_loss_curves(logger.path, path, baselines=baselines, labels=["run"], dpi=110)
+    return Path(path)

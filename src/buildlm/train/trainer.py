@@ -510,7 +510,7 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         """Train to ``max_steps`` (or ``max_time_s``), evaluating, sampling and saving on the way."""
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         cfg = self.config
         result = TrainResult(step=self.step)
