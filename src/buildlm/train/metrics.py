@@ -139,7 +139,9 @@ def _parse(value: str) -> Any:
     return value
 
 
-def plot_losses(logger: MetricsLogger, path: str | os.PathLike, baselines: dict[str, float] | None = None) -> Path:
+def plot_losses(
+    logger: MetricsLogger, path: str | os.PathLike, baselines: dict[str, float] | None = None
+) -> Path | None:
     """Train and val loss against step, with baseline levels as dashed lines; written atomically.
 
     Drawn by `buildlm.viz.plot_loss_curves` from the run's metrics.csv (no pyplot, no global
@@ -147,5 +149,7 @@ def plot_losses(logger: MetricsLogger, path: str | os.PathLike, baselines: dict[
     """
     from buildlm.viz.losses import plot_loss_curves
 
+    if not any(logger.series(key)[0] for key in ("train_loss", "val_loss")):
+        return None  # nothing to draw yet (e.g. a run whose every step was skipped)
     plot_loss_curves(logger.path, path, baselines=baselines, labels=["run"], dpi=110)
     return Path(path)
