@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
     parser.add_argument(
-        "--block-mb", type=float, default=4.0, help="text block size each worker tokenizes, in MB",
+        "--block-mb", type=float, default=1.0,
+        help="text block each worker tokenizes at a time, in MB (default 1; memory per worker grows with it)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

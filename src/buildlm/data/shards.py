@@ -11,11 +11,21 @@ How the text is cut, and why it is safe:
   with ``<|endoftext|>`` so the model learns where texts stop;
 - the last ``val_fraction`` of each document's bytes goes to the validation split, so every
   source is represented in both splits and the val text is never seen in training;
-- documents are read in blocks of a few MB, each tokenized by a worker process. A block only
-  ever ends just after a newline that is followed by a printable non-space ASCII character.
-  The GPT-2, cl100k and o200k pre-tokenization regexes never build a chunk across such a spot,
-  and BPE never merges across chunks, so tokenizing the blocks separately gives exactly the
-  ids of tokenizing the whole document at once.
+- documents are read in blocks of about 1 MB, each tokenized by a worker process. A block only
+  ever ends at a *safe cut*: just after a newline that has a printable non-space ASCII
+  character on both sides (``"good.\nEMILIA"``), or, in a stretch of text (64 KB) that holds
+  no such newline, just before a single space between two ASCII letters (``"of| the"``). The
+  GPT-2, cl100k and o200k pre-tokenization regexes never build a chunk across such a spot, and
+  BPE never merges across chunks, so tokenizing the blocks separately gives exactly the ids of
+  tokenizing the whole document at once. (A newline after whitespace is *not* safe: GPT-2's
+  regex reads ``"\n\nX"`` as ``"\n"``, ``"\n"``, ``"X"`` but a block ending in ``"\n\n"``
+  as one ``"\n\n"`` chunk, a different token. Nor is ``"\r\n"``, for the same reason; the
+  space rule keeps files with Windows line ends, and text with no line breaks, cut into blocks.)
+  The validation split starts at a safe cut too.
+
+Memory stays bounded whatever the size of the corpus: cuts are found by reading 64 KB windows,
+a worker reads only its own block from disk, and at most ``2 * num_workers`` blocks are in
+flight (submitted or waiting to be written) at a time; blocks are written in order.
 
 Outputs are written into a temporary folder and renamed into place, ``manifest.json`` last:
 a folder with a manifest is always complete.
@@ -28,8 +38,9 @@ import json
 import os
 import re
 import shutil
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from itertools import pairwise
@@ -43,8 +54,11 @@ from buildlm.data.corpora import corpus_documents, is_corpus_name, list_corpora
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 EOT = "<|endoftext|>"
-# A newline followed by a printable, non-space ASCII character: a safe place to cut the text.
-_SAFE_CUT = re.compile(rb"\n[\x21-\x7e]")
+# Safe places to cut the text (see the module docstring): after a newline with a printable
+# non-space ASCII character on both sides; else before a single space between two ASCII letters.
+_LINE_CUT = re.compile(rb"[\x21-\x7e]\n[\x21-\x7e]")  # cut at match start + 2
+_WORD_CUT = re.compile(rb"[A-Za-z] [A-Za-z]")  # cut at match start + 1
+_CUT_WINDOW = 1 << 16  # bytes read at a time while looking for a cut
 
 
 @dataclass(frozen=True)
@@ -102,21 +116,26 @@ def resolve_inputs(inputs: Sequence[str | os.PathLike]) -> list[Source]:
 
 
 def safe_cut(f: io.BufferedIOBase, pos: int, size: int) -> int:
-    """The first safe cut at or after byte ``pos`` (see the module docstring), or ``size``."""
+    """The first safe cut at or after byte ``pos`` (see the module docstring), or ``size``.
+
+    The file is read in 64 KB windows (overlapping by 2 bytes, so no cut is missed at their
+    seams); a line cut anywhere in a window is preferred to a word cut in it.
+    """
     if pos <= 0:
         return 0
-    offset = pos - 1  # the newline may sit just before pos
-    tail = b""
-    while offset < size:
-        f.seek(offset)
-        block = f.read(1 << 16)
-        if not block:
+    start = max(pos - 2, 0)
+    while start < size:
+        f.seek(start)
+        window = f.read(_CUT_WINDOW)
+        line = _LINE_CUT.search(window, max(pos - 2 - start, 0))
+        if line is not None:
+            return min(start + line.start() + 2, size)
+        word = _WORD_CUT.search(window, max(pos - 1 - start, 0))
+        if word is not None:
+            return min(start + word.start() + 1, size)
+        if len(window) < _CUT_WINDOW:
             break
-        match = _SAFE_CUT.search(tail + block)
-        if match is not None:
-            return min(offset - len(tail) + match.start() + 1, size)
-        tail = block[-1:]
-        offset += len(block)
+        start += len(window) - 2
     return size
 
 
@@ -213,13 +232,35 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
 
 
-def _encoded(pieces: list[Piece], tokenizer: Any, num_workers: int) -> Iterator[tuple[np.ndarray, int]]:
-    if num_workers <= 1 or len(pieces) <= 1:
+def _encoded(
+    pieces: Iterable[Piece], tokenizer: Any, num_workers: int
+) -> Iterator[tuple[Piece, np.ndarray, int]]:
+    """``(piece, ids, n_bytes)`` for each piece, in order, tokenized by ``num_workers`` processes.
+
+    At most ``2 * num_workers`` pieces are in flight: the next piece is submitted only when the
+    oldest result is taken, so a slow writer makes the workers wait instead of letting results
+    pile up in memory (``Executor.map`` would submit every piece at once). Pieces are drawn from
+    ``pieces`` lazily, as they are submitted.
+    """
+    pieces = iter(pieces)
+    if num_workers <= 1:
         for piece in pieces:
-            yield _encode_piece(piece, tokenizer)
+            yield piece, *_encode_piece(piece, tokenizer)
         return
-    with ProcessPoolExecutor(num_workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
-        yield from pool.map(_encode_piece, pieces, chunksize=1)
+    pool = ProcessPoolExecutor(num_workers, initializer=_init_worker, initargs=(tokenizer,))
+    in_flight: deque[tuple[Piece, Future]] = deque()
+    try:
+        for piece in pieces:
+            in_flight.append((piece, pool.submit(_encode_piece, piece)))
+            if len(in_flight) < 2 * num_workers:
+                continue
+            piece, future = in_flight.popleft()
+            yield piece, *future.result()
+        while in_flight:
+            piece, future = in_flight.popleft()
+            yield piece, *future.result()
+    finally:  # also when the consumer stops early or a piece fails: drop the queued work
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def prepare_shards(
@@ -228,7 +269,7 @@ def prepare_shards(
     out_dir: str | os.PathLike,
     val_fraction: float = 0.1,
     num_workers: int | None = None,
-    block_bytes: int = 4 << 20,
+    block_bytes: int = 1 << 20,
     progress: bool = True,
 ) -> dict:
     """Tokenize ``inputs`` into ``out_dir/{train,val}.bin`` + ``manifest.json`` + ``tokenizer.json``.
@@ -245,8 +286,7 @@ def prepare_shards(
     eot = eot_id(tokenizer)
     dtype = token_dtype(tokenizer.vocab_size)
     pieces = plan_pieces(sources, val_fraction, block_bytes)
-    if num_workers is None:
-        num_workers = min(os.cpu_count() or 1, len(pieces))
+    num_workers = min(num_workers or os.cpu_count() or 1, len(pieces))
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -259,8 +299,7 @@ def prepare_shards(
         with ExitStack() as stack:
             files = {s: stack.enter_context(open(tmp / f"{s}.bin", "wb")) for s in splits}
             bar = stack.enter_context(_progress_bar(sum(s.size() for s in sources), progress))
-            encoded = _encoded(pieces, tokenizer, num_workers)
-            for piece, (ids, n_bytes) in zip(pieces, encoded, strict=True):
+            for piece, ids, n_bytes in _encoded(pieces, tokenizer, num_workers):
                 if piece.last:
                     ids = np.append(ids, np.uint32(eot))
                     stats[piece.split]["documents"] += 1
@@ -272,8 +311,9 @@ def prepare_shards(
             raise ValueError("the inputs hold no text to train on")
         if val_fraction > 0 and stats["val"]["tokens"] == 0:
             raise ValueError(
-                f"val_fraction={val_fraction} left the validation split empty (no line break to "
-                "cut the text at); use a larger val_fraction or longer, multi-line inputs"
+                f"val_fraction={val_fraction} left the validation split empty (no line break or "
+                "space between words to cut the text at); use a larger val_fraction or longer, "
+                "multi-line inputs"
             )
         tokenizer.save(tmp / TOKENIZER_FILE)
         manifest = {
@@ -299,7 +339,7 @@ def prepare_shards(
 
 
 def _progress_bar(total: int, enabled: bool):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     return tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not enabled)
 

@@ -82,7 +82,7 @@ def _input_fingerprint(inputs: list[str]) -> list[Any]:
 def data_cache_key(data: DataConfig, tok: TokenizerConfig) -> str:
     """Hash of everything the prepared shards depend on."""
     blob = json.dumps(
-        {"inputs": _input_fingerprint(list(data.inputs)), "tokenizer": to_dict(tok), "val": data.val_fraction, "v": 1},
+        {"inputs": _input_fingerprint(list(data.inputs)), "tokenizer": to_dict(tok), "val": data.val_fraction, "v": 2},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
