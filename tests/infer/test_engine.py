@@ -71,6 +71,18 @@ def test_batch_of_different_lengths_equals_each_prompt_alone(family):
         assert out.finish_reason == "length" and out.prompt_ids == prompt
 
 
+def test_compiled_decode_step_gives_the_eager_tokens():
+    """``Engine(compile=True)``: the decode step through torch.compile, padded and unpadded."""
+    model = _model("llama")
+    eager = Engine(model)
+    compiled = Engine(model, compile=True)
+    for prompts in ([[1, 2, 3], [5, 6, 7, 8, 9, 10, 11]], [[4, 8, 15], [16, 23, 42]]):
+        want = eager.generate(prompts, max_new_tokens=12, temperature=0, stop_token_ids=())
+        got = compiled.generate(prompts, max_new_tokens=12, temperature=0, stop_token_ids=())
+        assert [c.token_ids for c in got] == [c.token_ids for c in want]
+    assert compiled._decode_hidden is not model.hidden_states  # really the compiled path
+
+
 def test_generation_past_the_context_slides_the_window():
     model = _model("gpt2", context_length=16)
     out = Engine(model).generate([[3, 1, 4]], max_new_tokens=40, temperature=0, stop_token_ids=())
