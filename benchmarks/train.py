@@ -25,8 +25,8 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
-from transformers import GPT2Config, GPT2LMHeadModel
 
+from _hf_gpt2 import build_hf_gpt2
 from buildlm.model import GPT, ModelConfig
 
 
@@ -41,24 +41,6 @@ def matmul_peak(n: int, dtype: torch.dtype, repeats: int) -> float:
         a @ b
         times.append(time.perf_counter() - t0)
     return 2 * n**3 / min(times)
-
-
-def build_hf(cfg: ModelConfig) -> torch.nn.Module:
-    hf_cfg = GPT2Config(
-        vocab_size=cfg.vocab_size,
-        n_positions=cfg.context_length,
-        n_embd=cfg.d_model,
-        n_layer=cfg.n_layers,
-        n_head=cfg.n_heads,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=cfg.vocab_size - 1,  # GPT-2's 50256 lies outside the tiny vocabulary
-        eos_token_id=cfg.vocab_size - 1,
-    )
-    hf_cfg._attn_implementation = "sdpa"
-    model = GPT2LMHeadModel(hf_cfg)
-    return model
 
 
 def keep_freed_memory() -> bool:
@@ -162,7 +144,7 @@ def main() -> None:
         print(f"matmul peak {name} ({peak_n}^3): {flops / 1e9:8.1f} GFLOP/s")
 
     ours = GPT(cfg)
-    hf = build_hf(cfg)
+    hf = build_hf_gpt2(cfg)
     flops_per_token = ours.flops_per_token(args.seq)
     tokens = args.batch * args.seq
     x = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))

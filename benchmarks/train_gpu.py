@@ -42,8 +42,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import GPT2Config, GPT2LMHeadModel
 
+from _hf_gpt2 import build_hf_gpt2
 from buildlm.model import GPT, ModelConfig
 from buildlm.train.config import TrainConfig
 from buildlm.train.optim import make_optimizer
@@ -94,24 +94,6 @@ def matmul_peak(
         best = min(best, (time.perf_counter() - t0) / inner)
     del a, b
     return 2 * n**3 / best
-
-
-def build_hf(cfg: ModelConfig) -> torch.nn.Module:
-    hf_cfg = GPT2Config(
-        vocab_size=cfg.vocab_size,
-        n_positions=cfg.context_length,
-        n_embd=cfg.d_model,
-        n_layer=cfg.n_layers,
-        n_head=cfg.n_heads,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        use_cache=False,  # training: no key/value cache objects in the forward pass
-        bos_token_id=cfg.vocab_size - 1,
-        eos_token_id=cfg.vocab_size - 1,
-    )
-    hf_cfg._attn_implementation = "sdpa"
-    return GPT2LMHeadModel(hf_cfg)
 
 
 def hf_optimizer(
@@ -188,7 +170,7 @@ def free(device: torch.device) -> None:
 
 def run_hf(cfg, args, device, batches):
     torch.manual_seed(0)
-    model = build_hf(cfg).to(device).train()
+    model = build_hf_gpt2(cfg, use_cache=False).to(device).train()
     forward = torch.compile(model) if args.compile else model
     opt = hf_optimizer(model, 6e-4, 0.1, fused=device.type in ("cuda", "cpu"))
     step = raw_loop(

@@ -32,15 +32,6 @@ PLANTED_ITEMS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors (and a shared CPU): a second thread only adds synchronisation."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _gpt2(vocab_size: int, seed: int) -> GPT2LMHeadModel:
     config = GPT2Config(
         vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=64,

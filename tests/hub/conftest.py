@@ -37,15 +37,6 @@ FAMILIES = {
 NO_SPECIAL = dict(bos_token_id=None, eos_token_id=None, pad_token_id=None)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a second OpenMP thread only adds synchronisation (see tests/model)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def perturb(model: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> None:
     """Add noise to every parameter so that no weight keeps its initial value."""
     gen = torch.Generator().manual_seed(seed)

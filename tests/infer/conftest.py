@@ -10,14 +10,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def gpt2_pair():
     """A small random transformers GPT-2 and a buildlm GPT holding the same weights.

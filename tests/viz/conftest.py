@@ -15,14 +15,6 @@ from buildlm.model import GPT, ModelConfig
 from buildlm.tokenizer import Tokenizer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def tokenizer() -> Tokenizer:
     return Tokenizer.pretrained("gpt2")
