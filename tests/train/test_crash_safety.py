@@ -18,7 +18,7 @@ from pathlib import Path
 
 from buildlm.train import checkpoint as ckpt
 
-STEPS = 60
+STEPS = 75
 ARGS = [
     "--model.preset", "tiny", "--model.d_model", "64", "--model.n_layers", "2", "--model.n_heads", "2",
     "--model.dropout", "0.1", "--train.context_length", "32", "--train.batch_size", "16",
@@ -53,20 +53,36 @@ def temporaries(run: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if p.name.startswith(".tmp-")] if folder.is_dir() else []
 
 
+def logged_step(run: Path) -> int:
+    """The last step metrics.csv records (it is written every step)."""
+    path = run / "metrics.csv"
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    try:
+        return int(lines[-1].split(",")[0]) if len(lines) > 1 else 0
+    except ValueError:  # a line being written
+        return 0
+
+
 def kill_soon(proc: subprocess.Popen, run: Path, rng: random.Random, during_save: bool) -> bool:
-    """SIGKILL ``proc`` once it has saved a new checkpoint: either after a random delay or as
-    soon as a checkpoint is being written. Returns whether a save was in progress at the kill."""
+    """SIGKILL ``proc`` once it has saved a new checkpoint: either a random 0-2 steps and a random
+    fraction of a step later, or as soon as the next checkpoint is being written. Returns whether
+    a save was in progress at the kill."""
     before = max(saved_steps(run), default=0)
     deadline = time.monotonic() + 120
     while max(saved_steps(run), default=0) <= before:  # wait for progress past the last kill
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
         assert time.monotonic() < deadline, "the run made no progress"
-        time.sleep(0.005)
+        time.sleep(0.002)
     if during_save:
         while not temporaries(run) and proc.poll() is None and time.monotonic() < deadline:
             pass  # busy-wait: a save of this small model takes milliseconds
     else:
-        time.sleep(rng.uniform(0.0, 0.4))
+        target = max(saved_steps(run)) + rng.randint(0, 2)
+        while logged_step(run) < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, 0.02))  # somewhere inside the next step
     proc.send_signal(signal.SIGKILL)
     caught = bool(temporaries(run))
     proc.wait()
