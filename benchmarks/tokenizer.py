@@ -3,8 +3,9 @@
 Everything runs on one thread. Encoding: MB/s on the Shakespeare corpus (5 MB) for the GPT-2 and
 cl100k_base vocabularies, both tokenizers built from the same files with the same regex.
 "cold" is the first encode of a freshly built tokenizer (its chunk cache empty; construction
-not timed), "warm" a second encode by the same tokenizer. tiktoken keeps no chunk cache, so it
-has one figure. Three rounds interleave the three measurements; each figure is the best round.
+not timed, but the tables its batch merger builds on first use are), "warm" a second encode by
+the same tokenizer. tiktoken keeps no chunk cache, so it has one figure. Three rounds
+interleave the three measurements; each figure is the best round.
 The ids are checked to be identical. Two adversarial inputs follow (GPT-2 vocabulary): 1 MB of
 one repeated letter (a single 1 MB chunk: the O(n log n) heap merge) and 1 MB of random bytes
 read as Latin-1 (hundreds of thousands of distinct chunks: the cache misses).

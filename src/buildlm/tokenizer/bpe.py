@@ -22,12 +22,15 @@ model saw during training, and the exact ids tiktoken produces.
 Why it is fast here. Real text repeats the same chunks (``" the"``, ``","``) over and over, so
 each distinct chunk is encoded once and remembered in a bounded cache; a chunk that is itself a
 token needs one dictionary lookup. Encoding a whole text is then one regex ``findall`` plus one
-C-level pass of cache lookups (``_encode_chunks``).
+C-level pass of cache lookups (``_lookup_chunks``). New chunks that need merging are collected
+during that pass and then merged all together with numpy (``merge.BatchMerger``).
 """
 
 from __future__ import annotations
 
+import gc
 import os
+import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
@@ -37,45 +40,89 @@ from typing import Literal
 import regex
 
 from buildlm.tokenizer import formats
-from buildlm.tokenizer.merge import LARGE_CHUNK, merge_large, split_parts
+from buildlm.tokenizer.merge import LARGE_CHUNK, BatchMerger, merge_large
 from buildlm.tokenizer.patterns import Splitter, pattern_name, resolve_pattern
 
 # Chunks longer than this many characters are encoded but not remembered (a 1 MB run of spaces
 # would otherwise sit in the cache).
 _CACHE_MAX_CHUNK = 256
+# Passes over at least this many chunks pause the garbage collector (see `_encode_chunks`).
+_GC_PAUSE_MIN_CHUNKS = 4096
 # Texts shorter than this in total are encoded in this process; starting workers costs more.
 _PARALLEL_MIN_CHARS = 1_000_000
 
 Specials = Literal["all"] | Collection[str]
 
 
+class _NeedsMerging(Exception):
+    """A pass met a new chunk that needs merging (see ``Tokenizer._lookup_chunks``)."""
+
+    def __init__(self, chunk: str) -> None:
+        super().__init__(chunk)
+        self.chunk = chunk
+
+
 class _ChunkCache(dict):
-    """``chunk -> tuple of ids``, filling itself on a miss (``__missing__``) and clearing when full.
+    """``chunk -> ids``, filling itself on a miss (``__missing__``) and clearing when full.
 
     Being a ``dict`` subclass, lookups through ``cache.__getitem__`` stay in C; only a miss runs
     Python code. Clearing everything when full is cruder than LRU but costs nothing per lookup.
+
+    A miss is answered at once when the chunk is a token by itself (the common case) or long.
+    Any other chunk needs merging, and merging many chunks together is far faster than one by
+    one (``merge.BatchMerger``). So a miss on such a chunk either stops the pass
+    (:class:`_NeedsMerging`), or, while ``collecting`` is on, stores an empty list, a
+    *placeholder*, and notes the chunk. After the pass, :meth:`fill` merges all noted chunks
+    and fills their placeholders in place, which completes the pass's results and the cache.
     """
 
     def __init__(self, ranks: dict[bytes, int], max_entries: int) -> None:
         super().__init__()
         self.ranks = ranks
         self.max_entries = max_entries
+        self.merger = BatchMerger(ranks)
+        self.collecting = False
+        # The chunks waiting for fill(), their bytes and their placeholders.
+        self.pending: list[str] = []
+        self.pending_pieces: list[bytes] = []
+        self.placeholders: list[list[int]] = []
 
-    def __missing__(self, chunk: str) -> tuple[int, ...]:
-        ranks = self.ranks
+    def __missing__(self, chunk: str) -> Sequence[int]:
         piece = chunk.encode("utf-8")
-        token = ranks.get(piece)  # the whole chunk is one token: the common case
+        token = self.ranks.get(piece)
         if token is not None:
-            ids = (token,)
-        elif len(piece) <= LARGE_CHUNK:
-            ids = tuple(map(ranks.__getitem__, split_parts(piece, ranks)))
+            ids: Sequence[int] = (token,)
+        elif len(piece) > LARGE_CHUNK:
+            ids = merge_large(piece, self.ranks)
+        elif not self.collecting:
+            raise _NeedsMerging(chunk)
         else:
-            ids = tuple(merge_large(piece, ranks))
+            ids = []  # filled by fill() once the pass has met every new chunk
+            self.pending.append(chunk)
+            self.pending_pieces.append(piece)
+            self.placeholders.append(ids)
         if len(chunk) <= _CACHE_MAX_CHUNK:
             if len(self) >= self.max_entries:
                 self.clear()
             self[chunk] = ids
         return ids
+
+    def fill(self) -> None:
+        """Merge the chunks noted since the last call and fill their placeholders."""
+        self.merger.merge_into(self.pending_pieces, self.placeholders)
+        self._forget_pending()
+
+    def discard_pending(self) -> None:
+        """Forget the placeholders of a pass that failed, so no empty entry stays cached."""
+        for chunk, ids in zip(self.pending, self.placeholders, strict=True):
+            if self.get(chunk) is ids:
+                del self[chunk]
+        self._forget_pending()
+
+    def _forget_pending(self) -> None:
+        self.pending.clear()
+        self.pending_pieces.clear()
+        self.placeholders.clear()
 
 
 class Tokenizer:
@@ -130,6 +177,7 @@ class Tokenizer:
         self._merges = [tuple(m) for m in merges] if merges is not None else None
         self._cache_size = cache_size
         self._cache = _ChunkCache(self._ranks, cache_size)
+        self._lock = threading.Lock()
 
     # --- constructors ----------------------------------------------------------------------
 
@@ -337,12 +385,52 @@ class Tokenizer:
             return self._encode_chunks(self._splitter.findall(text))
 
     def _encode_chunks(self, chunks: list[str]) -> list[int]:
+        if len(chunks) < _GC_PAUSE_MIN_CHUNKS or not gc.isenabled():
+            return self._lookup_chunks(chunks)
+        # Python's cyclic garbage collector runs after every 700 new container objects. A cold
+        # pass creates tens of thousands (the cache's new entries), and the first runs walk
+        # the young objects, which include the million-item lists of chunks and of results;
+        # now and then a run walks every object of the process. That cost 5-10% of a cold
+        # encode of Shakespeare. Nothing made here can form a reference cycle, so the collector
+        # pauses for a long pass and resumes when it ends. (It is one switch for the whole
+        # process: other threads' garbage waits, and a thread that turned the collector off
+        # meanwhile would find it back on.)
+        gc.disable()
+        try:
+            return self._lookup_chunks(chunks)
+        finally:
+            gc.enable()
+
+    def _lookup_chunks(self, chunks: list[str]) -> list[int]:
         # The hot loop, kept in C: `map` looks every chunk up in the cache (a miss runs
         # `_ChunkCache.__missing__`), `map(ids.extend, ...)` appends each chunk's ids, and `any`
         # just drives the iteration (extend returns None, so `any` never stops early). It is
         # the same as `for chunk in chunks: ids.extend(cache[chunk])`, without a Python-level loop.
+        # It stops at the first new chunk that needs merging (a warm cache meets none). The
+        # chunks from there on are looked up while the cache is `collecting`: each new chunk
+        # that needs merging gets a placeholder, and `fill` merges them all together and fills
+        # the placeholders, which completes `results`. The lock keeps other threads from
+        # reading placeholders before `fill`.
+        cache = self._cache
         ids: list[int] = []
-        any(map(ids.extend, map(self._cache.__getitem__, chunks)))
+        rest = iter(chunks)
+        with self._lock:
+            try:
+                any(map(ids.extend, map(cache.__getitem__, rest)))
+                return ids
+            except _NeedsMerging as stop:
+                first = stop.chunk  # taken from `rest`, not looked up yet
+            cache.collecting = True
+            try:
+                results = [cache[first]]
+                results += map(cache.__getitem__, rest)
+                cache.fill()
+            except BaseException:
+                cache.discard_pending()
+                raise
+            finally:
+                cache.collecting = False
+        any(map(ids.extend, results))
         return ids
 
     def encode(
@@ -452,6 +540,11 @@ _WORKER: Tokenizer | None = None
 
 def _init_worker(tokenizer: Tokenizer) -> None:
     global _WORKER
+    # Under the "fork" start method the worker gets a copy of this process's memory, which
+    # another thread may have been encoding into (its lock held, placeholders pending).
+    tokenizer._lock = threading.Lock()
+    tokenizer._cache.discard_pending()
+    tokenizer._cache.collecting = False
     _WORKER = tokenizer
 
 
