@@ -21,6 +21,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
+from buildlm.data.stream import SeededBatchStream
+
 T = TypeVar("T")
 
 
@@ -39,7 +41,7 @@ def move_batch(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-class ExampleBatches(Generic[T]):
+class ExampleBatches(SeededBatchStream, Generic[T]):
     """An endless stream of batches drawn from ``examples`` and turned into tensors by ``collate``.
 
     ``lengths`` (one per example) turns on length bucketing; ``shuffle=False`` gives the
@@ -104,28 +106,10 @@ class ExampleBatches(Generic[T]):
         batch = self.collate([self.examples[int(j)] for j in self.indices_at(step)])
         return move_batch(batch, self.device)
 
-    def __iter__(self) -> ExampleBatches[T]:
-        return self
-
-    def __next__(self) -> Any:
-        batch = self.batch_at(self.step)
-        self.step += 1
-        return batch
 
     def epoch_batches(self) -> list[Any]:
         """Every batch of one pass (batches ``0 .. num_batches - 1``)."""
         return [self.batch_at(k) for k in range(self.num_batches)]
-
-    def state_dict(self) -> dict[str, int]:
-        return {"seed": self.seed, "step": self.step}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if int(state["seed"]) != self.seed:
-            raise ValueError(
-                f"the saved data stream used seed {int(state['seed'])}, this one uses {self.seed}; "
-                "resume with the same seed to continue exactly"
-            )
-        self.step = int(state["step"])
 
 
 def train_and_val_batches(

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from buildlm.data.stream import SeededBatchStream
+
 
 def _as_token_array(tokens: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
     """A 1-D integer numpy view of ``tokens`` (no copy for numpy arrays and memmaps)."""
@@ -127,7 +129,7 @@ def create_dataloader(
     )
 
 
-class RandomWindowBatches:
+class RandomWindowBatches(SeededBatchStream):
     """An endless, seeded, resumable stream of random-window batches from a token array.
 
     ``tokens`` may be a ``numpy.memmap`` of a shard far larger than memory: each batch touches
@@ -183,21 +185,3 @@ class RandomWindowBatches:
             x, y = x.to(self.device), y.to(self.device)
         return x, y
 
-    def __iter__(self) -> RandomWindowBatches:
-        return self
-
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = self.batch_at(self.step)
-        self.step += 1
-        return batch
-
-    def state_dict(self) -> dict[str, int]:
-        return {"seed": self.seed, "step": self.step}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if int(state["seed"]) != self.seed:
-            raise ValueError(
-                f"the saved data stream used seed {int(state['seed'])}, this one uses {self.seed}; "
-                "resume with the same seed to continue exactly"
-            )
-        self.step = int(state["step"])

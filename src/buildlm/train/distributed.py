@@ -38,6 +38,10 @@ from torch import nn
 STRATEGIES = ("ddp", "fsdp")
 
 
+def silent(*args: Any, **kwargs: Any) -> None:
+    """What ranks other than 0 use to log: nothing."""
+
+
 def launched_by_torchrun() -> bool:
     """True inside a process started by ``torchrun`` with more than one process in all."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -149,9 +153,7 @@ class Distributed:
     # --- full (unsharded) state for checkpoints -----------------------------------------------
 
     def full_model_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The whole model's weights on rank 0's CPU (``{}`` on other ranks). Collective."""
-        if self.strategy != "fsdp":
-            return model.state_dict() if self.is_main else {}
+        """FSDP: the whole model's weights gathered on rank 0's CPU (``{}`` elsewhere). Collective."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)

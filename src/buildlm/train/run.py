@@ -140,20 +140,16 @@ def run_training(
     Under ``torchrun`` this is one rank of a DDP/FSDP run (``train.distributed``): rank 0
     prepares the data while the others wait, and only rank 0 prints.
     """
-    from buildlm.train.distributed import init_distributed
+    from buildlm.train.distributed import init_distributed, silent
 
     dist = init_distributed(train.distributed, train.device)
     if dist is not None and not dist.is_main:
-        log = _silent
+        log = silent
     try:
         return _run(model_args, train, data, tok, resume, log, dist)
     finally:
         if dist is not None:
             dist.close()
-
-
-def _silent(*args: Any, **kwargs: Any) -> None:
-    """The ``log`` of ranks other than 0."""
 
 
 def _rank0_first(dist: Any, work):

@@ -10,7 +10,7 @@ gradient accumulation, clipping, mixed precision, checkpoints, metrics). What di
 - the **evaluation** figures (accuracy, reward margin, ...).
 
 A `Task` bundles those three, and ``Trainer(model, config, task=task)`` trains with it. The
-batch streams follow `buildlm.data.dataset.RandomWindowBatches`: batch ``k`` depends only on
+batch streams are `buildlm.data.stream.SeededBatchStream`s: batch ``k`` depends only on
 ``(seed, k)``, so ``state_dict()`` is tiny and resuming replays exactly the same batches.
 """
 

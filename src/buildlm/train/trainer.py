@@ -44,6 +44,7 @@ from buildlm.train.distributed import (
     Distributed,
     load_optimizer_state_by_name,
     optimizer_state_by_name,
+    silent,
 )
 from buildlm.train.metrics import (
     MetricsLogger,
@@ -172,7 +173,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.run_config = dict(run_config or {})
         self.baselines = dict(baselines or {})
-        self.log = log if self.is_main else (lambda *args, **kwargs: None)
+        self.log = log if self.is_main else silent
         self.data = data
         self.task = task
         if task is not None:
@@ -433,7 +434,8 @@ class Trainer:
         if self.run_dir is None:
             raise ValueError("this Trainer has no run_dir to save checkpoints into")
         state = self.state_dict()
-        weights = None if self.dist is None else self.dist.full_model_state(self.model)
+        sharded = self.dist is not None and self.dist.sharded
+        weights = self.dist.full_model_state(self.model) if sharded else None  # else model's own
         folder = ckpt.checkpoint_folder(self.run_dir, self.step)
         if self.is_main:
             ckpt.save_checkpoint(
@@ -528,7 +530,7 @@ class Trainer:
             total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.is_main),
             desc="train", unit="step",
         )  # fmt: skip
-        write = bar.write if self.is_main else (lambda *args, **kwargs: None)
+        write = bar.write if self.is_main else silent
         start = time.perf_counter()
         window_t, window_tokens = time.perf_counter(), 0
         budget = cfg.time_budget_s
