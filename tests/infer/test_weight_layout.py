@@ -87,6 +87,8 @@ def test_quantized_buffers_move_too():
     with torch.no_grad():
         expected = model(ids)
     arrange_for_decoding(model)
+    fc = model.blocks[0].mlp.fc.weight_int8  # (128, 32), computed in float32: stored (in, out)
+    assert fc.stride() == (1, fc.shape[0]) and fc.to(torch.float32).stride() == fc.stride()
     with torch.no_grad():
         torch.testing.assert_close(model(ids), expected, rtol=1e-5, atol=1e-5)
 

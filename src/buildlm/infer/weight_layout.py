@@ -36,19 +36,27 @@ import mmap
 import torch
 from torch import nn
 
+from buildlm.model.quantize import QuantizedLinear
+
 HUGE_PAGE = 2 << 20  # bytes: the x86-64 / arm64 transparent huge page
 ALIGN = 64  # bytes: a cache line, so no tensor shares one with its neighbour
 
 
-def prefers_transposed(weight: torch.Tensor) -> bool:
-    """Whether a Linear weight (out, in) streams faster stored as (in, out) (see the module doc)."""
+def prefers_transposed(weight: torch.Tensor, compute_dtype: torch.dtype | None = None) -> bool:
+    """Whether a Linear weight (out, in) streams faster stored as (in, out) (see the module doc).
+
+    ``compute_dtype`` is the dtype the product runs in when it differs from the stored one (an
+    int8 weight is converted to the activations' dtype first, keeping its strides).
+    """
     out_features, in_features = weight.shape
-    return weight.device.type == "cpu" and weight.dtype == torch.float32 and in_features <= out_features
+    dtype = compute_dtype or weight.dtype
+    return weight.device.type == "cpu" and dtype == torch.float32 and in_features <= out_features
 
 
 def matrix_weights(model: nn.Module) -> set[int]:
-    """ids of the tensors used as Linear weights: every ``nn.Linear``'s and a tied LM head."""
+    """ids of the tensors used as Linear weights: ``nn.Linear``'s, int8 ones, a tied LM head."""
     ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    ids |= {id(m.weight_int8) for m in model.modules() if isinstance(m, QuantizedLinear)}
     if getattr(model, "lm_head", "untied") is None and hasattr(model, "tok_emb"):
         ids.add(id(model.tok_emb.weight))  # GPT.head multiplies by the embedding table
     return ids
@@ -90,6 +98,7 @@ def arrange_for_decoding(model: nn.Module, huge_pages: bool = True) -> int:
     if not tensors or any(t.device.type != "cpu" for t in tensors.values()):
         return 0
     matrices = matrix_weights(model)
+    compute_dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), None)
     sizes = {key: -(-t.numel() * t.element_size() // ALIGN) * ALIGN for key, t in tensors.items()}
     total = sum(sizes.values())
     arena = huge_page_bytes(total) if huge_pages else torch.empty(total, dtype=torch.uint8)
@@ -98,7 +107,7 @@ def arrange_for_decoding(model: nn.Module, huge_pages: bool = True) -> int:
         t = tensors.pop(key)  # drop our reference so the old memory goes as soon as it is replaced
         raw = arena[offset : offset + t.numel() * t.element_size()].view(t.dtype)
         offset += sizes[key]
-        if key in matrices and t.dim() == 2 and prefers_transposed(t):
+        if key in matrices and t.dim() == 2 and prefers_transposed(t, compute_dtype):
             new = raw.view(t.shape[1], t.shape[0]).t()  # (out, in) view of (in, out) memory
         else:
             new = raw.view(t.shape)
