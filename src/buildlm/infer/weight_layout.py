@@ -101,21 +101,23 @@ def arrange_for_decoding(model: nn.Module, huge_pages: bool = True) -> int:
     compute_dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), None)
     sizes = {key: -(-t.numel() * t.element_size() // ALIGN) * ALIGN for key, t in tensors.items()}
     total = sum(sizes.values())
-    arena = huge_page_bytes(total) if huge_pages else torch.empty(total, dtype=torch.uint8)
-    offset = 0
-    for key in list(tensors):
-        t = tensors.pop(key)  # drop our reference so the old memory goes as soon as it is replaced
-        raw = arena[offset : offset + t.numel() * t.element_size()].view(t.dtype)
-        offset += sizes[key]
-        if key in matrices and t.dim() == 2 and prefers_transposed(t, compute_dtype):
-            new = raw.view(t.shape[1], t.shape[0]).t()  # (out, in) view of (in, out) memory
-        else:
-            new = raw.view(t.shape)
-        with torch.no_grad():
-            new.copy_(t)
-        for module, name, is_param in places[key]:
-            if is_param:
-                module._parameters[name].data = new  # the same Parameter object everywhere
+    # Normal tensors even when called under inference mode: the model may be trained afterwards.
+    with torch.inference_mode(False), torch.no_grad():
+        arena = huge_page_bytes(total) if huge_pages else torch.empty(total, dtype=torch.uint8)
+        offset = 0
+        for key in list(tensors):
+            t = tensors.pop(key)  # drop our reference: the old memory goes once it is replaced
+            raw = arena[offset : offset + t.numel() * t.element_size()].view(t.dtype)
+            offset += sizes[key]
+            dtype = t.dtype if t.is_floating_point() else compute_dtype  # int8: converted first
+            if key in matrices and t.dim() == 2 and prefers_transposed(t, dtype):
+                new = raw.view(t.shape[1], t.shape[0]).t()  # (out, in) view of (in, out) memory
             else:
-                module._buffers[name] = new
+                new = raw.view(t.shape)
+            new.copy_(t)
+            for module, name, is_param in places[key]:
+                if is_param:
+                    module._parameters[name].data = new  # the same Parameter object everywhere
+                else:
+                    module._buffers[name] = new
     return total
