@@ -22,7 +22,7 @@ how the matrices are laid out, not only on how large they are. Two things matter
    weights are copied into one 2 MiB-aligned anonymous mapping marked ``MADV_HUGEPAGE``.
 
 The layouts are chosen for batch 1. With 8 or 32 rows per step the products become small matrix
-products, and there the (out, in) layout is 5-25% faster for the 768-wide matrices while the
+products, and there the (out, in) layout is 10-30% faster for the 768-wide matrices while the
 transposed LM head stays faster (measured: 23 against 34 ms for the head at 8 rows); one copy
 of the weights cannot have both, and batch 1 is where decoding is slowest per token.
 
