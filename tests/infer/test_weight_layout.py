@@ -132,3 +132,17 @@ def test_engine_tokens_are_the_same_with_and_without_arranging():
     arranged = Engine(model).generate(prompts, **kwargs)
     assert [c.token_ids for c in arranged] == [c.token_ids for c in plain]
     assert not model.blocks[0].attn.qkv.weight.is_contiguous()  # it did re-lay the weights
+
+
+def test_an_arranged_model_is_not_copied_again_until_its_tensors_change():
+    """Evaluation builds an Engine per call: re-arranging an unchanged model would copy it each time."""
+    model = _model()
+    assert arrange_for_decoding(model) > 0
+    where = [p.data_ptr() for p in model.parameters()]
+    assert arrange_for_decoding(model) == 0
+    Engine(model)
+    assert [p.data_ptr() for p in model.parameters()] == where
+    model.to(torch.bfloat16)  # new tensors, in the old strides: arranged again
+    assert arrange_for_decoding(model) > 0
+    assert model.blocks[0].mlp.fc.weight.is_contiguous()
+    assert arrange_for_decoding(model, huge_pages=False) > 0  # another kind of memory asked for

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import mmap
+import weakref
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -89,8 +91,9 @@ def arrange_for_decoding(model: nn.Module, huge_pages: bool = True) -> int:
 
     Matrices used as Linear weights take the layout `prefers_transposed` picks; everything is
     copied into one arena (huge pages when ``huge_pages``). Values and shapes are unchanged.
-    Calling it again re-arranges from whatever layout the tensors have then (after ``.to(dtype)``
-    for example). Models not on the CPU are left alone (returns 0).
+    Calling it again on a model it arranged, unchanged since, does nothing (returns 0): an
+    `Engine` is cheap to build again. After ``.to(dtype)`` or anything else that replaces tensors
+    it re-arranges them. Models not on the CPU are left alone (returns 0).
     """
     places: dict[int, list[tuple[nn.Module, str, bool]]] = {}  # tensor id -> where it is held
     tensors: dict[int, torch.Tensor] = {}
@@ -102,6 +105,8 @@ def arrange_for_decoding(model: nn.Module, huge_pages: bool = True) -> int:
                     places.setdefault(id(t), []).append((module, name, is_param))
     if not tensors or any(t.device.type != "cpu" for t in tensors.values()):
         return 0
+    if _arranged.get(model) == (huge_pages, _fingerprint(tensors.values())):
+        return 0  # every tensor is still where and how this function put it
     matrices = matrix_weights(model)
     compute_dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), None)
     sizes = {key: -(-t.numel() * t.element_size() // ALIGN) * ALIGN for key, t in tensors.items()}
@@ -109,7 +114,7 @@ def arrange_for_decoding(model: nn.Module, huge_pages: bool = True) -> int:
     # Normal tensors even when called under inference mode: the model may be trained afterwards.
     with torch.inference_mode(False), torch.no_grad():
         arena = huge_page_bytes(total) if huge_pages else torch.empty(total, dtype=torch.uint8)
-        offset = 0
+        offset, placed = 0, []
         for key in list(tensors):
             t = tensors.pop(key)  # drop our reference: the old memory goes once it is replaced
             raw = arena[offset : offset + t.numel() * t.element_size()].view(t.dtype)
@@ -120,9 +125,20 @@ def arrange_for_decoding(model: nn.Module, huge_pages: bool = True) -> int:
             else:
                 new = raw.view(t.shape)
             new.copy_(t)
+            placed.append(new)
             for module, name, is_param in places[key]:
                 if is_param:
                     module._parameters[name].data = new  # the same Parameter object everywhere
                 else:
                     module._buffers[name] = new
+    _arranged[model] = (huge_pages, _fingerprint(placed))
     return total
+
+
+# model -> (huge_pages, fingerprint of its tensors) as arrange_for_decoding left them
+_arranged: weakref.WeakKeyDictionary[nn.Module, tuple[bool, list[tuple]]] = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(tensors: Iterable[torch.Tensor]) -> list[tuple]:
+    """Where and how each tensor is stored: (address, strides, dtype), in order."""
+    return [(t.data_ptr(), t.stride(), t.dtype) for t in tensors]
