@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from buildlm.data.batching import ExampleBatches, train_and_val_batches
+from buildlm.data.batching import ExampleBatches
 from buildlm.data.classify import (
     ClassifyBatch,
     ClassifyExample,
@@ -49,6 +49,7 @@ from buildlm.data.classify import (
 from buildlm.model import GPT
 from buildlm.model.lora import LoRAConfig
 from buildlm.train.config import TrainConfig
+from buildlm.train.task import PaddedExamplesTask
 
 POOLINGS = ("last", "mean")
 TRAINABLE = ("last", "all", "lora")
@@ -158,25 +159,10 @@ def set_trainable(model: GPTClassifier, config: ClassifyConfig, lora: LoRAConfig
     model.score.requires_grad_(True)
 
 
-class ClassifyTask:
+class ClassifyTask(PaddedExamplesTask):
     """Cross-entropy over class logits; validation loss and accuracy."""
 
-    def __init__(
-        self,
-        train: list[ClassifyExample],
-        val: list[ClassifyExample] | None,
-        batch_size: int,
-        eval_batch_size: int = 64,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        pad_id: int = 0,
-    ) -> None:
-        def collate(examples: list[ClassifyExample]) -> ClassifyBatch:
-            return collate_classify(examples, pad_id)
-
-        self.train_batches, self.val_batches = train_and_val_batches(
-            train, val, collate, lambda e: len(e.ids), batch_size, eval_batch_size, seed, device
-        )
+    collate = staticmethod(collate_classify)
 
     def loss(self, model: nn.Module, batch: ClassifyBatch) -> torch.Tensor:
         logits = model(batch.ids, batch.mask)  # (B, C)

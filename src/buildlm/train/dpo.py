@@ -38,11 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from buildlm.data.batching import ExampleBatches, train_and_val_batches
+from buildlm.data.batching import ExampleBatches
 from buildlm.data.instruct import IGNORE, check_template, encode_rendered, render
 from buildlm.data.records import Record
 from buildlm.model.lora import LoRAConfig, lora_disabled, lora_modules
 from buildlm.train.config import TrainConfig
+from buildlm.train.task import PaddedExamplesTask
 
 
 @dataclass
@@ -176,12 +177,18 @@ def collate_pairs(pairs: list[PreferencePair], pad_id: int = 0) -> PairBatch:
 # --- the task -------------------------------------------------------------------------------
 
 
-class DPOTask:
+class DPOTask(PaddedExamplesTask):
     """DPO on preference pairs against a frozen reference.
 
     ``reference=None`` means: the policy's own network with its LoRA adapters switched off
     (the policy must have LoRA layers then).
     """
+
+    collate = staticmethod(collate_pairs)
+
+    @staticmethod
+    def length(pair: PreferencePair) -> int:
+        return max(len(pair.chosen_ids), len(pair.rejected_ids))
 
     def __init__(
         self,
@@ -201,16 +208,7 @@ class DPOTask:
         self.policy = policy
         self.reference = reference
         self.beta = beta
-
-        def collate(pairs: list[PreferencePair]) -> PairBatch:
-            return collate_pairs(pairs, pad_id)
-
-        def length(pair: PreferencePair) -> int:
-            return max(len(pair.chosen_ids), len(pair.rejected_ids))
-
-        self.train_batches, self.val_batches = train_and_val_batches(
-            train, val, collate, length, batch_size, eval_batch_size, seed, device
-        )
+        super().__init__(train, val, batch_size, eval_batch_size, seed, device, pad_id)
 
     @torch.no_grad()
     def reference_logprobs(self, batch: PairBatch) -> torch.Tensor:

@@ -29,12 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from buildlm.data.batching import train_and_val_batches
 from buildlm.data.instruct import (
     IGNORE,
     Rendered,
     SFTBatch,
-    SFTExample,
     check_template,
     collate_sft,
     make_sft_examples,
@@ -45,6 +43,7 @@ from buildlm.data.instruct import (
 from buildlm.data.records import Record
 from buildlm.model.lora import LoRAConfig
 from buildlm.train.config import TrainConfig
+from buildlm.train.task import PaddedExamplesTask
 
 
 @dataclass
@@ -97,25 +96,10 @@ def sft_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     )
 
 
-class InstructTask:
+class InstructTask(PaddedExamplesTask):
     """Next-token loss on response tokens only; validation loss over response tokens."""
 
-    def __init__(
-        self,
-        train: list[SFTExample],
-        val: list[SFTExample] | None,
-        batch_size: int,
-        eval_batch_size: int = 64,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        pad_id: int = 0,
-    ) -> None:
-        def collate(examples: list[SFTExample]) -> SFTBatch:
-            return collate_sft(examples, pad_id)
-
-        self.train_batches, self.val_batches = train_and_val_batches(
-            train, val, collate, lambda e: len(e.ids), batch_size, eval_batch_size, seed, device
-        )
+    collate = staticmethod(collate_sft)
 
     def loss(self, model: nn.Module, batch: SFTBatch) -> torch.Tensor:
         logits, targets = response_logits(model, batch.x, batch.y)  # (N, V), (N,)

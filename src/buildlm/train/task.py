@@ -16,10 +16,13 @@ batch streams are `buildlm.data.stream.SeededBatchStream`s: batch ``k`` depends 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+from buildlm.data.batching import train_and_val_batches
 
 
 @runtime_checkable
@@ -56,3 +59,38 @@ class Task(Protocol):
     def describe(self, metrics: dict[str, float]) -> str:
         """One line for the progress log."""
         ...
+
+
+class PaddedExamplesTask:
+    """Base of the fine-tuning tasks whose batches are lists of encoded examples, right-padded.
+
+    A subclass names ``collate(examples, pad_id)`` (a staticmethod) and, when an example's
+    length is not ``len(example.ids)``, ``length(example)``; this constructor builds the
+    shuffled, length-bucketed training stream and the fixed-order validation stream
+    (`buildlm.data.batching.train_and_val_batches`).
+    """
+
+    @staticmethod
+    def collate(examples: list[Any], pad_id: int) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def length(example: Any) -> int:
+        return len(example.ids)
+
+    def __init__(
+        self,
+        train: Sequence[Any],
+        val: Sequence[Any] | None,
+        batch_size: int,
+        eval_batch_size: int = 64,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        pad_id: int = 0,
+    ) -> None:
+        def collate(examples: list[Any]) -> Any:
+            return self.collate(examples, pad_id)
+
+        self.train_batches, self.val_batches = train_and_val_batches(
+            train, val, collate, self.length, batch_size, eval_batch_size, seed, device
+        )
