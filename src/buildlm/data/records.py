@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from buildlm.atomic import atomic_write_text
+
 FORMATS = (".jsonl", ".json", ".csv", ".tsv")
 
 
@@ -130,11 +132,5 @@ def records_from_dicts(items: list[dict[str, Any]], source: str) -> list[Record]
 
 def write_jsonl(items: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     """Write dicts as JSONL, atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
-        for item in items:
-            f.write(json.dumps(item, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    text = "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items)
+    return atomic_write_text(path, text)

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from buildlm.atomic import atomic_write_text
 from buildlm.data.corpora import corpus_documents, is_corpus_name, list_corpora
 
 MANIFEST = "manifest.json"
@@ -345,9 +346,7 @@ def _progress_bar(total: int, enabled: bool):
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def load_manifest(data_dir: str | os.PathLike) -> dict:

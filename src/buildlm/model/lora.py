@@ -47,6 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from buildlm.atomic import atomic_file
+
 # Every linear layer inside the transformer blocks (GPT-2 and Llama-style MLPs alike). The LM
 # head and the embeddings are left alone: they are big and rarely worth adapting.
 DEFAULT_TARGETS = ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj", "mlp.gate", "mlp.up", "mlp.down")
@@ -241,13 +243,8 @@ def save_lora(model: nn.Module, path: str | os.PathLike, also: Iterable[str] = (
     if any(m.merged for _, m in lora_modules(model)):
         raise ValueError("the adapter is merged into the weights; call unmerge_lora before save_lora")
     metadata = {"format": "pt", "lora": json.dumps(_config_of(model).to_dict())}
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with atomic_file(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

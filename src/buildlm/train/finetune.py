@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from buildlm.atomic import atomic_write_text
 from buildlm.data.records import Record, read_records, records_from_dicts
 from buildlm.model.lora import LoRAConfig, count_parameters, inject_lora, mark_only_lora_trainable
 from buildlm.train.config import TrainConfig
@@ -179,13 +180,4 @@ def run_config(kind: str, model_path: str, data: FinetuneData, task_config: Any,
 
 def write_eval(run_dir: Path, metrics: dict[str, Any]) -> Path:
     """Write ``eval.json`` atomically."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / EVAL
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def seconds_since(t0: float) -> float:
-    return time.perf_counter() - t0
+    return atomic_write_text(run_dir / EVAL, json.dumps(metrics, indent=2) + "\n")

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from buildlm.atomic import atomic_file
 from buildlm.eval.metrics import bits_per_byte, perplexity  # noqa: F401  (re-exported)
 
 
@@ -112,13 +113,10 @@ class MetricsLogger:
                     self._tb.add_scalar(key, value, step)
 
     def _rewrite(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as f:
+        with atomic_file(self.path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, self.columns)
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, self.path)
 
     def series(self, key: str) -> tuple[list[int], list[float]]:
         """Steps and values of one metric."""
