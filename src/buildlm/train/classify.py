@@ -27,7 +27,6 @@ checkpoint's config.json: ``buildlm classify --model RUN TEXT`` prints names, no
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,16 +207,13 @@ def run_classify(
     """Fine-tune a classifier (what ``buildlm finetune classify`` does); returns a FinetuneResult."""
     from buildlm.eval.classification import classification_report, format_report, plot_confusion
     from buildlm.train import finetune as ft
-    from buildlm.train.trainer import Trainer, seed_everything
+    from buildlm.train.trainer import seed_everything
 
-    t0 = time.perf_counter()
-    device = ft.prepare_device(train)
-    run_dir = ft.resolve_run_dir(out, train, "classify")
-    splits = ft.load_splits(data, "classify")
+    run = ft.FinetuneRun.start("classify", model_path, data, train, out)
+    gpt, tokenizer, splits, device = run.model, run.tokenizer, run.splits, run.device
     items = {k: labelled_texts(v, config.text_field, config.label_field) for k, v in splits.items()}
     labels = LabelSet(config.labels) if config.labels else LabelSet.from_labels([y for _, y, _ in items["train"]])
-    gpt, tokenizer = ft.load_start_model(model_path, device)
-    max_length = min(config.max_length or gpt.config.context_length, gpt.config.context_length)
+    max_length = ft.context_limit(config.max_length, gpt)
     examples = {k: encode_examples(v, tokenizer, labels, max_length) for k, v in items.items()}
     counts = ", ".join(f"{len(v)} {k}" for k, v in examples.items())
     log(f"data: {counts} examples; labels {labels.names}")
@@ -230,15 +226,12 @@ def run_classify(
     model = GPTClassifier(gpt, len(labels), config.pooling).to(device)
     set_trainable(model, config, lora)
     log(ft.describe_trainable(model))
-    pad_id = tokenizer.eot_token or 0
     task = ClassifyTask(
-        examples["train"], examples["val"], train.batch_size, config.eval_batch_size, train.seed, device, pad_id
+        examples["train"], examples["val"], train.batch_size, config.eval_batch_size, train.seed, device, run.pad_id
     )
     run_cfg = ft.run_config("classify", model_path, data, config, lora)
     run_cfg["finetune"].update(labels=labels.names, max_length=max_length)
-    trainer = Trainer(model, train, tokenizer=tokenizer, run_dir=run_dir, run_config=run_cfg, log=log, task=task)
-    log(f"writing to {run_dir}")
-    result = trainer.fit()
+    result = run.train(model, train, task, run_cfg, log)
 
     metrics: dict[str, Any] = {
         "task": "classify",
@@ -257,14 +250,12 @@ def run_classify(
         metrics.update({"split": eval_split, "loss": loss, **report})
         log(f"{eval_split} split:\n{format_report(report)}")
         log(f"accuracy {report['accuracy']:.1%} vs majority baseline {base_acc:.1%}")
-        plot_confusion(report["confusion_matrix"], labels.names, run_dir / "confusion.png", f"{eval_split} split")
+        plot_confusion(report["confusion_matrix"], labels.names, run.run_dir / "confusion.png", f"{eval_split} split")
     if lora.rank and config.trainable == "lora":
         from buildlm.model.lora import save_lora
 
-        save_lora(model, run_dir / ft.ADAPTER, also=("score.*",))
-    ft.write_eval(run_dir, metrics)
-    log(f"checkpoint: {result.checkpoint}  (try: buildlm classify --model {run_dir} 'To be, or not to be')")
-    return ft.FinetuneResult(run_dir, result.checkpoint, metrics, time.perf_counter() - t0)
+        save_lora(model, run.run_dir / ft.ADAPTER, also=("score.*",))
+    return run.finish(result.checkpoint, metrics, f"buildlm classify --model {run.run_dir} 'To be, or not to be'", log)
 
 
 # --- inference ----------------------------------------------------------------------------
@@ -287,6 +278,7 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> Loa
     from buildlm.model.lora import inject_lora, remove_lora
     from buildlm.tokenizer import Tokenizer
     from buildlm.train import checkpoint as ckpt
+    from buildlm.train.finetune import context_limit
 
     folder = ckpt.resolve_checkpoint(path)
     config = ckpt.read_config(folder)
@@ -303,7 +295,7 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> Loa
     if not (folder / ckpt.TOKENIZER).is_file():
         raise FileNotFoundError(f"{str(folder / ckpt.TOKENIZER)!r} not found; the classifier needs its tokenizer")
     tokenizer = Tokenizer.load(folder / ckpt.TOKENIZER)
-    max_length = min(ft.get("max_length") or gpt.config.context_length, gpt.config.context_length)
+    max_length = context_limit(ft.get("max_length"), gpt)
     return LoadedClassifier(model.to(device).eval(), tokenizer, list(ft["labels"]), max_length, folder)
 
 

@@ -30,7 +30,6 @@ With LoRA the reference costs no memory: it is the same network with its adapter
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -302,14 +301,11 @@ def run_dpo(
 ):
     """Preference-tune a model with DPO (what ``buildlm finetune dpo`` does); returns a FinetuneResult."""
     from buildlm.train import finetune as ft
-    from buildlm.train.trainer import Trainer, seed_everything
+    from buildlm.train.trainer import seed_everything
 
-    t0 = time.perf_counter()
-    device = ft.prepare_device(train)
-    run_dir = ft.resolve_run_dir(out, train, "dpo")
-    splits = ft.load_splits(data, "dpo")
-    model, tokenizer = ft.load_start_model(model_path, device)
-    max_length = min(config.max_length or model.config.context_length, model.config.context_length)
+    run = ft.FinetuneRun.start("dpo", model_path, data, train, out)
+    model, tokenizer, splits, device = run.model, run.tokenizer, run.splits, run.device
+    max_length = ft.context_limit(config.max_length, model)
     pairs, skipped = {}, 0
     for split, records in splits.items():
         pairs[split], n = make_pairs(records, config.template, tokenizer, max_length)
@@ -327,10 +323,9 @@ def run_dpo(
         reference = frozen_copy(model)
     model.train()
     log(ft.describe_trainable(model) + ("; reference: the base without adapters" if reference is None else "; reference: a frozen copy"))
-    pad_id = tokenizer.eot_token or 0
     task = DPOTask(
         model, reference, pairs["train"], pairs["val"], config.beta, train.batch_size,
-        config.eval_batch_size, train.seed, device, pad_id,
+        config.eval_batch_size, train.seed, device, run.pad_id,
     )  # fmt: skip
     test_pairs = pairs["test"] or pairs["val"]
     test = None
@@ -342,9 +337,7 @@ def run_dpo(
         metrics["before"] = task.evaluate(model, test)
         log(f"before: {task.describe(metrics['before'])}")
     run_cfg = ft.run_config("dpo", model_path, data, config, lora)
-    trainer = Trainer(model, train, tokenizer=tokenizer, run_dir=run_dir, run_config=run_cfg, log=log, task=task)
-    log(f"writing to {run_dir}")
-    result = trainer.fit()
+    result = run.train(model, train, task, run_cfg, log)
     metrics.update(steps=result.step, train_seconds=round(result.seconds, 1))
     if test is not None:
         model.eval()
@@ -357,7 +350,5 @@ def run_dpo(
     if lora.rank:
         from buildlm.model.lora import save_lora
 
-        save_lora(model, run_dir / ft.ADAPTER)
-    ft.write_eval(run_dir, metrics)
-    log(f"checkpoint: {result.checkpoint}")
-    return ft.FinetuneResult(run_dir, result.checkpoint, metrics, time.perf_counter() - t0)
+        save_lora(model, run.run_dir / ft.ADAPTER)
+    return run.finish(result.checkpoint, metrics, log=log)

@@ -178,6 +178,56 @@ def run_config(kind: str, model_path: str, data: FinetuneData, task_config: Any,
     }
 
 
+def context_limit(asked: int | None, model: nn.Module) -> int:
+    """``asked`` tokens, at most the model's context length (all of it when ``None``)."""
+    context = model.config.context_length
+    return min(asked or context, context)
+
+
+@dataclass
+class FinetuneRun:
+    """What every fine-tuning run starts from, and the steps that open and close it."""
+
+    started: float
+    device: torch.device
+    run_dir: Path
+    splits: dict[str, list[Record]]
+    model: nn.Module
+    tokenizer: Any
+
+    @classmethod
+    def start(cls, kind: str, model_path: str, data: FinetuneData, train: TrainConfig, out: str | None) -> FinetuneRun:
+        """Threads and device, a fresh run folder, the data splits, the starting model."""
+        started = time.perf_counter()
+        device = prepare_device(train)
+        run_dir = resolve_run_dir(out, train, kind)
+        splits = load_splits(data, kind)
+        model, tokenizer = load_start_model(model_path, device)
+        return cls(started, device, run_dir, splits, model, tokenizer)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.eot_token or 0
+
+    def train(self, model: nn.Module, train: TrainConfig, task: Any, run_config: dict, log=print) -> Any:
+        """Run the `Trainer` on ``task``; returns its result (steps, seconds, last checkpoint)."""
+        from buildlm.train.trainer import Trainer
+
+        trainer = Trainer(
+            model, train, tokenizer=self.tokenizer, run_dir=self.run_dir, run_config=run_config, log=log, task=task
+        )
+        log(f"writing to {self.run_dir}")
+        return trainer.fit()
+
+    def finish(
+        self, checkpoint: Path | None, metrics: dict[str, Any], try_command: str | None = None, log=print
+    ) -> FinetuneResult:
+        """Write eval.json, say where the checkpoint is (and a command to try it)."""
+        write_eval(self.run_dir, metrics)
+        log(f"checkpoint: {checkpoint}" + (f"  (try: {try_command})" if try_command else ""))
+        return FinetuneResult(self.run_dir, checkpoint, metrics, time.perf_counter() - self.started)
+
+
 def write_eval(run_dir: Path, metrics: dict[str, Any]) -> Path:
     """Write ``eval.json`` atomically."""
     return atomic_write_text(run_dir / EVAL, json.dumps(metrics, indent=2) + "\n")

@@ -174,15 +174,12 @@ def run_instruct(
 ):
     """Instruction-tune a model (what ``buildlm finetune instruct`` does); returns a FinetuneResult."""
     from buildlm.train import finetune as ft
-    from buildlm.train.trainer import Trainer, seed_everything
+    from buildlm.train.trainer import seed_everything
 
-    t0 = time.perf_counter()
-    device = ft.prepare_device(train)
-    run_dir = ft.resolve_run_dir(out, train, "instruct")
-    splits = ft.load_splits(data, "instruct")
+    run = ft.FinetuneRun.start("instruct", model_path, data, train, out)
+    model, tokenizer, splits, run_dir = run.model, run.tokenizer, run.splits, run.run_dir
     rendered = {k: render_all(v, config.template) for k, v in splits.items()}
-    model, tokenizer = ft.load_start_model(model_path, device)
-    max_length = min(config.max_length or model.config.context_length, model.config.context_length)
+    max_length = ft.context_limit(config.max_length, model)
     examples, dropped = {}, 0
     for split, items in rendered.items():
         examples[split], n = make_sft_examples(items, tokenizer, max_length)
@@ -204,14 +201,10 @@ def run_instruct(
     if items and config.eval_before:
         before = score_exact_match(model, tokenizer, items, config, run_dir / "generations_before.jsonl", log, "before")
         metrics["before"] = before
-    pad_id = tokenizer.eot_token or 0
     task = InstructTask(
-        examples["train"], examples["val"], train.batch_size, config.eval_batch_size, train.seed, device, pad_id
+        examples["train"], examples["val"], train.batch_size, config.eval_batch_size, train.seed, run.device, run.pad_id
     )
-    run_cfg = ft.run_config("instruct", model_path, data, config, lora)
-    trainer = Trainer(model, train, tokenizer=tokenizer, run_dir=run_dir, run_config=run_cfg, log=log, task=task)
-    log(f"writing to {run_dir}")
-    result = trainer.fit()
+    result = run.train(model, train, task, ft.run_config("instruct", model_path, data, config, lora), log)
     metrics.update(steps=result.step, train_seconds=round(result.seconds, 1), val_loss=result.val_loss)
     if items:
         metrics["after"] = score_exact_match(model, tokenizer, items, config, run_dir / "generations.jsonl", log, "after")
@@ -219,6 +212,4 @@ def run_instruct(
         from buildlm.model.lora import save_lora
 
         save_lora(model, run_dir / ft.ADAPTER)
-    ft.write_eval(run_dir, metrics)
-    log(f"checkpoint: {result.checkpoint}  (try: buildlm generate --model {run_dir} --prompt ...)")
-    return ft.FinetuneResult(run_dir, result.checkpoint, metrics, time.perf_counter() - t0)
+    return run.finish(result.checkpoint, metrics, f"buildlm generate --model {run_dir} --prompt ...", log)
