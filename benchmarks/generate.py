@@ -11,7 +11,13 @@ table), so at batch 1 it cannot beat ``bandwidth / bytes of weights``. The bandw
 large matrix-vector product in the same dtype, measured in this run (on a CPU without bf16
 instructions the bf16 product is limited by converting, not by memory: it is measured too).
 
+On a GPU (``--device cuda``) three engines run: eager (``static_decode=False``), the default
+(fixed-shape steps replayed as a CUDA graph) and ``compile=True`` (compiled, then replayed as a
+CUDA graph); the bandwidth is the best of a large matrix-vector product and a large
+device-to-device copy (bytes read plus written), i.e. what the HBM delivers in practice.
+
     python benchmarks/generate.py           # GPT-2 124M, 128 new tokens, 2 threads
+    python benchmarks/generate.py --device cuda --repeats 3   # on a GPU
     python benchmarks/generate.py --tiny    # tiny shape, seconds (CI)
 """
 
@@ -31,6 +37,39 @@ from buildlm.infer.weight_layout import huge_page_bytes
 from buildlm.model import GPT
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def gpu_bandwidths(n: int, dtype: torch.dtype, repeats: int = 20) -> dict[str, float]:
+    """Bytes/s on the GPU of an (n x n) matrix times a vector, and of a device-to-device copy."""
+    device = torch.device("cuda")
+    weight = torch.randn(n, n, device=device).to(dtype)
+    x = torch.randn(1, n, device=device).to(dtype)
+    src = torch.randn(n * n // 2, device=device).to(dtype)
+    dst = torch.empty_like(src)
+    runs = {
+        "matvec (out, in)": (lambda: F.linear(x, weight), weight.numel() * weight.element_size()),
+        "matvec (in, out)": (lambda: x @ weight, weight.numel() * weight.element_size()),
+        "copy (read + write)": (lambda: dst.copy_(src), 2 * src.numel() * src.element_size()),
+    }
+    found = {}
+    for name, (run, nbytes) in runs.items():
+        for _ in range(3):
+            run()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        best = float("inf")
+        for _ in range(repeats):
+            start.record()
+            run()
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3)
+        found[name] = nbytes / best
+    return found
 
 
 def matvec_bandwidths(n: int, dtype: torch.dtype, repeats: int = 5) -> dict[str, float]:
@@ -66,10 +105,23 @@ def bytes_per_token(model: GPT) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in skip)
 
 
-def timed(fn) -> tuple[float, object]:
+def timed(fn, device: torch.device) -> tuple[float, object]:
+    sync(device)
     t0 = time.perf_counter()
     out = fn()
+    sync(device)
     return time.perf_counter() - t0, out
+
+
+def engines(model: GPT, device: torch.device) -> dict[str, Engine]:
+    """The buildlm variants to time: the default engine on the CPU; three on a GPU."""
+    if device.type == "cpu":
+        return {"buildlm": Engine(model)}
+    return {
+        "eager": Engine(model, static_decode=False),
+        "graph": Engine(model),
+        "compile+graph": Engine(model, compile=True),
+    }
 
 
 def main() -> None:
@@ -81,7 +133,9 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes")
     parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32, bf16")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     shape = dict(n_embd=768, n_layer=12, n_head=12, vocab_size=50257, n_positions=1024)
@@ -98,67 +152,85 @@ def main() -> None:
         hf.save_pretrained(folder)
         ours, _ = load_hf(folder)
     ours.eval()
+    hf.to(device)
+    ours.to(device)
     batches = [int(b) for b in args.batches.split(",")]
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"threads={args.threads}"
     print(
-        f"threads={args.threads}  GPT-2 {shape['n_embd']}d x {shape['n_layer']}L, vocab "
+        f"{where}  torch {torch.__version__}  GPT-2 {shape['n_embd']}d x {shape['n_layer']}L, vocab "
         f"{shape['vocab_size']}; prompt {args.prompt_len} tokens + {args.new_tokens} new, greedy"
     )
-    header = f"{'dtype':<6}{'batch':>6}{'HF tok/s':>10}{'buildlm tok/s':>15}{'ratio':>7}{'of limit':>10}"
     rows = []
     for name in args.dtypes.split(","):
         dtype = DTYPES[name]
         hf.to(dtype)
         ours.to(dtype)
-        bandwidths = matvec_bandwidths(bw_n, dtype)
+        if device.type == "cuda":
+            bandwidths = gpu_bandwidths(16384 if not args.tiny else 1024, dtype)
+            plain_name = "matvec (out, in)"
+        else:
+            bandwidths = matvec_bandwidths(bw_n, dtype)
+            plain_name = "(out, in), ordinary pages"
         how = max(bandwidths, key=bandwidths.get)
         weight_bytes = bytes_per_token(ours)
         limit = bandwidths[how] / weight_bytes
-        plain_limit = bandwidths["(out, in), ordinary pages"] / weight_bytes
-        print(f"{name}: {weight_bytes / 1e6:.0f} MB of weights per token; matvec bandwidth by layout:")
+        plain_limit = bandwidths[plain_name] / weight_bytes
+        print(f"{name}: {weight_bytes / 1e6:.0f} MB of weights per token; bandwidth by kind:")
         for variant, bandwidth in bandwidths.items():
-            print(f"  {variant:<28}{bandwidth / 1e9:6.1f} GB/s -> {bandwidth / weight_bytes:5.1f} tok/s")
+            print(f"  {variant:<28}{bandwidth / 1e9:7.1f} GB/s -> {bandwidth / weight_bytes:7.1f} tok/s")
         print(f"  limit: {limit:.1f} tok/s (best, {how}); plain F.linear: {plain_limit:.1f} tok/s")
-        engine = Engine(ours)
+        ours_engines = engines(ours, device)
         for batch in batches:
-            ids = torch.randint(0, shape["vocab_size"] - 1, (batch, args.prompt_len))
-            hf_best = ours_best = float("inf")
+            ids = torch.randint(0, shape["vocab_size"] - 1, (batch, args.prompt_len), device=device)
+            best = dict.fromkeys(["HF", *ours_engines], float("inf"))
+            decode_rate = dict.fromkeys(ours_engines, 0.0)
+            outs = {}
             for _ in range(args.repeats):
-                t, hf_out = timed(
+                t, outs["HF"] = timed(
                     lambda ids=ids: hf.generate(
                         ids, attention_mask=torch.ones_like(ids), do_sample=False,
                         max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
                         pad_token_id=0,
-                    )
+                    ), device,
                 )  # fmt: skip
-                hf_best = min(hf_best, t)
-                t, our_out = timed(
-                    lambda ids=ids, engine=engine: engine.generate(
-                        ids.tolist(), max_new_tokens=args.new_tokens, temperature=0,
-                        stop_token_ids=(),
-                    )
-                )  # fmt: skip
-                ours_best = min(ours_best, t)
-            if batch == 1 and name == "fp32":
-                same = hf_out[0, args.prompt_len :].tolist() == our_out[0].token_ids
-                print(f"  batch-1 greedy ids identical to Hugging Face: {same}")
+                best["HF"] = min(best["HF"], t)
+                for label, engine in ours_engines.items():
+                    t, outs[label] = timed(
+                        lambda ids=ids, engine=engine: engine.generate(
+                            ids.tolist(), max_new_tokens=args.new_tokens, temperature=0,
+                            stop_token_ids=(),
+                        ), device,
+                    )  # fmt: skip
+                    best[label] = min(best[label], t)
+                    decode_rate[label] = max(decode_rate[label], engine.stats.decode_tokens_per_s)
+            if batch == 1:
+                hf_ids = outs["HF"][0, args.prompt_len :].tolist()
+                same = {label: outs[label][0].token_ids == hf_ids for label in ours_engines}
+                print(f"  {name} batch-1 greedy ids identical to Hugging Face: {same}")
             n = batch * args.new_tokens
-            share = f"{n / ours_best / limit:9.0%}" if batch == 1 else f"{'':>9}"
-            hf_share = (
-                f" (HF {n / hf_best / limit:.0%}); of plain {n / ours_best / plain_limit:.0%} "
-                f"(HF {n / hf_best / plain_limit:.0%})"
-                if batch == 1
-                else ""
-            )
-            rows.append(
-                f"{name:<6}{batch:>6}{n / hf_best:10.1f}{n / ours_best:15.1f}"
-                f"{hf_best / ours_best:6.2f}x{share}{hf_share}"
-            )
-    print("\n" + header)
+            for label in ["HF", *ours_engines]:
+                rate = n / best[label]
+                cells = [f"{name:<6}{batch:>6}  {label:<14}{rate:10.1f}"]
+                if label != "HF":
+                    cells.append(f"{best['HF'] / best[label]:7.2f}x")
+                    cells.append(f"{decode_rate[label]:13.1f}")
+                else:
+                    cells.append(f"{'':>8}{'':>13}")
+                if batch == 1:
+                    cells.append(f"{rate / limit:9.0%}{rate / plain_limit:9.0%}")
+                    if label != "HF":
+                        cells.append(f"{decode_rate[label] / limit:13.0%}")
+                rows.append("".join(cells))
+    print(
+        f"\n{'dtype':<6}{'batch':>6}  {'engine':<14}{'tok/s':>10}{'vs HF':>8}{'decode tok/s':>13}"
+        f"{'of limit':>9}{'of plain':>9}{'decode/limit':>13}"
+    )
     print("\n".join(rows))
     print(
-        "\nratio = buildlm tok/s / HF tok/s (same run); 'of limit' = batch-1 tok/s over the "
-        "limit of the fastest matvec, 'of plain' over that of a plain F.linear; tok/s counts new "
-        "tokens over the whole generate call (prefill included)"
+        "\nvs HF = tok/s / HF tok/s (same run); 'of limit' = batch-1 tok/s over the limit of the "
+        "fastest bandwidth measured, 'of plain' over that of a plain F.linear; tok/s counts new "
+        "tokens over the whole generate call (prefill and Python included); 'decode tok/s' counts "
+        "the decode steps alone (Engine.stats)"
     )
 
 

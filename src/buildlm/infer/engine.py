@@ -31,7 +31,12 @@ from buildlm.infer.beam_search import beam_search
 from buildlm.infer.detokenize import IncrementalDetokenizer
 from buildlm.infer.kvcache import StaticKVCache
 from buildlm.infer.processors import build_processors
+from buildlm.infer.static_decode import StaticDecodeStep
 from buildlm.infer.weight_layout import arrange_for_decoding
+
+# Static decode caches are sized in whole blocks of this many positions, so prompts and budgets
+# of nearby lengths share one recorded step (a CUDA graph is tied to its cache's shape).
+STATIC_CACHE_BLOCK = 256
 
 
 @dataclass
@@ -127,7 +132,13 @@ class Engine:
     """Cached, batched generation for a `buildlm.model.GPT` (and its tokenizer, for text).
 
     ``truncate_prompts=True`` keeps the last tokens of a prompt longer than the context instead
-    of raising. ``compile=True`` runs the one-token decode step through ``torch.compile``.
+    of raising.
+
+    ``static_decode`` (default: on a GPU, or when compiling) runs the one-token decode steps
+    with fixed shapes (`buildlm.infer.static_decode`), replayed as a CUDA graph on a GPU: the
+    cache is sized in blocks of `STATIC_CACHE_BLOCK` positions and attention reads all of it
+    under a mask. ``compile=True`` also runs that step through ``torch.compile``. Recorded steps
+    are kept for the next calls of the same batch size and cache size.
 
     ``arrange_weights`` (default: on the CPU) re-lays the model's weights out in memory for
     batch-1 decoding with `buildlm.infer.weight_layout.arrange_for_decoding`: every matrix in the
@@ -142,15 +153,18 @@ class Engine:
         truncate_prompts: bool = False,
         compile: bool = False,
         arrange_weights: bool | None = None,
+        static_decode: bool | None = None,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.truncate_prompts = truncate_prompts
         self.device = next(model.parameters()).device
         self.context_length = model.config.context_length
-        self._decode_hidden = (
-            torch.compile(model.hidden_states, dynamic=True) if compile else model.hidden_states
-        )
+        self.compile = compile
+        if static_decode is None:
+            static_decode = compile or self.device.type == "cuda"
+        self.static_decode = static_decode
+        self._static_steps: dict[tuple[int, int], StaticDecodeStep] = {}
         if arrange_weights is None:
             arrange_weights = self.device.type == "cpu"
         if arrange_weights:
@@ -287,8 +301,12 @@ class Engine:
         if budget == 0:
             return
         longest = max(len(r.prompt) for r in rows)
-        cache = StaticKVCache.for_model(self.model, len(rows), max_len=longest + budget)
-        logits, key_mask, positions = self._prefill(rows, cache)
+        static = self._static_step(len(rows), longest + budget) if self.static_decode else None
+        if static is not None:
+            cache = static.cache
+        else:
+            cache = StaticKVCache.for_model(self.model, len(rows), max_len=longest + budget)
+        logits, key_mask, positions = self._prefill(rows, cache, static)
         for step in range(budget):
             nxt = self._pick(rows, logits)  # (B,)
             deltas = self._advance(rows, nxt.tolist(), step)
@@ -296,25 +314,31 @@ class Engine:
             if all(r.done for r in rows):
                 return
             if cache.offset == cache.max_len:  # out of room: slide the window
-                logits, key_mask, positions = self._prefill(rows, cache, slide=True)
+                logits, key_mask, positions = self._prefill(rows, cache, static, slide=True)
                 continue
             t0 = time.perf_counter()
-            if key_mask is None:  # no row is padded: positions follow from the cache offset
-                hidden = self._decode_hidden(nxt[:, None], cache)
+            if static is not None:
+                logits = static(nxt)
+            elif key_mask is None:  # no row is padded: positions follow from the cache offset
+                logits = self._logits(self.model.hidden_states(nxt[:, None], cache)[:, -1])
             else:
                 key_mask = torch.cat([key_mask, key_mask.new_ones(len(rows), 1)], dim=1)
                 positions = positions + 1
-                hidden = self._decode_hidden(nxt[:, None], cache, positions, key_mask)
-            logits = self._logits(hidden[:, -1])
+                hidden = self.model.hidden_states(nxt[:, None], cache, positions, key_mask)
+                logits = self._logits(hidden[:, -1])
             self._sync()
             self.stats.decode_s += time.perf_counter() - t0
             self.stats.decode_steps += 1
             self.stats.decode_tokens += sum(not r.done for r in rows)
 
     def _prefill(
-        self, rows: list[_Row], cache: StaticKVCache, slide: bool = False
+        self,
+        rows: list[_Row],
+        cache: StaticKVCache,
+        static: StaticDecodeStep | None = None,
+        slide: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Left-pad the rows' sequences, run them into an empty cache.
+        """Left-pad the rows' sequences, run them into an empty cache (and hand it to ``static``).
 
         Returns the logits of the last position (B, V), the key mask (None when no row is
         padded) and each row's last position (B, 1).
@@ -338,10 +362,28 @@ class Engine:
         else:
             hidden = self.model.hidden_states(ids, cache, positions, key_mask)
         logits = self._logits(hidden[:, -1])  # only the last position's logits are needed
+        if static is not None:
+            static.start(key_mask, positions[:, -1:])
         self._sync()
         self.stats.prefill_s += time.perf_counter() - t0
         self.stats.prefill_tokens += sum(map(len, seqs))
         return logits, key_mask, positions[:, -1:]
+
+    def _static_step(self, batch_size: int, length: int) -> StaticDecodeStep:
+        """The recorded decode step for this batch size and a cache of at least ``length``."""
+        blocks = -(-length // STATIC_CACHE_BLOCK)
+        max_len = min(blocks * STATIC_CACHE_BLOCK, self.context_length)
+        key = (batch_size, max_len)
+        # Steps recorded on tensors the model no longer holds (after .to(), loading) are dropped.
+        self._static_steps = {k: s for k, s in self._static_steps.items() if s.matches(self.model)}
+        step = self._static_steps.get(key)
+        if step is None:
+            if len(self._static_steps) >= 2:  # each holds a KV cache: keep the two newest
+                self._static_steps.pop(next(iter(self._static_steps)))
+            cache = StaticKVCache.for_model(self.model, batch_size, max_len=max_len)
+            step = StaticDecodeStep(self.model, cache, compile=self.compile)
+            self._static_steps[key] = step
+        return step
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Last-position hidden states (B, d_model) -> float32 logits (B, V)."""
@@ -349,6 +391,8 @@ class Engine:
 
     def _pick(self, rows: list[_Row], logits: torch.Tensor) -> torch.Tensor:
         """One next token per row from its logits (B, V), with that row's processors and seed."""
+        if all(r.params.temperature == 0 and not r.processors for r in rows):
+            return logits.argmax(dim=-1)  # plain greedy: one kernel for the batch, no host copies
         picks = []
         for i, row in enumerate(rows):
             if row.done:

@@ -102,3 +102,31 @@ class StaticKVCache:
     def reset(self) -> None:
         """Forget everything (the storage is reused; stale values are never read)."""
         self.offset = 0
+
+
+class SlotWriter:
+    """A `StaticKVCache` seen by a decode step whose shapes never change (for CUDA graphs).
+
+    `StaticKVCache.update` returns the cached positions so far, so every step hands attention a
+    longer key tensor: a different shape each step, which a CUDA graph (a recording of fixed
+    kernels on fixed addresses) cannot replay. Here one new position per row is written at
+    ``slot``, a one-element device tensor the caller sets before each step, and attention always
+    gets the whole storage, (B, KV, max_len, d). The caller's key mask (B, max_len) marks the
+    slots written so far; to the model the new token sits after ``offset = max_len - 1`` cached
+    positions, so its causal mask hides nothing and the key mask does all the hiding (see
+    `buildlm.model.attention.padding_attention_mask`). Positions come from the caller too.
+    """
+
+    def __init__(self, cache: StaticKVCache) -> None:
+        self.cache = cache
+        self.offset = cache.max_len - 1
+        self.slot = torch.zeros(1, dtype=torch.long, device=cache.k.device)
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this step's (B, KV, 1, d) keys/values at ``slot``; return the whole (B, KV, max_len, d)."""
+        keys, values = self.cache.k[layer], self.cache.v[layer]
+        keys.index_copy_(2, self.slot, k)
+        values.index_copy_(2, self.slot, v)
+        return keys, values

@@ -105,7 +105,7 @@ def arrange_for_decoding(model: nn.Module, huge_pages: bool = True) -> int:
                     places.setdefault(id(t), []).append((module, name, is_param))
     if not tensors or any(t.device.type != "cpu" for t in tensors.values()):
         return 0
-    if _arranged.get(model) == (huge_pages, _fingerprint(tensors.values())):
+    if _arranged.get(model) == (huge_pages, storage_fingerprint(tensors.values())):
         return 0  # every tensor is still where and how this function put it
     matrices = matrix_weights(model)
     compute_dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), None)
@@ -131,7 +131,7 @@ def arrange_for_decoding(model: nn.Module, huge_pages: bool = True) -> int:
                     module._parameters[name].data = new  # the same Parameter object everywhere
                 else:
                     module._buffers[name] = new
-    _arranged[model] = (huge_pages, _fingerprint(placed))
+    _arranged[model] = (huge_pages, storage_fingerprint(placed))
     return total
 
 
@@ -139,6 +139,6 @@ def arrange_for_decoding(model: nn.Module, huge_pages: bool = True) -> int:
 _arranged: weakref.WeakKeyDictionary[nn.Module, tuple[bool, list[tuple]]] = weakref.WeakKeyDictionary()
 
 
-def _fingerprint(tensors: Iterable[torch.Tensor]) -> list[tuple]:
+def storage_fingerprint(tensors: Iterable[torch.Tensor]) -> list[tuple]:
     """Where and how each tensor is stored: (address, strides, dtype), in order."""
     return [(t.data_ptr(), t.stride(), t.dtype) for t in tensors]

@@ -64,8 +64,12 @@ def padding_attention_mask(key_mask: torch.Tensor, q_len: int, offset: int) -> t
     """Causal mask that also hides pad keys: (B, Tk) key_mask -> (B, 1, q_len, Tk), True = attend.
 
     ``key_mask`` is True for real tokens over every key (cached and new, Tk = offset + q_len).
-    A pad query can have no real key at or before it; it may always see itself, so no softmax
+    A pad query can have no real key at or before it; such a query sees itself, so no softmax
     row is empty (an all -inf row gives NaN). Pad outputs are never used.
+
+    A query with a real key in view never sees anything else than the real keys at or before it.
+    That lets a fixed-shape decode step (`buildlm.infer.static_decode`) present the whole cache
+    as keys, with ``offset = Tk - 1`` and ``key_mask`` marking the slots written so far.
     """
     k_len = key_mask.shape[-1]
     if k_len != offset + q_len:
@@ -76,7 +80,9 @@ def padding_attention_mask(key_mask: torch.Tensor, q_len: int, offset: int) -> t
     own = torch.arange(k_len, device=key_mask.device)[None, :] == (
         offset + torch.arange(q_len, device=key_mask.device)[:, None]
     )  # (Tq, Tk): each query's own position
-    return ((causal[None] & key_mask[:, None, :]) | own[None])[:, None]  # (B, 1, Tq, Tk)
+    allowed = causal[None] & key_mask[:, None, :]  # (B, Tq, Tk)
+    empty = ~allowed.any(dim=-1, keepdim=True)  # (B, Tq, 1): a pad query before any real token
+    return (allowed | (own[None] & empty))[:, None]  # (B, 1, Tq, Tk)
 
 
 def causal_attention(

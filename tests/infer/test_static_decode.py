@@ -1,0 +1,149 @@
+"""Fixed-shape decode steps (the CUDA-graph form) compute what the growing cache computes."""
+
+import pytest
+import torch
+
+from buildlm.infer.engine import STATIC_CACHE_BLOCK, Engine
+from buildlm.infer.kvcache import SlotWriter, StaticKVCache
+from buildlm.infer.static_decode import StaticDecodeStep
+from buildlm.model import GPT, ModelConfig
+from buildlm.model.attention import padding_attention_mask
+
+FAMILIES = {
+    "gpt2": dict(preset="tiny"),  # learned positions, LayerNorm, GELU, tied head
+    "llama": dict(preset="llama-small", n_kv_heads=2),  # RoPE, RMSNorm, SwiGLU, GQA, untied
+}
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")),
+]
+
+
+def _model(family: str, context_length: int = 48, device: str = "cpu") -> GPT:
+    torch.manual_seed(0)
+    args = dict(FAMILIES[family])
+    preset = args.pop("preset")
+    cfg = ModelConfig.preset(
+        preset, vocab_size=97, context_length=context_length, d_model=64, n_heads=4, n_layers=2,
+        **args,
+    )  # fmt: skip
+    model = GPT(cfg).eval()
+    with torch.no_grad():  # far from uniform, so greedy choices are not near-ties
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model.to(device)
+
+
+def test_mask_lets_a_real_query_see_only_real_keys_at_or_before_it():
+    key_mask = torch.tensor([[False, False, True, True], [True, True, True, True]])
+    mask = padding_attention_mask(key_mask, q_len=4, offset=0)[:, 0]  # (B, Tq, Tk)
+    pad_row = torch.tensor(
+        [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]], dtype=torch.bool
+    )  # pad queries see only themselves; real ones the real keys up to them
+    assert torch.equal(mask[0], pad_row)
+    assert torch.equal(mask[1], torch.ones(4, 4, dtype=torch.bool).tril())
+
+
+def test_mask_over_a_whole_cache_follows_the_key_mask_alone():
+    """A fixed-shape step: offset = Tk - 1, so only the key mask decides (no forced last slot)."""
+    key_mask = torch.tensor([[False, True, True, False, False, False]])  # slots 1, 2 written
+    mask = padding_attention_mask(key_mask, q_len=1, offset=5)
+    assert torch.equal(mask[0, 0, 0], key_mask[0])
+
+
+def test_slot_writer_writes_one_slot_and_returns_the_whole_cache():
+    cache = StaticKVCache(n_layers=2, batch_size=2, n_kv_heads=3, head_dim=4, max_len=8)
+    writer = SlotWriter(cache)
+    assert writer.offset == 7
+    k, v = torch.randn(2, 3, 1, 4), torch.randn(2, 3, 1, 4)
+    writer.slot.fill_(5)
+    keys, values = writer.update(1, k, v)
+    assert keys.shape == (2, 3, 8, 4) and keys.data_ptr() == cache.k[1].data_ptr()
+    assert torch.equal(keys[:, :, 5:6], k) and torch.equal(values[:, :, 5:6], v)
+    written = torch.zeros(8, dtype=torch.bool)
+    written[5] = True
+    assert not cache.k[1][:, :, ~written].any() and not cache.k[0].any()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_static_step_logits_equal_each_prompt_alone(family, device):
+    """Left-padded prompts, prefilled, then 10 fixed-shape steps: the logits of each row equal
+    a plain forward pass over that row's own tokens (a CUDA graph replays them on a GPU)."""
+    model = _model(family, device=device)
+    prompts = [[5, 9, 2], [7, 1, 4, 4, 8, 3, 6]]
+    engine = Engine(model, static_decode=True)
+    rows = engine._rows(prompts, None, dict(max_new_tokens=10, temperature=0, stop_token_ids=()))
+    step = StaticDecodeStep(model, StaticKVCache.for_model(model, 2, max_len=24))
+    assert (step.graph is not None) == (device == "cuda")
+    sequences = [list(p) for p in prompts]
+    with torch.inference_mode():
+        logits, _, _ = engine._prefill(rows, step.cache, step)
+        for _ in range(10):
+            nxt = logits.argmax(dim=-1)
+            for seq, tok in zip(sequences, nxt.tolist(), strict=True):
+                seq.append(tok)
+            logits = step(nxt).clone()
+            for i, seq in enumerate(sequences):
+                alone = model(torch.tensor([seq], device=device))[0, -1].float()
+                torch.testing.assert_close(logits[i], alone, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_engine_tokens_equal_with_and_without_static_steps(family, device):
+    model = _model(family, device=device)
+    plain, static = Engine(model, static_decode=False), Engine(model, static_decode=True)
+    for prompts in ([[1, 2, 3], [5, 6, 7, 8, 9, 10, 11]], [[4, 8, 15], [16, 23, 42]], [[3]]):
+        want = plain.generate(prompts, max_new_tokens=12, temperature=0, stop_token_ids=())
+        got = static.generate(prompts, max_new_tokens=12, temperature=0, stop_token_ids=())
+        assert [c.token_ids for c in got] == [c.token_ids for c in want]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_static_steps_slide_the_window_like_the_plain_engine(device):
+    model = _model("gpt2", context_length=16, device=device)
+    args = dict(max_new_tokens=40, temperature=0, stop_token_ids=())
+    want = Engine(model, static_decode=False).generate([[3, 1, 4], [1, 5]], **args)
+    got = Engine(model, static_decode=True).generate([[3, 1, 4], [1, 5]], **args)
+    assert [c.token_ids for c in got] == [c.token_ids for c in want]
+    assert all(len(c.token_ids) == 40 for c in got)
+
+
+def test_seeded_sampling_with_penalties_is_unchanged_by_static_steps():
+    model = _model("llama")
+    args = dict(max_new_tokens=15, temperature=0.9, top_p=0.9, frequency_penalty=0.5, seed=3,
+                stop_token_ids=())  # fmt: skip
+    want = Engine(model, static_decode=False).generate([[2, 7], [9, 9, 9, 1]], **args)
+    got = Engine(model, static_decode=True).generate([[2, 7], [9, 9, 9, 1]], **args)
+    assert [c.token_ids for c in got] == [c.token_ids for c in want]
+
+
+def test_recorded_steps_are_reused_and_dropped_when_the_weights_move():
+    model = _model("gpt2", context_length=1024)
+    engine = Engine(model, static_decode=True)
+    args = dict(temperature=0, stop_token_ids=())
+    engine.generate([[1, 2]], max_new_tokens=10, **args)
+    first = engine._static_steps[(1, STATIC_CACHE_BLOCK)]
+    engine.generate([[1, 2, 3, 4]], max_new_tokens=30, **args)  # same block: same step
+    assert list(engine._static_steps.values()) == [first]
+    engine.generate([[1, 2]], max_new_tokens=STATIC_CACHE_BLOCK, **args)  # one block more
+    engine.generate([[1, 2]], max_new_tokens=2 * STATIC_CACHE_BLOCK, **args)
+    assert len(engine._static_steps) == 2 and first not in engine._static_steps.values()
+    model.to(torch.float64)  # new tensors: a step recorded on the old ones must not be used
+    got = engine.generate([[1, 2]], max_new_tokens=10, **args)
+    assert all(step.cache.k.dtype == torch.float64 for step in engine._static_steps.values())
+    want = Engine(model, static_decode=False).generate([[1, 2]], max_new_tokens=10, **args)
+    assert got[0].token_ids == want[0].token_ids
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_compiled_graph_tokens_equal_eager_on_a_gpu(family):
+    model = _model(family, device="cuda")
+    plain, compiled = Engine(model, static_decode=False), Engine(model, compile=True)
+    for prompts in ([[1, 2, 3], [5, 6, 7, 8, 9, 10, 11]], [[4, 8, 15], [16, 23, 42]]):
+        want = plain.generate(prompts, max_new_tokens=12, temperature=0, stop_token_ids=())
+        got = compiled.generate(prompts, max_new_tokens=12, temperature=0, stop_token_ids=())
+        assert [c.token_ids for c in got] == [c.token_ids for c in want]
+    assert all(step.graph is not None for step in compiled._static_steps.values())
