@@ -16,13 +16,13 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'trans
 for part in "$@"; do
   case $part in
     tests)
-      timeout 200 python3 -m pytest -q -p no:cacheprovider tests/infer/test_static_decode.py \
-        tests/infer/test_engine.py tests/infer/test_weight_layout.py 2>&1 | tee "$out/tests.txt" | tail -15 ;;
+      timeout 200 python3 -m pytest -q -p no:cacheprovider ${TESTS:-tests/infer/test_static_decode.py \
+        tests/infer/test_engine.py tests/infer/test_weight_layout.py} 2>&1 | tee "$out/tests.txt" | tail -15 ;;
     decode)
       timeout 300 python3 benchmarks/generate.py --device cuda --dtypes bf16 --batches 1,8,32 --repeats 3 2>&1 | tee "$out/generate_bf16.txt"
       timeout 150 python3 benchmarks/generate.py --device cuda --dtypes fp32 --batches 1 --repeats 3 2>&1 | tee "$out/generate_fp32.txt" ;;
     profile)
-      for batch in 1 32; do
+      for batch in ${PROFILE_BATCHES:-1 32}; do
         timeout 150 python3 benchmarks/decode_profile.py --batch $batch --dtype bf16 2>&1 | grep -v USDT | tee "$out/profile_b$batch.txt"
       done ;;
     train)

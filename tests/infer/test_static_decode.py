@@ -51,18 +51,22 @@ def test_mask_over_a_whole_cache_follows_the_key_mask_alone():
     assert torch.equal(mask[0, 0, 0], key_mask[0])
 
 
-def test_slot_writer_writes_one_slot_and_returns_the_whole_cache():
+def test_slot_writer_loads_the_prefill_then_writes_one_slot_per_step():
     cache = StaticKVCache(n_layers=2, batch_size=2, n_kv_heads=3, head_dim=4, max_len=8)
+    prefill = torch.randn(2, 3, 5, 4)
+    for layer in range(2):
+        cache.update(layer, prefill + layer, -prefill)
     writer = SlotWriter(cache)
     assert writer.offset == 7
+    writer.load()
+    assert int(writer.slot) == 5
     k, v = torch.randn(2, 3, 1, 4), torch.randn(2, 3, 1, 4)
-    writer.slot.fill_(5)
     keys, values = writer.update(1, k, v)
-    assert keys.shape == (2, 3, 8, 4) and keys.data_ptr() == cache.k[1].data_ptr()
+    assert keys.shape == (2, 3, 8, 4) and keys.data_ptr() != cache.k.data_ptr()
+    assert torch.equal(keys[:, :, :5], prefill + 1) and torch.equal(values[:, :, :5], -prefill)
     assert torch.equal(keys[:, :, 5:6], k) and torch.equal(values[:, :, 5:6], v)
-    written = torch.zeros(8, dtype=torch.bool)
-    written[5] = True
-    assert not cache.k[1][:, :, ~written].any() and not cache.k[0].any()
+    assert not keys[:, :, 6:].any()
+    assert torch.equal(writer.keys[0][:, :, :5], prefill) and not writer.keys[0][:, :, 5:].any()
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -105,28 +105,41 @@ class StaticKVCache:
 
 
 class SlotWriter:
-    """A `StaticKVCache` seen by a decode step whose shapes never change (for CUDA graphs).
+    """The KV storage of a decode step whose shapes never change (for CUDA graphs).
 
     `StaticKVCache.update` returns the cached positions so far, so every step hands attention a
     longer key tensor: a different shape each step, which a CUDA graph (a recording of fixed
     kernels on fixed addresses) cannot replay. Here one new position per row is written at
-    ``slot``, a one-element device tensor the caller sets before each step, and attention always
-    gets the whole storage, (B, KV, max_len, d). The caller's key mask (B, max_len) marks the
-    slots written so far; to the model the new token sits after ``offset = max_len - 1`` cached
-    positions, so its causal mask hides nothing and the key mask does all the hiding (see
+    ``slot``, a one-element device tensor, and attention always gets a layer's whole storage,
+    (B, KV, max_len, d). The caller's key mask (B, max_len) marks the slots written so far; to
+    the model the new token sits after ``offset = max_len - 1`` cached positions, so its causal
+    mask hides nothing and the key mask does all the hiding (see
     `buildlm.model.attention.padding_attention_mask`). Positions come from the caller too.
+
+    Each layer has a tensor of its own (`load` copies a prefilled `StaticKVCache` in): written
+    in place through slices of one big tensor, ``torch.compile`` would copy all of it every step.
     """
 
     def __init__(self, cache: StaticKVCache) -> None:
         self.cache = cache
         self.offset = cache.max_len - 1
         self.slot = torch.zeros(1, dtype=torch.long, device=cache.k.device)
+        self.keys = [torch.zeros_like(k) for k in cache.k]  # n_layers x (B, KV, max_len, d)
+        self.values = [torch.zeros_like(v) for v in cache.v]
+
+    def load(self) -> None:
+        """Take the cache's filled slots (after a prefill); the next write goes after them."""
+        filled = self.cache.offset
+        for layer in range(self.cache.n_layers):
+            self.keys[layer][:, :, :filled] = self.cache.k[layer, :, :, :filled]
+            self.values[layer][:, :, :filled] = self.cache.v[layer, :, :, :filled]
+        self.slot.fill_(filled)
 
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write this step's (B, KV, 1, d) keys/values at ``slot``; return the whole (B, KV, max_len, d)."""
-        keys, values = self.cache.k[layer], self.cache.v[layer]
+        keys, values = self.keys[layer], self.values[layer]
         keys.index_copy_(2, self.slot, k)
         values.index_copy_(2, self.slot, v)
         return keys, values

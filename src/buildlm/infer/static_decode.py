@@ -8,9 +8,10 @@ graph records the step's kernels once and replays them all with one launch.
 A graph replays the same kernels on the same memory, so everything that changes between steps
 must live in a fixed buffer that is overwritten before each replay:
 
-- the new token of each row, its position (``positions``) and the cache slot it goes to
-  (`buildlm.infer.kvcache.SlotWriter`);
-- the key mask (B, max_len): which cache slots hold real keys. Attention always reads the whole
+- the new token of each row (copied in before each replay);
+- its position (``positions``), the cache slot it goes to (`buildlm.infer.kvcache.SlotWriter`)
+  and the key mask (B, max_len) saying which slots hold real keys: the step itself moves them
+  on by one, so between steps only the token is copied in. Attention always reads the whole
   cache, so its shapes never change; the mask hides the slots not written yet and the pads;
 - the logits come out in a fixed (B, vocab) buffer.
 
@@ -70,6 +71,7 @@ class StaticDecodeStep:
         each row's last position.
         """
         filled = self.cache.offset
+        self.writer.load()
         self.key_mask.zero_()
         if key_mask is None:
             self.key_mask[:, :filled] = True
@@ -86,9 +88,6 @@ class StaticDecodeStep:
         if slot >= self.cache.max_len:
             raise ValueError(f"the KV cache is full ({slot} positions); prefill again to slide")
         self.tokens.copy_(tokens.view(-1, 1))
-        self.positions.add_(1)
-        self.key_mask[:, slot] = True
-        self.writer.slot.fill_(slot)
         if self.graph is not None:
             self.graph.replay()
             logits = self.logits
@@ -98,13 +97,16 @@ class StaticDecodeStep:
         return logits
 
     def _logits(self) -> torch.Tensor:
+        """The recorded step: move position, mask and slot on by one; run the model."""
+        self.positions.add_(1)
+        self.key_mask.index_fill_(1, self.writer.slot, True)
         hidden = self.model.hidden_states(self.tokens, self.writer, self.positions, self.key_mask)
+        self.writer.slot.add_(1)
         return self.model.head(hidden[:, -1]).float()  # (B, 1, d_model) -> (B, V)
 
     def _record(self) -> None:
         """Run the step a few times on a side stream (compiling, creating library workspaces),
-        then record it. Slot 0 is written meanwhile; the prefill overwrites it."""
-        self.key_mask[:, 0] = True  # a real key in view: no empty softmax rows while warming up
+        then record it. What it writes meanwhile, `start` resets."""
         side = torch.cuda.Stream(self.cache.k.device)
         side.wait_stream(torch.cuda.current_stream(side.device))
         with torch.cuda.stream(side):
@@ -114,4 +116,3 @@ class StaticDecodeStep:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.logits = self._forward()
-        self.key_mask.zero_()
