@@ -19,7 +19,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         "--quantize", choices=["int8"], default=None,
         help="weight-only int8 linear layers: about 4x fewer bytes read per token than fp32",
     )  # fmt: skip
-    parser.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the decode step (on a GPU also replayed as a CUDA graph)")
     parser.add_argument(
         "--stats", action="store_true",
         help="print prefill/decode tokens per second, bytes read per token, achieved bandwidth",

@@ -137,8 +137,9 @@ class Engine:
     ``static_decode`` (default: on a GPU, or when compiling) runs the one-token decode steps
     with fixed shapes (`buildlm.infer.static_decode`), replayed as a CUDA graph on a GPU: the
     cache is sized in blocks of `STATIC_CACHE_BLOCK` positions and attention reads all of it
-    under a mask. ``compile=True`` also runs that step through ``torch.compile``. Recorded steps
-    are kept for the next calls of the same batch size and cache size.
+    under a mask. ``compile=True`` also runs that step through ``torch.compile`` (with
+    ``static_decode=False``, the growing-cache step, with dynamic shapes). Recorded steps are
+    kept for the next calls of the same batch size and cache size.
 
     ``arrange_weights`` (default: on the CPU) re-lays the model's weights out in memory for
     batch-1 decoding with `buildlm.infer.weight_layout.arrange_for_decoding`: every matrix in the
@@ -165,6 +166,11 @@ class Engine:
             static_decode = compile or self.device.type == "cuda"
         self.static_decode = static_decode
         self._static_steps: dict[tuple[int, int], StaticDecodeStep] = {}
+        # The growing-cache decode step (static_decode=False, and the server's scheduler, whose
+        # batches change size), compiled with dynamic shapes when asked.
+        self._decode_hidden = (
+            torch.compile(model.hidden_states, dynamic=True) if compile else model.hidden_states
+        )
         if arrange_weights is None:
             arrange_weights = self.device.type == "cpu"
         if arrange_weights:
@@ -320,11 +326,11 @@ class Engine:
             if static is not None:
                 logits = static(nxt)
             elif key_mask is None:  # no row is padded: positions follow from the cache offset
-                logits = self._logits(self.model.hidden_states(nxt[:, None], cache)[:, -1])
+                logits = self._logits(self._decode_hidden(nxt[:, None], cache)[:, -1])
             else:
                 key_mask = torch.cat([key_mask, key_mask.new_ones(len(rows), 1)], dim=1)
                 positions = positions + 1
-                hidden = self.model.hidden_states(nxt[:, None], cache, positions, key_mask)
+                hidden = self._decode_hidden(nxt[:, None], cache, positions, key_mask)
                 logits = self._logits(hidden[:, -1])
             self._sync()
             self.stats.decode_s += time.perf_counter() - t0
