@@ -39,3 +39,32 @@ def gpt2_pair():
     model = GPT(cfg).eval()
     model.load_state_dict(hf_to_buildlm("gpt2", cfg, hf.state_dict()), strict=True)
     return hf, model
+
+
+# Two small model families, so every engine behaviour is checked on both position schemes.
+MODEL_FAMILIES = {
+    "gpt2": dict(preset="tiny"),  # learned positions, LayerNorm, GELU, tied head
+    "llama": dict(preset="llama-small", n_kv_heads=2),  # RoPE, RMSNorm, SwiGLU, GQA, untied
+}
+
+
+@pytest.fixture
+def make_model():
+    """``make_model(family, context_length=48, device="cpu")``: a small seeded buildlm GPT."""
+    from buildlm.model import GPT, ModelConfig
+
+    def build(family: str, context_length: int = 48, device: str = "cpu") -> GPT:
+        torch.manual_seed(0)
+        args = dict(MODEL_FAMILIES[family])
+        preset = args.pop("preset")
+        cfg = ModelConfig.preset(
+            preset, vocab_size=97, context_length=context_length, d_model=64, n_heads=4,
+            n_layers=2, **args,
+        )  # fmt: skip
+        model = GPT(cfg).eval()
+        with torch.no_grad():  # far from uniform, so greedy choices are not near-ties
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.3)
+        return model.to(device)
+
+    return build

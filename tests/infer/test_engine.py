@@ -11,30 +11,14 @@ from buildlm.infer.kvcache import StaticKVCache
 from buildlm.model import GPT, ModelConfig
 from buildlm.tokenizer import Tokenizer
 
-FAMILIES = {
-    "gpt2": dict(preset="tiny"),  # learned positions, LayerNorm, GELU, tied head
-    "llama": dict(preset="llama-small", n_kv_heads=2),  # RoPE, RMSNorm, SwiGLU, GQA, untied
-}
+FAMILIES = ["gpt2", "llama"]  # see conftest.MODEL_FAMILIES
 
 
-def _model(family: str, context_length: int = 48) -> GPT:
-    torch.manual_seed(0)
-    args = dict(FAMILIES[family])
-    preset = args.pop("preset")
-    cfg = ModelConfig.preset(
-        preset, vocab_size=97, context_length=context_length, d_model=64, n_heads=4, n_layers=2,
-        **args,
-    )  # fmt: skip
-    model = GPT(cfg).eval()
-    with torch.no_grad():  # far from uniform, so greedy choices are not near-ties
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    return model
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_static_cache_logits_equal_full_forward_step_by_step(family):
-    model = _model(family)
+def test_static_cache_logits_equal_full_forward_step_by_step(family, make_model):
+    model = make_model(family)
     idx = torch.randint(0, 97, (2, 20), generator=torch.Generator().manual_seed(1))
     cache = StaticKVCache.for_model(model, batch_size=2, max_len=20)
     with torch.no_grad():
@@ -46,8 +30,8 @@ def test_static_cache_logits_equal_full_forward_step_by_step(family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_left_padding_changes_no_logit(family):
-    model = _model(family)
+def test_left_padding_changes_no_logit(family, make_model):
+    model = make_model(family)
     short = torch.tensor([[5, 9, 2, 7]])
     padded = torch.tensor([[0, 0, 0, 5, 9, 2, 7]])
     key_mask = torch.tensor([[False] * 3 + [True] * 4])
@@ -59,8 +43,8 @@ def test_left_padding_changes_no_logit(family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_batch_of_different_lengths_equals_each_prompt_alone(family):
-    model = _model(family)
+def test_batch_of_different_lengths_equals_each_prompt_alone(family, make_model):
+    model = make_model(family)
     prompts = [[1, 2, 3], [5, 6, 7, 8, 9, 10, 11], [4], [30, 31, 32, 33]]
     engine = Engine(model)
     batched = engine.generate(prompts, max_new_tokens=24, temperature=0, stop_token_ids=())
@@ -71,9 +55,9 @@ def test_batch_of_different_lengths_equals_each_prompt_alone(family):
         assert out.finish_reason == "length" and out.prompt_ids == prompt
 
 
-def test_compiled_decode_step_gives_the_eager_tokens():
+def test_compiled_decode_step_gives_the_eager_tokens(make_model):
     """``Engine(compile=True)``: the decode step through torch.compile, padded and unpadded."""
-    model = _model("llama")
+    model = make_model("llama")
     eager = Engine(model)
     compiled = Engine(model, compile=True)
     for prompts in ([[1, 2, 3], [5, 6, 7, 8, 9, 10, 11]], [[4, 8, 15], [16, 23, 42]]):
@@ -84,8 +68,8 @@ def test_compiled_decode_step_gives_the_eager_tokens():
     assert steps and all(step._forward != step._logits for step in steps)
 
 
-def test_generation_past_the_context_slides_the_window():
-    model = _model("gpt2", context_length=16)
+def test_generation_past_the_context_slides_the_window(make_model):
+    model = make_model("gpt2", context_length=16)
     out = Engine(model).generate([[3, 1, 4]], max_new_tokens=40, temperature=0, stop_token_ids=())
     reference = generate(model, torch.tensor([[3, 1, 4]]), 40, temperature=0)[0, 3:].tolist()
     assert len(out[0].token_ids) == 40
@@ -93,8 +77,8 @@ def test_generation_past_the_context_slides_the_window():
     assert out[0].token_ids[:13] == reference[:13]
 
 
-def test_seeded_sampling_is_reproducible_and_independent_of_the_batch():
-    model = _model("llama")
+def test_seeded_sampling_is_reproducible_and_independent_of_the_batch(make_model):
+    model = make_model("llama")
     params = SamplingParams(max_new_tokens=16, temperature=1.2, top_k=20, seed=7, stop_token_ids=())
     other = SamplingParams(max_new_tokens=5, temperature=1.0, seed=99, stop_token_ids=())
     engine = Engine(model)
@@ -107,8 +91,8 @@ def test_seeded_sampling_is_reproducible_and_independent_of_the_batch():
     assert different != alone
 
 
-def test_top_k_1_equals_greedy():
-    model = _model("gpt2")
+def test_top_k_1_equals_greedy(make_model):
+    model = make_model("gpt2")
     engine = Engine(model)
     greedy = engine.generate([[2, 4, 6]], max_new_tokens=12, temperature=0, stop_token_ids=())
     top1 = engine.generate(
@@ -209,8 +193,8 @@ def test_bad_settings_raise(kwargs, fragment):
         SamplingParams(**kwargs)
 
 
-def test_bad_prompts_raise_or_truncate():
-    model = _model("gpt2", context_length=16)
+def test_bad_prompts_raise_or_truncate(make_model):
+    model = make_model("gpt2", context_length=16)
     with pytest.raises(ValueError, match="empty"):
         Engine(model).generate([[]], max_new_tokens=3)
     with pytest.raises(ValueError, match="context_length=16"):
@@ -228,8 +212,8 @@ def test_bad_prompts_raise_or_truncate():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_cached_beam_search_equals_the_uncached_search(family):
-    model = _model(family)
+def test_cached_beam_search_equals_the_uncached_search(family, make_model):
+    model = make_model(family)
     prompt = [7, 3, 9, 1]
     free = beam_search(model, torch.tensor([prompt]), 16, num_beams=4)[0, 4:].tolist()
     eos = free[5]  # a token the search does produce, so hypotheses finish early

@@ -6,32 +6,15 @@ import torch
 from buildlm.infer.engine import STATIC_CACHE_BLOCK, Engine
 from buildlm.infer.kvcache import SlotWriter, StaticKVCache
 from buildlm.infer.static_decode import StaticDecodeStep
-from buildlm.model import GPT, ModelConfig
 from buildlm.model.attention import padding_attention_mask
 
-FAMILIES = {
-    "gpt2": dict(preset="tiny"),  # learned positions, LayerNorm, GELU, tied head
-    "llama": dict(preset="llama-small", n_kv_heads=2),  # RoPE, RMSNorm, SwiGLU, GQA, untied
-}
+FAMILIES = ["gpt2", "llama"]  # see conftest.MODEL_FAMILIES
 DEVICES = [
     "cpu",
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")),
 ]
 
 
-def _model(family: str, context_length: int = 48, device: str = "cpu") -> GPT:
-    torch.manual_seed(0)
-    args = dict(FAMILIES[family])
-    preset = args.pop("preset")
-    cfg = ModelConfig.preset(
-        preset, vocab_size=97, context_length=context_length, d_model=64, n_heads=4, n_layers=2,
-        **args,
-    )  # fmt: skip
-    model = GPT(cfg).eval()
-    with torch.no_grad():  # far from uniform, so greedy choices are not near-ties
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    return model.to(device)
 
 
 def test_mask_lets_a_real_query_see_only_real_keys_at_or_before_it():
@@ -71,10 +54,10 @@ def test_slot_writer_loads_the_prefill_then_writes_one_slot_per_step():
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("family", FAMILIES)
-def test_static_step_logits_equal_each_prompt_alone(family, device):
+def test_static_step_logits_equal_each_prompt_alone(family, device, make_model):
     """Left-padded prompts, prefilled, then 10 fixed-shape steps: the logits of each row equal
     a plain forward pass over that row's own tokens (a CUDA graph replays them on a GPU)."""
-    model = _model(family, device=device)
+    model = make_model(family, device=device)
     prompts = [[5, 9, 2], [7, 1, 4, 4, 8, 3, 6]]
     engine = Engine(model, static_decode=True)
     rows = engine._rows(prompts, None, dict(max_new_tokens=10, temperature=0, stop_token_ids=()))
@@ -95,8 +78,8 @@ def test_static_step_logits_equal_each_prompt_alone(family, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("family", FAMILIES)
-def test_engine_tokens_equal_with_and_without_static_steps(family, device):
-    model = _model(family, device=device)
+def test_engine_tokens_equal_with_and_without_static_steps(family, device, make_model):
+    model = make_model(family, device=device)
     plain, static = Engine(model, static_decode=False), Engine(model, static_decode=True)
     for prompts in ([[1, 2, 3], [5, 6, 7, 8, 9, 10, 11]], [[4, 8, 15], [16, 23, 42]], [[3]]):
         want = plain.generate(prompts, max_new_tokens=12, temperature=0, stop_token_ids=())
@@ -105,8 +88,8 @@ def test_engine_tokens_equal_with_and_without_static_steps(family, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_static_steps_slide_the_window_like_the_plain_engine(device):
-    model = _model("gpt2", context_length=16, device=device)
+def test_static_steps_slide_the_window_like_the_plain_engine(device, make_model):
+    model = make_model("gpt2", context_length=16, device=device)
     args = dict(max_new_tokens=40, temperature=0, stop_token_ids=())
     want = Engine(model, static_decode=False).generate([[3, 1, 4], [1, 5]], **args)
     got = Engine(model, static_decode=True).generate([[3, 1, 4], [1, 5]], **args)
@@ -114,8 +97,8 @@ def test_static_steps_slide_the_window_like_the_plain_engine(device):
     assert all(len(c.token_ids) == 40 for c in got)
 
 
-def test_seeded_sampling_with_penalties_is_unchanged_by_static_steps():
-    model = _model("llama")
+def test_seeded_sampling_with_penalties_is_unchanged_by_static_steps(make_model):
+    model = make_model("llama")
     args = dict(max_new_tokens=15, temperature=0.9, top_p=0.9, frequency_penalty=0.5, seed=3,
                 stop_token_ids=())  # fmt: skip
     want = Engine(model, static_decode=False).generate([[2, 7], [9, 9, 9, 1]], **args)
@@ -123,8 +106,8 @@ def test_seeded_sampling_with_penalties_is_unchanged_by_static_steps():
     assert [c.token_ids for c in got] == [c.token_ids for c in want]
 
 
-def test_recorded_steps_are_reused_and_dropped_when_the_weights_move():
-    model = _model("gpt2", context_length=1024)
+def test_recorded_steps_are_reused_and_dropped_when_the_weights_move(make_model):
+    model = make_model("gpt2", context_length=1024)
     engine = Engine(model, static_decode=True)
     args = dict(temperature=0, stop_token_ids=())
     engine.generate([[1, 2]], max_new_tokens=10, **args)
@@ -143,8 +126,8 @@ def test_recorded_steps_are_reused_and_dropped_when_the_weights_move():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 @pytest.mark.parametrize("family", FAMILIES)
-def test_compiled_graph_tokens_equal_eager_on_a_gpu(family):
-    model = _model(family, device="cuda")
+def test_compiled_graph_tokens_equal_eager_on_a_gpu(family, make_model):
+    model = make_model(family, device="cuda")
     plain, compiled = Engine(model, static_decode=False), Engine(model, compile=True)
     for prompts in ([[1, 2, 3], [5, 6, 7, 8, 9, 10, 11]], [[4, 8, 15], [16, 23, 42]]):
         want = plain.generate(prompts, max_new_tokens=12, temperature=0, stop_token_ids=())
