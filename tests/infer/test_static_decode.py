@@ -34,22 +34,21 @@ def test_mask_over_a_whole_cache_follows_the_key_mask_alone():
     assert torch.equal(mask[0, 0, 0], key_mask[0])
 
 
-def test_slot_writer_loads_the_prefill_then_writes_one_slot_per_step():
+def test_slot_writer_writes_one_slot_and_returns_the_whole_layer():
     cache = StaticKVCache(n_layers=2, batch_size=2, n_kv_heads=3, head_dim=4, max_len=8)
     prefill = torch.randn(2, 3, 5, 4)
     for layer in range(2):
         cache.update(layer, prefill + layer, -prefill)
     writer = SlotWriter(cache)
     assert writer.offset == 7
-    writer.load()
-    assert int(writer.slot) == 5
+    writer.slot.fill_(cache.offset)
     k, v = torch.randn(2, 3, 1, 4), torch.randn(2, 3, 1, 4)
     keys, values = writer.update(1, k, v)
-    assert keys.shape == (2, 3, 8, 4) and keys.data_ptr() != cache.k.data_ptr()
+    assert keys.shape == (2, 3, 8, 4) and keys.data_ptr() == cache.k[1].data_ptr()
     assert torch.equal(keys[:, :, :5], prefill + 1) and torch.equal(values[:, :, :5], -prefill)
     assert torch.equal(keys[:, :, 5:6], k) and torch.equal(values[:, :, 5:6], v)
     assert not keys[:, :, 6:].any()
-    assert torch.equal(writer.keys[0][:, :, :5], prefill) and not writer.keys[0][:, :, 5:].any()
+    assert torch.equal(cache.k[0][:, :, :5], prefill) and not cache.k[0][:, :, 5:].any()
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -85,6 +84,7 @@ def test_engine_tokens_equal_with_and_without_static_steps(family, device, make_
         want = plain.generate(prompts, max_new_tokens=12, temperature=0, stop_token_ids=())
         got = static.generate(prompts, max_new_tokens=12, temperature=0, stop_token_ids=())
         assert [c.token_ids for c in got] == [c.token_ids for c in want]
+    assert static._static_steps and not plain._static_steps  # each engine took its own path
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -92,9 +92,11 @@ def test_static_steps_slide_the_window_like_the_plain_engine(device, make_model)
     model = make_model("gpt2", context_length=16, device=device)
     args = dict(max_new_tokens=40, temperature=0, stop_token_ids=())
     want = Engine(model, static_decode=False).generate([[3, 1, 4], [1, 5]], **args)
-    got = Engine(model, static_decode=True).generate([[3, 1, 4], [1, 5]], **args)
+    static = Engine(model, static_decode=True)
+    got = static.generate([[3, 1, 4], [1, 5]], **args)
     assert [c.token_ids for c in got] == [c.token_ids for c in want]
     assert all(len(c.token_ids) == 40 for c in got)
+    assert [step.cache.max_len for step in static._static_steps.values()] == [16]
 
 
 def test_seeded_sampling_with_penalties_is_unchanged_by_static_steps(make_model):
@@ -102,8 +104,10 @@ def test_seeded_sampling_with_penalties_is_unchanged_by_static_steps(make_model)
     args = dict(max_new_tokens=15, temperature=0.9, top_p=0.9, frequency_penalty=0.5, seed=3,
                 stop_token_ids=())  # fmt: skip
     want = Engine(model, static_decode=False).generate([[2, 7], [9, 9, 9, 1]], **args)
-    got = Engine(model, static_decode=True).generate([[2, 7], [9, 9, 9, 1]], **args)
+    static = Engine(model, static_decode=True)
+    got = static.generate([[2, 7], [9, 9, 9, 1]], **args)
     assert [c.token_ids for c in got] == [c.token_ids for c in want]
+    assert static._static_steps
 
 
 def test_recorded_steps_are_reused_and_dropped_when_the_weights_move(make_model):
@@ -119,7 +123,7 @@ def test_recorded_steps_are_reused_and_dropped_when_the_weights_move(make_model)
     assert len(engine._static_steps) == 2 and first not in engine._static_steps.values()
     model.to(torch.float64)  # new tensors: a step recorded on the old ones must not be used
     got = engine.generate([[1, 2]], max_new_tokens=10, **args)
-    assert all(step.cache.k.dtype == torch.float64 for step in engine._static_steps.values())
+    assert all(step.cache.k[0].dtype == torch.float64 for step in engine._static_steps.values())
     want = Engine(model, static_decode=False).generate([[1, 2]], max_new_tokens=10, **args)
     assert got[0].token_ids == want[0].token_ids
 

@@ -31,7 +31,7 @@ from buildlm.infer.beam_search import beam_search
 from buildlm.infer.detokenize import IncrementalDetokenizer
 from buildlm.infer.kvcache import StaticKVCache
 from buildlm.infer.processors import build_processors
-from buildlm.infer.static_decode import StaticDecodeStep
+from buildlm.infer.static_decode import StaticDecodeStep, model_storage
 from buildlm.infer.weight_layout import arrange_for_decoding
 
 # Static decode caches are sized in whole blocks of this many positions, so prompts and budgets
@@ -307,10 +307,11 @@ class Engine:
         if budget == 0:
             return
         longest = max(len(r.prompt) for r in rows)
-        static = self._static_step(len(rows), longest + budget) if self.static_decode else None
-        if static is not None:
+        if self.static_decode:
+            static = self._static_step(len(rows), longest + budget)
             cache = static.cache
         else:
+            static = None
             cache = StaticKVCache.for_model(self.model, len(rows), max_len=longest + budget)
         logits, key_mask, positions = self._prefill(rows, cache, static)
         for step in range(budget):
@@ -381,7 +382,8 @@ class Engine:
         max_len = min(blocks * STATIC_CACHE_BLOCK, self.context_length)
         key = (batch_size, max_len)
         # Steps recorded on tensors the model no longer holds (after .to(), loading) are dropped.
-        self._static_steps = {k: s for k, s in self._static_steps.items() if s.matches(self.model)}
+        now = model_storage(self.model)
+        self._static_steps = {k: s for k, s in self._static_steps.items() if s.weights == now}
         step = self._static_steps.get(key)
         if step is None:
             if len(self._static_steps) >= 2:  # each holds a KV cache: keep the two newest

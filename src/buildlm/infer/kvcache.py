@@ -7,7 +7,8 @@ each new token re-runs attention over the whole prefix (O(T^2) work per token); 
 step costs one pass over the weights plus a read of the cache.
 
 `StaticKVCache` preallocates, for every layer, a (B, n_kv_heads, max_len, head_dim) tensor for
-keys and one for values, and writes each step's keys/values into the next free slots. Nothing
+keys and one for values (a tensor of its own per layer: written in place through slices of one
+big tensor, ``torch.compile`` would copy all of it at every step), and writes each step's keys/values into the next free slots. Nothing
 is reallocated or concatenated while decoding (``torch.cat`` per step would copy the whole cache
 every time), and the tensors keep fixed shapes, which is what CUDA graphs need. With grouped-
 query attention only the ``n_kv_heads`` shared heads are stored: that is GQA's memory saving.
@@ -37,9 +38,10 @@ class StaticKVCache:
     ) -> None:
         if max_len < 1 or batch_size < 1:
             raise ValueError(f"max_len and batch_size must be >= 1, got {max_len}, {batch_size}")
-        shape = (n_layers, batch_size, n_kv_heads, max_len, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        shape = (batch_size, n_kv_heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.device = torch.device(device)
         self.n_layers = n_layers
         self.max_len = max_len
         self.offset = 0
@@ -66,12 +68,12 @@ class StaticKVCache:
 
     @property
     def batch_size(self) -> int:
-        return self.k.shape[1]
+        return self.k[0].shape[0]
 
     @property
     def nbytes(self) -> int:
         """Bytes held by keys and values together."""
-        return 2 * self.k.numel() * self.k.element_size()
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
 
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
@@ -88,16 +90,16 @@ class StaticKVCache:
                 f"the KV cache holds {self.max_len} positions and is full ({self.offset} used, "
                 f"{k.shape[-2]} more asked); make a larger cache or slide the window"
             )
-        self.k[layer, :, :, self.offset : end] = k
-        self.v[layer, :, :, self.offset : end] = v
+        self.k[layer][:, :, self.offset : end] = k
+        self.v[layer][:, :, self.offset : end] = v
         if layer == self.n_layers - 1:
             self.offset = end
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows ``index`` (B_new,) of the batch, e.g. the surviving beams of beam search."""
-        self.k = self.k.index_select(1, index)
-        self.v = self.v.index_select(1, index)
+        self.k = [t.index_select(0, index) for t in self.k]
+        self.v = [t.index_select(0, index) for t in self.v]
 
     def reset(self) -> None:
         """Forget everything (the storage is reused; stale values are never read)."""
@@ -105,7 +107,7 @@ class StaticKVCache:
 
 
 class SlotWriter:
-    """The KV storage of a decode step whose shapes never change (for CUDA graphs).
+    """A `StaticKVCache` as a decode step whose shapes never change sees it (for CUDA graphs).
 
     `StaticKVCache.update` returns the cached positions so far, so every step hands attention a
     longer key tensor: a different shape each step, which a CUDA graph (a recording of fixed
@@ -115,31 +117,18 @@ class SlotWriter:
     the model the new token sits after ``offset = max_len - 1`` cached positions, so its causal
     mask hides nothing and the key mask does all the hiding (see
     `buildlm.model.attention.padding_attention_mask`). Positions come from the caller too.
-
-    Each layer has a tensor of its own (`load` copies a prefilled `StaticKVCache` in): written
-    in place through slices of one big tensor, ``torch.compile`` would copy all of it every step.
     """
 
     def __init__(self, cache: StaticKVCache) -> None:
         self.cache = cache
         self.offset = cache.max_len - 1
-        self.slot = torch.zeros(1, dtype=torch.long, device=cache.k.device)
-        self.keys = [torch.zeros_like(k) for k in cache.k]  # n_layers x (B, KV, max_len, d)
-        self.values = [torch.zeros_like(v) for v in cache.v]
-
-    def load(self) -> None:
-        """Take the cache's filled slots (after a prefill); the next write goes after them."""
-        filled = self.cache.offset
-        for layer in range(self.cache.n_layers):
-            self.keys[layer][:, :, :filled] = self.cache.k[layer, :, :, :filled]
-            self.values[layer][:, :, :filled] = self.cache.v[layer, :, :, :filled]
-        self.slot.fill_(filled)
+        self.slot = torch.zeros(1, dtype=torch.long, device=cache.device)
 
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write this step's (B, KV, 1, d) keys/values at ``slot``; return the whole (B, KV, max_len, d)."""
-        keys, values = self.keys[layer], self.values[layer]
+        keys, values = self.cache.k[layer], self.cache.v[layer]
         keys.index_copy_(2, self.slot, k)
         values.index_copy_(2, self.slot, v)
         return keys, values

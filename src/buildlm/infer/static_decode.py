@@ -45,7 +45,7 @@ class StaticDecodeStep:
         compile: bool = False,
         cuda_graph: bool | None = None,
     ) -> None:
-        device = cache.k.device
+        device = cache.device
         b, max_len = cache.batch_size, cache.max_len
         self.model, self.cache = model, cache
         self.writer = SlotWriter(cache)
@@ -53,16 +53,13 @@ class StaticDecodeStep:
         self.positions = torch.zeros(b, 1, dtype=torch.long, device=device)
         self.key_mask = torch.zeros(b, max_len, dtype=torch.bool, device=device)
         self._forward = torch.compile(self._logits, dynamic=False) if compile else self._logits
-        self.weights = storage_fingerprint([*model.parameters(), *model.buffers()])
+        self.weights = model_storage(model)  # where the graph reads them
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.logits: torch.Tensor | None = None  # the graph's output buffer
         if cuda_graph is None:
             cuda_graph = device.type == "cuda"
         if cuda_graph:
             self._record()
-
-    def matches(self, model: nn.Module) -> bool:
-        """Whether ``model``'s tensors are still where the step (and its graph) read them."""
-        return self.weights == storage_fingerprint([*model.parameters(), *model.buffers()])
 
     def start(self, key_mask: torch.Tensor | None, positions: torch.Tensor) -> None:
         """Take over after a prefill of the cache's first ``cache.offset`` slots.
@@ -71,12 +68,9 @@ class StaticDecodeStep:
         each row's last position.
         """
         filled = self.cache.offset
-        self.writer.load()
+        self.writer.slot.fill_(filled)
         self.key_mask.zero_()
-        if key_mask is None:
-            self.key_mask[:, :filled] = True
-        else:
-            self.key_mask[:, :filled] = key_mask
+        self.key_mask[:, :filled] = True if key_mask is None else key_mask
         self.positions.copy_(positions)
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -107,7 +101,7 @@ class StaticDecodeStep:
     def _record(self) -> None:
         """Run the step a few times on a side stream (compiling, creating library workspaces),
         then record it. What it writes meanwhile, `start` resets."""
-        side = torch.cuda.Stream(self.cache.k.device)
+        side = torch.cuda.Stream(self.cache.device)
         side.wait_stream(torch.cuda.current_stream(side.device))
         with torch.cuda.stream(side):
             for _ in range(3):
@@ -116,3 +110,9 @@ class StaticDecodeStep:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.logits = self._forward()
+
+
+def model_storage(model: nn.Module) -> list[tuple]:
+    """Where and how every parameter and buffer of ``model`` is stored (a recorded graph reads
+    them at these addresses)."""
+    return storage_fingerprint([*model.parameters(), *model.buffers()])

@@ -310,8 +310,8 @@ class Scheduler:
         """``cache``'s contents in a cache with room for the rows' remaining tokens."""
         budget = max(r.params.max_new_tokens - len(r.generated) for r in rows)
         roomy = StaticKVCache.for_model(self.engine.model, len(rows), max_len=cache.offset + budget)
-        roomy.k[..., : cache.offset, :] = cache.k[..., : cache.offset, :]
-        roomy.v[..., : cache.offset, :] = cache.v[..., : cache.offset, :]
+        for dst, src in zip(roomy.k + roomy.v, cache.k + cache.v, strict=True):  # (B, heads, slots, d)
+            dst[:, :, : cache.offset] = src[:, :, : cache.offset]
         roomy.offset = cache.offset
         return roomy
 
@@ -330,10 +330,10 @@ class Scheduler:
         budget = max(r.params.max_new_tokens - len(r.generated) for r in everyone)
         merged = StaticKVCache.for_model(self.engine.model, len(everyone), max_len=width + budget)
         n_old = len(batch.rows)
-        for src, dst in ((old.k, merged.k), (old.v, merged.v)):  # (layers, B, heads, slots, d)
-            dst[:, :n_old, :, width - w_old : width] = src[:, :, :, :w_old]
-        for src, dst in ((cache.k, merged.k), (cache.v, merged.v)):
-            dst[:, n_old:, :, width - w_new : width] = src[:, :, :, :w_new]
+        for dst, src_old, src_new in zip(merged.k + merged.v, old.k + old.v, cache.k + cache.v,
+                                         strict=True):  # fmt: skip  # each (B, heads, slots, d)
+            dst[:n_old, :, width - w_old : width] = src_old[:, :, :w_old]
+            dst[n_old:, :, width - w_new : width] = src_new[:, :, :w_new]
         merged.offset = width
         mask = torch.zeros(len(everyone), width, dtype=torch.bool, device=logits.device)
         mask[:n_old, width - w_old :] = True if batch.key_mask is None else batch.key_mask
