@@ -19,6 +19,7 @@ for every new token. `Engine` produces the same tokens (greedy) far faster:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from torch import nn
 
 from buildlm.infer.beam_search import beam_search
 from buildlm.infer.detokenize import IncrementalDetokenizer
+from buildlm.infer.float32_matmuls import float32_matmuls
 from buildlm.infer.kvcache import StaticKVCache
 from buildlm.infer.processors import build_processors
 from buildlm.infer.static_decode import StaticDecodeStep, model_storage
@@ -327,12 +329,11 @@ class Engine:
             if static is not None:
                 logits = static(nxt)
             elif key_mask is None:  # no row is padded: positions follow from the cache offset
-                logits = self._logits(self._decode_hidden(nxt[:, None], cache)[:, -1])
+                logits = self._decode_logits(nxt, cache)
             else:
                 key_mask = torch.cat([key_mask, key_mask.new_ones(len(rows), 1)], dim=1)
                 positions = positions + 1
-                hidden = self._decode_hidden(nxt[:, None], cache, positions, key_mask)
-                logits = self._logits(hidden[:, -1])
+                logits = self._decode_logits(nxt, cache, positions, key_mask)
             self._sync()
             self.stats.decode_s += time.perf_counter() - t0
             self.stats.decode_steps += 1
@@ -363,12 +364,13 @@ class Engine:
         # Each row counts positions from its first real token; pads sit at position 0 (masked).
         positions = (key_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, width)
         cache.reset()
-        if all(len(s) == width for s in seqs):  # no padding: the plain causal path is faster
-            hidden = self.model.hidden_states(ids, cache)
-            key_mask = None
-        else:
-            hidden = self.model.hidden_states(ids, cache, positions, key_mask)
-        logits = self._logits(hidden[:, -1])  # only the last position's logits are needed
+        with self._matmuls(rows=ids.numel()):
+            if all(len(s) == width for s in seqs):  # no padding: the plain causal path is faster
+                hidden = self.model.hidden_states(ids, cache)
+                key_mask = None
+            else:
+                hidden = self.model.hidden_states(ids, cache, positions, key_mask)
+            logits = self._logits(hidden[:, -1])  # only the last position's logits are needed
         if static is not None:
             static.start(key_mask, positions[:, -1:])
         self._sync()
@@ -392,6 +394,28 @@ class Engine:
             step = StaticDecodeStep(self.model, cache, compile=self.compile)
             self._static_steps[key] = step
         return step
+
+    def _decode_logits(
+        self,
+        tokens: torch.Tensor,
+        cache: StaticKVCache,
+        positions: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One growing-cache decode step: tokens (B,) -> float32 logits (B, V).
+
+        ``positions`` (B, 1) and ``key_mask`` (B, offset + 1) as for a padded batch (see
+        `buildlm.model.GPT.forward`); both None when no row is padded.
+        """
+        with self._matmuls(rows=len(tokens)):
+            hidden = self._decode_hidden(tokens[:, None], cache, positions, key_mask)
+            return self._logits(hidden[:, -1])
+
+    def _matmuls(self, rows: int) -> contextlib.AbstractContextManager:
+        """How a pass over ``rows`` token rows multiplies (`buildlm.infer.float32_matmuls`)."""
+        if self.compile:  # the compiler picks its own kernels
+            return contextlib.nullcontext()
+        return float32_matmuls(self.model, rows)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Last-position hidden states (B, d_model) -> float32 logits (B, V)."""

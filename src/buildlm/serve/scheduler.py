@@ -399,11 +399,10 @@ class Scheduler:
             return
         batch.positions = batch.positions + 1  # each row's next token sits one position on
         if batch.key_mask is None:  # no row is padded: positions follow from the cache offset
-            hidden = engine._decode_hidden(nxt[:, None], batch.cache)
+            batch.logits = engine._decode_logits(nxt, batch.cache)
         else:
             ones = batch.key_mask.new_ones(len(rows), 1)
             batch.key_mask = torch.cat([batch.key_mask, ones], dim=1)
-            hidden = engine._decode_hidden(
-                nxt[:, None], batch.cache, batch.positions, batch.key_mask
+            batch.logits = engine._decode_logits(
+                nxt, batch.cache, batch.positions, batch.key_mask
             )
-        batch.logits = engine._logits(hidden[:, -1])
