@@ -55,17 +55,22 @@ def test_batch_of_different_lengths_equals_each_prompt_alone(family, make_model)
         assert out.finish_reason == "length" and out.prompt_ids == prompt
 
 
-def test_compiled_decode_step_gives_the_eager_tokens(make_model):
-    """``Engine(compile=True)``: the decode step through torch.compile, padded and unpadded."""
+@pytest.mark.parametrize("static_decode", [None, True])
+def test_compiled_decode_step_gives_the_eager_tokens(make_model, static_decode):
+    """``Engine(compile=True)``: the decode step through torch.compile, padded and unpadded;
+    on the CPU by default the growing-cache step (dynamic shapes), or the fixed-shape one."""
     model = make_model("llama")
     eager = Engine(model)
-    compiled = Engine(model, compile=True)
+    compiled = Engine(model, compile=True, static_decode=static_decode)
     for prompts in ([[1, 2, 3], [5, 6, 7, 8, 9, 10, 11]], [[4, 8, 15], [16, 23, 42]]):
         want = eager.generate(prompts, max_new_tokens=12, temperature=0, stop_token_ids=())
         got = compiled.generate(prompts, max_new_tokens=12, temperature=0, stop_token_ids=())
         assert [c.token_ids for c in got] == [c.token_ids for c in want]
-    steps = list(compiled._static_steps.values())  # really the compiled fixed-shape step
-    assert steps and all(step._forward != step._logits for step in steps)
+    steps = list(compiled._static_steps.values())
+    if static_decode:  # really the compiled fixed-shape step
+        assert steps and all(step._forward != step._logits for step in steps)
+    else:  # really the compiled growing-cache step
+        assert not steps and compiled._decode_hidden != model.hidden_states
 
 
 def test_generation_past_the_context_slides_the_window(make_model):

@@ -136,12 +136,13 @@ class Engine:
     ``truncate_prompts=True`` keeps the last tokens of a prompt longer than the context instead
     of raising.
 
-    ``static_decode`` (default: on a GPU, or when compiling) runs the one-token decode steps
-    with fixed shapes (`buildlm.infer.static_decode`), replayed as a CUDA graph on a GPU: the
-    cache is sized in blocks of `STATIC_CACHE_BLOCK` positions and attention reads all of it
-    under a mask. ``compile=True`` also runs that step through ``torch.compile`` (with
-    ``static_decode=False``, the growing-cache step, with dynamic shapes). Recorded steps are
-    kept for the next calls of the same batch size and cache size.
+    ``static_decode`` (default: on a GPU) runs the one-token decode steps with fixed shapes
+    (`buildlm.infer.static_decode`), replayed as a CUDA graph on a GPU: the cache is sized in
+    blocks of `STATIC_CACHE_BLOCK` positions and attention reads all of it under a mask.
+    ``compile=True`` also runs that step through ``torch.compile`` (with ``static_decode=False``,
+    the CPU's default, the growing-cache step, with dynamic shapes: without graphs to record,
+    fixed shapes only make attention read empty slots). Recorded steps are kept for the next
+    calls of the same batch size and cache size.
 
     ``arrange_weights`` (default: on the CPU) re-lays the model's weights out in memory for
     batch-1 decoding with `buildlm.infer.weight_layout.arrange_for_decoding`: every matrix in the
@@ -165,7 +166,7 @@ class Engine:
         self.context_length = model.config.context_length
         self.compile = compile
         if static_decode is None:
-            static_decode = compile or self.device.type == "cuda"
+            static_decode = self.device.type == "cuda"
         self.static_decode = static_decode
         self._static_steps: dict[tuple[int, int], StaticDecodeStep] = {}
         # The growing-cache decode step (static_decode=False, and the server's scheduler, whose
