@@ -173,12 +173,7 @@ def main() -> None:
         dtype = DTYPES[name]
         hf.to(dtype)
         ours.to(dtype)
-        if device.type == "cuda":
-            measure = lambda: gpu_bandwidths(16384 if not args.tiny else 1024, dtype)  # noqa: E731
-            plain_name = "matvec (out, in)"
-        else:
-            measure = lambda: matvec_bandwidths(bw_n, dtype)  # noqa: E731
-            plain_name = "(out, in), ordinary pages"
+        plain_name = "matvec (out, in)" if device.type == "cuda" else "(out, in), ordinary pages"
         # The machine's speed drifts (other tenants): the bandwidth is measured again before
         # every round of runs and each kind keeps its best, as each engine keeps its best time.
         bandwidths: dict[str, float] = {}
@@ -189,7 +184,11 @@ def main() -> None:
             decode_rate = dict.fromkeys(ours_engines, 0.0)
             outs = {}
             for _ in range(args.repeats):
-                for variant, bandwidth in measure().items():
+                if device.type == "cuda":
+                    measured = gpu_bandwidths(16384 if not args.tiny else 1024, dtype)
+                else:
+                    measured = matvec_bandwidths(bw_n, dtype)
+                for variant, bandwidth in measured.items():
                     bandwidths[variant] = max(bandwidths.get(variant, 0.0), bandwidth)
                 t, outs["HF"] = timed(
                     lambda ids=ids: hf.generate(
