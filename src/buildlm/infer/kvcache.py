@@ -8,10 +8,11 @@ step costs one pass over the weights plus a read of the cache.
 
 `StaticKVCache` preallocates, for every layer, a (B, n_kv_heads, max_len, head_dim) tensor for
 keys and one for values (a tensor of its own per layer: written in place through slices of one
-big tensor, ``torch.compile`` would copy all of it at every step), and writes each step's keys/values into the next free slots. Nothing
-is reallocated or concatenated while decoding (``torch.cat`` per step would copy the whole cache
-every time), and the tensors keep fixed shapes, which is what CUDA graphs need. With grouped-
-query attention only the ``n_kv_heads`` shared heads are stored: that is GQA's memory saving.
+big tensor, ``torch.compile`` would copy all of it at every step), and writes each step's
+keys/values into the next free slots. Nothing is reallocated or concatenated while decoding
+(``torch.cat`` per step would copy the whole cache every time), and the tensors keep fixed
+shapes, which is what CUDA graphs need. With grouped-query attention only the ``n_kv_heads``
+shared heads are stored: that is GQA's memory saving.
 
 The model talks to it through the `buildlm.model.attention.KVCache` protocol: ``offset`` (how
 many positions are cached) and ``update(layer, k, v)``.
