@@ -143,7 +143,10 @@ def test_max_prompt_tokens_caps_the_prompt_too():
 
 def test_a_question_too_long_for_the_context_is_a_one_line_error():
     tokenize = tokenize_with("plain")
-    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": sentence(3, 150)}]
+    msgs = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": sentence(3, 150)},
+    ]
     with pytest.raises(ConversationTooLong, match="shorten the message") as info:
         fit_conversation(msgs, tokenize, 128, 64)
     assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
@@ -157,7 +160,9 @@ def test_a_reply_before_any_question_is_a_turn_of_its_own():
     fitted = fit_conversation(msgs, tokenize, 128, 32)
     assert greeting not in fitted.messages
     assert fitted.messages[0]["role"] == "system" and fitted.messages[-1] == msgs[-1]
-    assert fitted.dropped_turns >= 1 and fitted.dropped_messages == 1 + 2 * (fitted.dropped_turns - 1)
+    assert fitted.dropped_turns >= 1 and fitted.dropped_messages == 1 + 2 * (
+        fitted.dropped_turns - 1
+    )
 
 
 def test_without_a_user_message_nothing_is_dropped():
