@@ -19,6 +19,12 @@ text the scheduler sends back and writes them out, so the event loop never runs 
 thousand idle connections cost almost nothing. If the client disconnects, the handler cancels
 its ticket and its rows leave the batch at the next step.
 
+A chat request may set ``"trim_history": true`` (a buildlm extension, which the chat page
+sends): instead of a 400 ``context_length_exceeded``, the oldest turns that do not fit the
+context are left out (`prompts`), and the answer says how many messages were: a
+``dropped_messages`` field in the ``chat.completion`` object or in the first chunk of a stream,
+and the header ``X-Dropped-Messages`` on both.
+
 Bind to ``127.0.0.1`` (the default of ``buildlm serve``) unless you mean to expose the model;
 ``api_key`` then makes every ``/v1`` request carry ``Authorization: Bearer <key>``.
 """
@@ -165,7 +171,12 @@ def create_app(
             ticket = scheduler.submit(work.prompts, work.params, work.prompt_tokens)
         except ValueError as err:
             raise APIError(400, str(err)) from None
-        builder = ResponseBuilder(model_name, chat)
+        extra: dict[str, Any] = {}
+        headers: dict[str, str] = {}
+        if work.dropped_messages is not None:
+            extra["dropped_messages"] = work.dropped_messages
+            headers["X-Dropped-Messages"] = str(work.dropped_messages)
+        builder = ResponseBuilder(model_name, chat, extra)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             events = _stream(ticket, builder, len(work.prompts), include_usage)
@@ -175,9 +186,9 @@ def create_app(
             return StreamingResponse(
                 events,
                 media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
             )
-        return await _whole(request, ticket, builder, len(work.prompts))
+        return await _whole(request, ticket, builder, len(work.prompts), headers)
 
     # --- routes ---
 
@@ -268,7 +279,7 @@ async def _stream(
 
 
 async def _whole(
-    request: Request, ticket: Ticket, builder: ResponseBuilder, n: int
+    request: Request, ticket: Ticket, builder: ResponseBuilder, n: int, headers: dict[str, str]
 ) -> JSONResponse:
     """Collect every piece, then answer once; a client that leaves meanwhile cancels it."""
     texts = [""] * n
@@ -281,7 +292,7 @@ async def _whole(
                 raise APIError(500, event.message)
             if isinstance(event, Done):
                 body = builder.full(texts, reasons, event.prompt_tokens, event.completion_tokens)
-                return JSONResponse(body)
+                return JSONResponse(body, headers=headers)
             for piece in event:
                 texts[piece.index] += piece.text
                 if piece.finish_reason is not None:

@@ -9,6 +9,14 @@ tokenizer): the conversation becomes one prompt string ending with the assistant
 generation stops at the format's end-of-turn token (and, for the plain transcript format, at
 ``"\\nUser:"``, where a base model would start writing the user's next line).
 
+A conversation longer than the context gets OpenAI's answer, a 400 with ``code:
+"context_length_exceeded"``, unless the request sets ``"trim_history": true`` (a buildlm
+extension, what the chat page sends): then the oldest whole turns are left out until the prompt
+leaves room for a reply (`buildlm.infer.conversation.fit_conversation`, the rule ``buildlm
+chat`` uses: the system messages and the newest user message stay), ``max_tokens`` is capped at
+the room the prompt leaves, and the response says how many messages were left out
+(``dropped_messages``; see `buildlm.serve.app`).
+
 With ``n > 1`` and a ``seed``, choice ``i`` samples with ``seed + i``: the same seed for every
 choice would give ``n`` identical answers. Choice 0 uses the seed itself, so ``n=1`` requests
 match ``Engine.generate(..., seed=seed)`` exactly.
@@ -16,10 +24,12 @@ match ``Engine.generate(..., seed=seed)`` exactly.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from buildlm.infer.chat_format import ChatFormat
+from buildlm.infer.conversation import ConversationTooLong, fit_conversation
 from buildlm.infer.engine import SamplingParams
 from buildlm.serve.errors import APIError
 from buildlm.serve.limits import ServeLimits
@@ -43,6 +53,7 @@ class Work:
     prompts: list[list[int]]  # one id list per row (prompt-major: prompt 0's n choices first)
     params: list[SamplingParams]
     prompt_tokens: int
+    dropped_messages: int | None = None  # with ``trim_history``: messages left out to fit
 
 
 def encode(tokenizer: Any, text: str) -> list[int]:
@@ -141,15 +152,43 @@ def chat_work(
     context_length: int, vocab_size: int,
 ) -> Work:  # fmt: skip
     """Render the conversation, tokenize it, and one row per choice."""
-    prompt = render_chat(fmt, req.messages, add_generation_prompt=True)
-    ids = encode(tokenizer, prompt)
-    check_prompt(ids, limits, context_length, vocab_size, "messages")
     stop_ids: tuple[int, ...] | None = None  # the tokenizer's end-of-text
     if fmt.end_of_turn is not None:
         stop_ids = (tokenizer.special_tokens[fmt.end_of_turn],)
     stop = list(fmt.stop_strings) + req.stop_list
+    if req.trim_history:
+        params = sampling_params(req, limits, stop, stop_ids)
+        return trimmed_chat_work(req, tokenizer, fmt, limits, context_length, vocab_size, params)
+    prompt = render_chat(fmt, req.messages, add_generation_prompt=True)
+    ids = encode(tokenizer, prompt)
+    check_prompt(ids, limits, context_length, vocab_size, "messages")
     params = sampling_params(req, limits, stop, stop_ids)
     return Work([ids] * req.n, params, len(ids))
+
+
+def trimmed_chat_work(
+    req: ChatCompletionRequest, tokenizer: Any, fmt: ChatFormat, limits: ServeLimits,
+    context_length: int, vocab_size: int, params: list[SamplingParams],
+) -> Work:  # fmt: skip
+    """``trim_history``: the oldest turns that do not fit are left out, ``max_tokens`` capped."""
+
+    def tokenize(messages: list[dict[str, str]]) -> list[int]:
+        try:
+            return encode(tokenizer, fmt.render(messages, add_generation_prompt=True))
+        except ValueError as err:
+            raise APIError(400, str(err), param="messages") from None
+
+    try:
+        fitted = fit_conversation(
+            [m.as_dict() for m in req.messages], tokenize, context_length,
+            params[0].max_new_tokens, max_prompt_tokens=limits.max_prompt_tokens,
+        )  # fmt: skip
+    except ConversationTooLong as err:
+        raise APIError(400, str(err), param="messages", code="context_length_exceeded") from None
+    ids = fitted.prompt_ids
+    check_prompt(ids, limits, context_length, vocab_size, "messages")
+    params = [dataclasses.replace(p, max_new_tokens=fitted.max_new_tokens) for p in params]
+    return Work([ids] * req.n, params, len(ids), fitted.dropped_messages)
 
 
 def completion_work(

@@ -12,6 +12,9 @@ Two endpoints, each in two forms:
 Streams use server-sent events: each chunk is a line ``data: {json}`` followed by a blank
 line, and the stream ends with ``data: [DONE]``. ``stream_options.include_usage`` adds one last
 chunk with empty ``choices`` and the token counts, as OpenAI does.
+
+``extra`` fields (buildlm's extensions, such as ``dropped_messages`` when a chat request asked
+for ``trim_history``) go into the whole answer and into the first chunk of a stream.
 """
 
 from __future__ import annotations
@@ -44,9 +47,10 @@ def sse(obj: Any) -> bytes:
 class ResponseBuilder:
     """Builds the objects of one response; ``chat`` picks the chat or the completions shapes."""
 
-    def __init__(self, model: str, chat: bool) -> None:
+    def __init__(self, model: str, chat: bool, extra: dict[str, Any] | None = None) -> None:
         self.model = model
         self.chat = chat
+        self.extra = dict(extra or {})
         self.id = new_id("chatcmpl" if chat else "cmpl")
         self.created = int(time.time())
 
@@ -74,12 +78,15 @@ class ResponseBuilder:
                 for i, (text, reason) in enumerate(zip(texts, reasons, strict=True))
             ]
             obj = "text_completion"
-        return self._envelope(obj, choices, usage=usage(prompt_tokens, completion_tokens))
+        return self._envelope(
+            obj, choices, usage=usage(prompt_tokens, completion_tokens), **self.extra
+        )
 
     # --- stream chunks ---
 
     def role_chunk(self, n: int) -> dict[str, Any] | None:
-        """The opening chunk of a chat stream: every choice's role (none for completions)."""
+        """The opening chunk of a chat stream: every choice's role, and the ``extra`` fields
+        (none for completions)."""
         if not self.chat:
             return None
         choices = [
@@ -87,7 +94,7 @@ class ResponseBuilder:
              "finish_reason": None}
             for i in range(n)
         ]  # fmt: skip
-        return self._envelope("chat.completion.chunk", choices)
+        return self._envelope("chat.completion.chunk", choices, **self.extra)
 
     def chunk(self, index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
         """New text of one choice; with ``finish_reason`` set, that choice's last chunk."""

@@ -10,7 +10,9 @@ clients that send ``user`` or ``logprobs: false`` keep working. Limits that the 
 set (the largest ``max_tokens``, ``n`` ...) are checked later, in `buildlm.serve.prompts`.
 
 Beyond OpenAI's fields, buildlm accepts ``top_k``, ``min_p``, ``repetition_penalty`` and
-``ignore_eos`` (generate exactly ``max_tokens`` tokens: handy for benchmarks).
+``ignore_eos`` (generate exactly ``max_tokens`` tokens: handy for benchmarks), and, for chat,
+``trim_history`` (drop the oldest turns that do not fit the context instead of answering 400;
+`buildlm.serve.prompts`).
 """
 
 from __future__ import annotations
@@ -95,6 +97,11 @@ class ChatCompletionRequest(_GenerationRequest):
 
     messages: Messages
     max_completion_tokens: int | None = Field(None, ge=1)
+    trim_history: bool = Field(
+        False,
+        description="buildlm extra: leave out the oldest turns that do not fit the context "
+        "(and cap max_tokens at the room left) instead of answering context_length_exceeded",
+    )
 
 
 TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
