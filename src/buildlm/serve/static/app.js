@@ -4,6 +4,10 @@
 //    server-sent events ("data: {json}\n\n" ... "data: [DONE]\n\n"); fetch gives us the body
 //    as a ReadableStream of bytes, which we decode and split at blank lines. Each chunk's
 //    choices[0].delta.content is appended to the reply as it arrives.
+//    A small model's context (128 tokens) fills in a few turns, so the page asks the server to
+//    leave out the oldest turns that do not fit ("trim_history": true, a buildlm extension; the
+//    server also caps max_tokens at the room left). The first chunk says how many messages were
+//    left out (dropped_messages): the page stops sending those and says so once, quietly.
 // 2. Tokens: POST /v1/tokenize shows how text splits into tokens.
 // 3. Attention: POST /v1/attention returns one head's (T x T) weights, drawn on a <canvas>.
 "use strict";
@@ -13,6 +17,9 @@ const $ = (id) => document.getElementById(id);
 const state = {
   model: null,          // the id from GET /v1/models
   messages: [],         // the conversation: {role, content}
+  skip: 0,              // how many of them the server left out to fit the context
+  toldDropped: false,   // the "older turns left out" note is shown once per conversation
+  contextLength: null,  // the model's context, from GET /v1/models
   lastReply: "",
   controller: null,     // AbortController of the reply being streamed
   attention: null,      // the last /v1/attention answer
@@ -88,9 +95,24 @@ function addMessage(role, text) {
   return div;
 }
 
+// What the model reads: the system message and the turns the server has not left out.
 function conversation() {
   const system = $("system").value.trim();
-  return (system ? [{ role: "system", content: system }] : []).concat(state.messages);
+  return (system ? [{ role: "system", content: system }] : []).concat(state.messages.slice(state.skip));
+}
+
+// The server left the oldest `dropped` messages out: stop sending them, and say so once, above
+// the question that first went without them (`anchor`).
+function noteDropped(dropped, anchor) {
+  if (!dropped) return;
+  state.skip += dropped;
+  if (state.toldDropped) return;
+  state.toldDropped = true;
+  const note = document.createElement("p");
+  note.id = "trim-note";
+  note.className = "note";
+  note.textContent = `Older turns are left out to fit the model's ${state.contextLength}-token context.`;
+  $("messages").insertBefore(note, anchor);
 }
 
 function samplingSettings() {
@@ -106,7 +128,7 @@ function samplingSettings() {
 
 async function send(text) {
   state.messages.push({ role: "user", content: text });
-  addMessage("user", text);
+  const question = addMessage("user", text);
   const bubble = addMessage("assistant", "");
   bubble.classList.add("streaming");
   bubble.dataset.chunks = "0";
@@ -117,16 +139,21 @@ async function send(text) {
   setStatus("generating…");
   let reply = "";
   let finish = null;
+  let failed = false;
   try {
     const response = await fetch("/v1/chat/completions", {
       method: "POST",
       headers: headers(),
       signal: state.controller.signal,
-      body: JSON.stringify({ model: state.model, messages: conversation(), stream: true, ...samplingSettings() }),
+      body: JSON.stringify({
+        model: state.model, messages: conversation(), stream: true, trim_history: true,
+        ...samplingSettings(),
+      }),
     });
     if (!response.ok) throw new Error(await errorMessage(response));
     for await (const chunk of readEvents(response)) {
       if (chunk.error) throw new Error(chunk.error.message);
+      if (chunk.dropped_messages !== undefined) noteDropped(chunk.dropped_messages, question);
       const choice = chunk.choices[0];
       if (!choice) continue;
       if (choice.delta && choice.delta.content) {
@@ -143,6 +170,7 @@ async function send(text) {
       finish = "stopped";
       setStatus("stopped");
     } else {
+      failed = true;
       bubble.classList.add("error");
       textEl.textContent = reply + (reply ? "\n" : "") + "error: " + err.message;
       setStatus(err.message, true);
@@ -158,7 +186,11 @@ async function send(text) {
     $("stop").disabled = true;
     state.controller = null;
   }
-  state.messages.push({ role: "assistant", content: reply });
+  if (failed) {
+    state.messages.pop(); // a question that got no answer is not part of the conversation
+  } else {
+    state.messages.push({ role: "assistant", content: reply });
+  }
   state.lastReply = reply;
   await Promise.allSettled([showTokens(), showAttention()]);
 }
@@ -297,12 +329,14 @@ async function loadModel() {
     if (!response.ok) throw new Error(await errorMessage(response));
     const card = (await response.json()).data[0];
     state.model = card.id;
+    state.contextLength = card.context_length;
     $("model-name").textContent = `${card.id} · ${card.n_layers} layers × ${card.n_heads} heads · context ${card.context_length}`;
     fillSelect($("layer"), card.n_layers);
     fillSelect($("head"), card.n_heads);
     setStatus("ready");
     document.body.dataset.ready = "true";
   } catch (err) {
+    $("model-name").textContent = "no model";
     setStatus("cannot load the model: " + err.message, true);
   }
 }
@@ -323,6 +357,8 @@ $("prompt").addEventListener("keydown", (event) => {
 $("stop").addEventListener("click", () => state.controller?.abort());
 $("reset").addEventListener("click", () => {
   state.messages = [];
+  state.skip = 0;
+  state.toldDropped = false;
   state.lastReply = "";
   state.attention = null;
   $("messages").replaceChildren();
