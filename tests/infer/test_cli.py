@@ -62,6 +62,16 @@ def test_chat_keeps_history_and_resets(checkpoint):
     assert "chat format: plain" in proc.stderr and "reset" in proc.stderr
 
 
+def test_chat_refuses_a_message_too_long_for_the_context_and_goes_on(checkpoint):
+    args = ["chat", "--model", checkpoint, "--max-new-tokens", "8", "--temperature", "0"]
+    too_long = "I had always thought Jack Gisburn rather a cheap genius. " * 10  # > 64 tokens
+    proc = run(*args, stdin=f"{too_long}\nHello\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "(not sent: " in proc.stderr and "shorten the message" in proc.stderr
+    assert len(proc.stdout.splitlines()) == 1  # the short message got its reply
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
