@@ -141,3 +141,17 @@ def test_trim_history_must_be_a_boolean(http, model_name):
     body = {"model": model_name, "messages": conversation(0), "trim_history": "yes"}
     response = http.post("/v1/chat/completions", json=body)
     assert response.status_code == 400 and "trim_history" in response.text
+
+
+def test_the_openai_client_asks_through_extra_body(server, model_name):
+    import openai
+
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="-", max_retries=0, timeout=60)
+    messages = conversation(5)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=model_name, messages=messages, max_tokens=8)
+    assert info.value.code == "context_length_exceeded"
+    answer = client.chat.completions.create(
+        model=model_name, messages=messages, max_tokens=8, extra_body={"trim_history": True}
+    )
+    assert answer.model_extra["dropped_messages"] > 0 and answer.choices[0].message.content
