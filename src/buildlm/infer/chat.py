@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from buildlm.cli_parser import Parser
 from buildlm.infer.chat_format import chat_format_for
 from buildlm.infer.cli_args import (
     add_model_args,
@@ -21,7 +22,7 @@ from buildlm.infer.cli_args import (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="buildlm chat", description=__doc__.splitlines()[0])
+    parser = Parser(prog="buildlm chat", description=__doc__.splitlines()[0])
     add_model_args(parser)
     add_sampling_args(parser, max_new_tokens=256)
     parser.add_argument("--system", default=None, help="a system message to start with")

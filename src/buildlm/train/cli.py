@@ -113,13 +113,14 @@ def build_parser():
 
 
 def main(argv: list[str]) -> None:
+    from buildlm.cli_parser import underscore_flags
     from buildlm.train import checkpoint as ckpt
     from buildlm.train.bundled_configs import resolve_config_args
     from buildlm.train.config import DataConfig, TokenizerConfig, TrainConfig
     from buildlm.train.distributed import launched_by_torchrun
     from buildlm.train.run import model_args_class, run_training
 
-    nproc, argv = _take_nproc(resolve_config_args(argv))
+    nproc, argv = _take_nproc(resolve_config_args(underscore_flags(argv)))
     if nproc is not None and nproc > 1 and not launched_by_torchrun():
         code = launch_torchrun(nproc, argv)
         if code:

@@ -108,12 +108,13 @@ def build_parser(task: str):
 
 def parse(task: str, argv: list[str]):
     """(model, data, train, lora, task config, out) from the command line."""
+    from buildlm.cli_parser import underscore_flags
     from buildlm.model.lora import LoRAConfig
     from buildlm.train.bundled_configs import resolve_config_args
     from buildlm.train.config import TrainConfig
     from buildlm.train.finetune import FinetuneData
 
-    cfg = build_parser(task).parse_args(resolve_config_args(argv, "finetune"))
+    cfg = build_parser(task).parse_args(resolve_config_args(underscore_flags(argv), "finetune"))
     data = FinetuneData(**{k: getattr(cfg, k) for k in FinetuneData.__dataclass_fields__})
     train = TrainConfig(**vars(cfg.train))
     lora = LoRAConfig(**vars(cfg.lora))
