@@ -46,6 +46,7 @@ def all_parsers():
 @pytest.mark.parametrize(("prog", "parser"), list(all_parsers()), ids=lambda x: x if isinstance(x, str) else "")
 def test_every_option_is_dashed_shows_its_default_and_takes_underscores(prog, parser):
     assert isinstance(parser, Parser), f"{prog} does not use buildlm.cli_parser.Parser"
+    assert "usage:" in parser.format_help()  # the help formats (a stray % would raise here)
     for action in parser._actions:
         for option in (o for o in action.option_strings if o.startswith("--")):
             assert "_" not in option, f"{prog}: {option} is documented with an underscore"
