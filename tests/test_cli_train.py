@@ -89,12 +89,12 @@ def test_prepare_train_resume_generate(tmp_path):
 
 def test_yaml_config_with_overrides(tmp_path):
     out = buildlm(
-        "train", "--config", REPO / "configs" / "verdict-tiny.yaml", *TINY, "--train.max_steps", "2",
+        "train", "--config", "verdict-tiny", *TINY, "--train.max_steps", "2",
         "--train.eval_interval", "2", "--tokenizer.vocab_size", "280", "--train.out_dir", tmp_path / "runs",
         cwd=tmp_path,
     ).stdout
     assert "trained a BPE tokenizer: vocab 280" in out
-    config = json.loads(next((tmp_path / "runs" / "verdict-tiny" / "checkpoints").glob("step-*/config.json")).read_text())
+    config = json.loads(next((tmp_path / "runs").glob("*/checkpoints/step-*/config.json")).read_text())
     assert config["train"]["max_steps"] == 2 and config["train"]["sample_prompt"] == "I HAD always thought"
     assert config["model"]["vocab_size"] == 280 and config["data"]["inputs"] == ["the-verdict"]
 
@@ -132,7 +132,7 @@ def test_prepare_errors_are_one_line(tmp_path):
     assert_one_line_error(proc, "nope.json")
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((REPO / "src/buildlm/configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_config_preset_parses(path):
     from buildlm.train.cli import build_parser
     from buildlm.train.config import DataConfig, TokenizerConfig, TrainConfig

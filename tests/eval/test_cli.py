@@ -60,7 +60,13 @@ def test_perplexity_and_choice_commands(planted, tmp_path, capsys):
         capsys, "choice", "--model", planted.path, "--data", items, "--device", "cpu", "--json"
     )
     assert code == 0, stderr
-    assert json.loads(stdout) == {"acc": 1.0, "acc_norm": 1.0, "n": len(planted.items)}
+    got = json.loads(stdout)
+    # guessing: the six items have 4, 3, 4, 4, 2 and 3 endings
+    chance = (1 / 4 + 1 / 3 + 1 / 4 + 1 / 4 + 1 / 2 + 1 / 3) / 6
+    assert got == {"acc": 1.0, "acc_norm": 1.0, "n": len(planted.items), "chance": pytest.approx(chance)}
+    code, stdout, stderr = run_here(capsys, "choice", "--model", planted.path, "--data", items, "--device", "cpu")
+    assert code == 0, stderr
+    assert stdout.strip().endswith(f"| {len(planted.items)} items | chance {chance:.4f} (guessing)")
 
 
 def test_report_compares_models(planted, hf_text_model, tmp_path):

@@ -24,7 +24,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_presets_parse(task):
     from buildlm.train.finetune_cli import parse
 
-    model, data, train, lora, config, out = parse(task, ["--config", str(ROOT / f"configs/finetune/{task}.yaml"), "--model", "m"])
+    model, data, train, lora, config, out = parse(task, ["--config", str(ROOT / f"src/buildlm/configs/finetune/{task}.yaml"), "--model", "m"])
     assert model == "m" and data.data and train.time_budget_s is None and lora.rank == 0
     assert type(config).__name__.lower().startswith(task[:3])
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from buildlm.cli_parser import Parser
 from buildlm.data.corpora import list_corpora
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="buildlm prepare",
         description=(
             "Tokenize text into train.bin / val.bin (flat uint16 or uint32 token ids) plus "

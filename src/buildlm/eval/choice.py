@@ -51,11 +51,16 @@ class ChoiceItem:
 
 @dataclass
 class ChoiceResult:
-    """Accuracies over ``n`` items, and every ending's summed log-probability (nats)."""
+    """Accuracies over ``n`` items, and every ending's summed log-probability (nats).
+
+    ``chance`` is what guessing scores: the mean over items of 1 / (number of endings), 0.25 on
+    four endings each. An accuracy is only worth something above it.
+    """
 
     acc: float
     acc_norm: float
     n: int
+    chance: float
     logprobs: list[list[float]] = field(default_factory=list, repr=False)
     predictions: list[int] = field(default_factory=list, repr=False)
     predictions_norm: list[int] = field(default_factory=list, repr=False)
@@ -167,4 +172,5 @@ def score_choices(
     n = len(items)
     acc = sum(p == item.label for p, item in zip(predictions, items, strict=True)) / n
     acc_norm = sum(p == item.label for p, item in zip(predictions_norm, items, strict=True)) / n
-    return ChoiceResult(acc, acc_norm, n, logprobs, predictions, predictions_norm)
+    chance = sum(1 / len(item.endings) for item in items) / n
+    return ChoiceResult(acc, acc_norm, n, chance, logprobs, predictions, predictions_norm)

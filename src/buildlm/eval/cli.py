@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from buildlm.cli_parser import Parser
+
 SUBCOMMANDS = ("perplexity", "choice", "report", "harness")
 
 
@@ -23,7 +25,7 @@ def _device_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="buildlm eval", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="buildlm eval", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
 
     p = sub.add_parser("perplexity", help="sliding-window loss, perplexity and bits per byte")
@@ -126,9 +128,12 @@ def _choice(args: argparse.Namespace) -> None:
     model, tokenizer = _load(args)
     result = score_choices(model, tokenizer, items, args.batch_size, progress=not args.json)
     if args.json:
-        print(json.dumps({"acc": result.acc, "acc_norm": result.acc_norm, "n": result.n}))
+        print(json.dumps({"acc": result.acc, "acc_norm": result.acc_norm, "n": result.n, "chance": result.chance}))
         return
-    print(f"acc {result.acc:.4f} | acc_norm {result.acc_norm:.4f} | {result.n} items")
+    print(
+        f"acc {result.acc:.4f} | acc_norm {result.acc_norm:.4f} | {result.n} items | "
+        f"chance {result.chance:.4f} (guessing)"
+    )
 
 
 def _report(args: argparse.Namespace) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from buildlm.atomic import atomic_folder
+from buildlm.cli_parser import Parser
 from buildlm.hub.hf_config import model_type_of, read_hf_config
 from buildlm.hub.load import load_hf
 from buildlm.hub.save import save_hf
@@ -67,7 +68,7 @@ def checkpoint_to_hf(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="buildlm convert",
         description="Convert between Hugging Face model folders and buildlm checkpoints.",
         epilog="examples: buildlm convert --from hf ./gpt2 --out ./gpt2-buildlm | "

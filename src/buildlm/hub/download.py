@@ -14,6 +14,8 @@ import argparse
 import os
 from pathlib import Path
 
+from buildlm.cli_parser import Parser
+
 _METADATA = ["config.json", "generation_config.json", "tokenizer*", "vocab.json", "merges.txt"]
 _SAFETENSORS = ["*.safetensors", "*.safetensors.index.json"]
 _PYTORCH = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
@@ -53,7 +55,7 @@ def download(repo_id: str, out: str | os.PathLike, revision: str | None = None) 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="buildlm download",
         description="Download a model (config, weights, tokenizer) from the Hugging Face Hub.",
     )

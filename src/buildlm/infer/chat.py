@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import sys
 
+from buildlm.cli_parser import Parser
 from buildlm.infer.chat_format import ChatFormat, chat_format_for
 from buildlm.infer.cli_args import (
     add_model_args,
@@ -38,7 +39,7 @@ DEFAULT_MAX_NEW_TOKENS = 256
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="buildlm chat", description=__doc__.splitlines()[0])
+    parser = Parser(prog="buildlm chat", description=__doc__.splitlines()[0])
     add_model_args(parser)
     add_sampling_args(parser, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
     parser.add_argument("--system", default=None, help="a system message to start with")

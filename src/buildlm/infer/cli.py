@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from buildlm.cli_parser import Parser
 from buildlm.infer.cli_args import (
     add_model_args,
     add_sampling_args,
@@ -15,7 +16,7 @@ from buildlm.infer.cli_args import (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="buildlm generate",
         description="Generate text from a checkpoint, run or Hugging Face model folder.",
     )

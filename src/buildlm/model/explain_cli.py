@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from buildlm.cli_parser import Parser
 from buildlm.model.config import ModelConfig
 from buildlm.model.explain import next_token_probabilities, trace_model
 from buildlm.model.gpt import GPT
@@ -26,7 +27,7 @@ GPT2_VOCAB_SIZE = 50257
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="buildlm explain",
         description="Print a model stage by stage: tensor shapes, parameters and FLOPs per "
         "token, with totals; with --text, the tokens and the likeliest next tokens.",

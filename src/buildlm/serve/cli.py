@@ -17,11 +17,12 @@ import socket
 import sys
 from pathlib import Path
 
+from buildlm.cli_parser import Parser
 from buildlm.serve.limits import ServeLimits
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="buildlm serve", description=__doc__.splitlines()[0])
+    parser = Parser(prog="buildlm serve", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model", required=True,
         help="a run folder (newest checkpoint), a checkpoint folder or a Hugging Face model folder",

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from buildlm.cli_parser import Parser
 from buildlm.tokenizer.bpe import Tokenizer
 from buildlm.tokenizer.formats import atomic_write_bytes, atomic_write_text, read_text
 from buildlm.tokenizer.patterns import pattern_name
@@ -39,7 +40,7 @@ def load_tokenizer(spec: str) -> Tokenizer:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="buildlm tokenizer",
         description="Train a byte-level BPE tokenizer, encode text to ids, decode ids to text.",
     )

@@ -10,9 +10,11 @@ import argparse
 import json
 import sys
 
+from buildlm.cli_parser import Parser
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="buildlm classify",
         description="Label texts with a classifier trained by `buildlm finetune classify`.",
     )

@@ -1,8 +1,8 @@
 """``buildlm train``: pretrain a GPT. With no arguments, a small model on the bundled Shakespeare.
 
 Settings come from four dataclasses (``--model.*``, ``--train.*``, ``--data.*``,
-``--tokenizer.*``), set from a YAML file (``--config configs/shakespeare-small.yaml``) and/or
-the command line; later flags override earlier ones. ``--print_config`` shows the result as YAML.
+``--tokenizer.*``), set from a YAML file (``--config my.yaml``, or a bundled one by name:
+``--config verdict-tiny``, see ``buildlm.train.bundled_configs``) and/or the command line; later flags override earlier ones. ``--print_config`` shows the result as YAML.
 ``--resume RUN_OR_CHECKPOINT`` continues a run with its saved settings.
 
 Data-parallel training: ``torchrun --nproc-per-node N -m buildlm train ...`` (any torchrun
@@ -79,6 +79,7 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
 def build_parser():
     from jsonargparse import ActionConfigFile, ArgumentParser
 
+    from buildlm.train.bundled_configs import bundled_names
     from buildlm.train.config import DataConfig, TokenizerConfig, TrainConfig
     from buildlm.train.run import model_args_class
 
@@ -91,7 +92,10 @@ def build_parser():
         ),
         exit_on_error=True,
     )
-    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of settings (see configs/)")
+    parser.add_argument(
+        "--config", action=ActionConfigFile,
+        help="a YAML file of settings, or a bundled one by name: " + ", ".join(bundled_names()),
+    )  # fmt: skip
     parser.add_class_arguments(model_args_class(), "model", instantiate=False)
     parser.add_class_arguments(TrainConfig, "train", instantiate=False)
     parser.add_class_arguments(DataConfig, "data", instantiate=False)
@@ -109,12 +113,14 @@ def build_parser():
 
 
 def main(argv: list[str]) -> None:
+    from buildlm.cli_parser import underscore_flags
     from buildlm.train import checkpoint as ckpt
+    from buildlm.train.bundled_configs import resolve_config_args
     from buildlm.train.config import DataConfig, TokenizerConfig, TrainConfig
     from buildlm.train.distributed import launched_by_torchrun
     from buildlm.train.run import model_args_class, run_training
 
-    nproc, argv = _take_nproc(argv)
+    nproc, argv = _take_nproc(resolve_config_args(underscore_flags(argv)))
     if nproc is not None and nproc > 1 and not launched_by_torchrun():
         code = launch_torchrun(nproc, argv)
         if code:

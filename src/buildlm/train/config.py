@@ -1,7 +1,7 @@
 """The training run's settings as dataclasses: what to train on, with which tokenizer, how.
 
 ``buildlm train`` exposes these (and the model's fields) through jsonargparse, so a YAML file
-under ``configs/`` and command-line flags (``--train.max_steps 100 --model.preset small``) set
+(one of yours, or a bundled one from ``buildlm/configs/`` by name) and command-line flags (``--train.max_steps 100 --model.preset small``) set
 the same fields, and ``--help`` lists them with their defaults. The defaults are the zero-argument
 run: a BPE tokenizer and a small GPT trained on the bundled Shakespeare in about five minutes
 on a two-core CPU.

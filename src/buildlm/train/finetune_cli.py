@@ -7,7 +7,7 @@ a model tuned to preferences (DPO).
     buildlm finetune data NAME DIR          (write a bundled dataset's splits as JSONL)
 
 Like ``buildlm train``, settings are dataclass fields set from a YAML file (``--config
-configs/finetune/instruct.yaml``) and/or flags: ``--train.*`` (the same `TrainConfig`: steps,
+my.yaml``, or a bundled one by name: ``--config instruct``) and/or flags: ``--train.*`` (the same `TrainConfig`: steps,
 batch size, learning rate, ...), ``--lora.*`` (`LoRAConfig`; ``--lora.rank 0`` trains every
 weight) and the task's own group (``--classify.*``, ``--instruct.*``, ``--dpo.*``). ``--model``
 is a buildlm run or checkpoint folder, or a Hugging Face folder (GPT-2, Llama, Qwen).
@@ -81,11 +81,15 @@ def build_parser(task: str):
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     from buildlm.model.lora import LoRAConfig
+    from buildlm.train.bundled_configs import bundled_names
     from buildlm.train.config import TrainConfig
     from buildlm.train.finetune import FinetuneData
 
     parser = ArgumentParser(prog=f"buildlm finetune {task}", description=DESCRIPTIONS[task], exit_on_error=True)
-    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of settings (see configs/finetune/*.yaml)")
+    parser.add_argument(
+        "--config", action=ActionConfigFile,
+        help="a YAML file of settings, or a bundled one by name: " + ", ".join(bundled_names("finetune")),
+    )  # fmt: skip
     parser.add_argument(
         "--model", type=str, required=True,
         help="the starting model: a buildlm run or checkpoint folder, or a Hugging Face model folder",
@@ -104,11 +108,13 @@ def build_parser(task: str):
 
 def parse(task: str, argv: list[str]):
     """(model, data, train, lora, task config, out) from the command line."""
+    from buildlm.cli_parser import underscore_flags
     from buildlm.model.lora import LoRAConfig
+    from buildlm.train.bundled_configs import resolve_config_args
     from buildlm.train.config import TrainConfig
     from buildlm.train.finetune import FinetuneData
 
-    cfg = build_parser(task).parse_args(argv)
+    cfg = build_parser(task).parse_args(resolve_config_args(underscore_flags(argv), "finetune"))
     data = FinetuneData(**{k: getattr(cfg, k) for k in FinetuneData.__dataclass_fields__})
     train = TrainConfig(**vars(cfg.train))
     lora = LoRAConfig(**vars(cfg.lora))
