@@ -64,8 +64,8 @@ def build_report(
     ``data`` or ``choice`` set to ``None`` or ``"none"`` skips that evaluation. Inputs are read
     and checked before any model is loaded, so a typo fails at once.
     """
+    from buildlm.device import resolve_device
     from buildlm.infer.load import load_model
-    from buildlm.train.trainer import resolve_device
 
     if not models:
         raise ValueError("give at least one model folder with --models")

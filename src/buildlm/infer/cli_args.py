@@ -51,8 +51,8 @@ def sampling_params(args: argparse.Namespace, **overrides: Any) -> SamplingParam
 
 def open_engine(args: argparse.Namespace) -> Engine:
     """Load ``--model`` as the flags say and wrap it in an `Engine`."""
+    from buildlm.device import resolve_device
     from buildlm.infer.load import load_model, parse_dtype
-    from buildlm.train.trainer import resolve_device
 
     device = resolve_device(args.device)
     model, tokenizer = load_model(args.model, device, parse_dtype(args.dtype), args.quantize)

@@ -146,11 +146,11 @@ def apply_lora(model: nn.Module, lora: LoRAConfig, also: tuple[str, ...] = ()) -
 
 def prepare_device(train: TrainConfig) -> torch.device:
     """The device to run on; ``train.num_threads`` applied now, before any evaluation runs."""
-    from buildlm.train.trainer import resolve_device
+    from buildlm.device import resolve_device
 
     if train.num_threads:
         torch.set_num_threads(train.num_threads)
-    return resolve_device(train.device)
+    return resolve_device(train.device, "--train.device")
 
 
 def describe_trainable(model: nn.Module) -> str:

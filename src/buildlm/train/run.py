@@ -176,7 +176,7 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
     from buildlm.train.trainer import TrainData, Trainer, resolve_device, seed_everything
 
     # Cheap checks first, so a typo fails before minutes of tokenizing.
-    device = resolve_device(train.device) if dist is None else dist.device
+    device = resolve_device(train.device, "--train.device") if dist is None else dist.device
     build_model_config(model_args, context_length=train.context_length)
     resume_from = None
     if resume is not None:

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from buildlm.data.dataset import RandomWindowBatches
+from buildlm.device import resolve_device
 from buildlm.train import checkpoint as ckpt
 from buildlm.train.activation_checkpointing import enable_activation_checkpointing
 from buildlm.train.config import TrainConfig, to_dict
@@ -56,29 +57,6 @@ from buildlm.train.metrics import (
 )
 from buildlm.train.optim import lr_at, make_optimizer, set_lr
 from buildlm.train.task import Task
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then CPU; an absent device requested by name is an error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device {name!r} was requested but this PyTorch ({torch.__version__}) sees no CUDA GPU; "
-            "use --train.device cpu (or auto)"
-        )
-    if device.type == "mps" and not (
-        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    ):
-        raise ValueError(f"device {name!r} was requested but Apple MPS is not available; use cpu or auto")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) exist")
-    return device
 
 
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -152,7 +130,7 @@ class Trainer:
         self.config = config
         self.dist = dist
         self.is_main = dist is None or dist.is_main
-        self.device = resolve_device(config.device) if dist is None else dist.device
+        self.device = resolve_device(config.device, "--train.device") if dist is None else dist.device
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         if config.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
