@@ -139,12 +139,24 @@ def atomic_folder(
         _fsync_dir(final.parent)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        if err.filename is None:  # a failed write names no file: say which folder
-            raise OSError(err.errno, err.strerror, str(final)) from err
+        named = _final_name(err.filename, tmp, final)
+        if named != err.filename:  # name the folder the user asked for, not our temporary
+            raise OSError(err.errno, err.strerror, named) from err
         raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _final_name(filename: object, tmp: Path, final: Path) -> object:
+    """The path the user knows for an error's ``filename``: ``final`` for none or ``tmp``, and
+    ``final/x`` for ``tmp/x``; any other name is returned as it is."""
+    if filename is None:
+        return str(final)
+    try:
+        return str(final / Path(os.fsdecode(filename)).relative_to(tmp))
+    except (TypeError, ValueError):
+        return filename
 
 
 def _write_list(path: Path, names: Iterable[str]) -> None:
@@ -193,8 +205,9 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp, final)
     except OSError as err:
-        if err.filename is None:  # a failed write names no file: say which one
-            raise OSError(err.errno, err.strerror, str(final)) from err
+        named = _final_name(err.filename, tmp, final)
+        if named != err.filename:  # name the file the user asked for, not our temporary
+            raise OSError(err.errno, err.strerror, named) from err
         raise
     finally:
         tmp.unlink(missing_ok=True)
