@@ -140,7 +140,7 @@ def atomic_folder(
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         named = _final_name(err.filename, tmp, final)
-        if named != err.filename:  # name the folder the user asked for, not our temporary
+        if named != err.filename and err.errno is not None:  # name the folder the user asked for, not our temporary
             raise OSError(err.errno, err.strerror, named) from err
         raise
     except BaseException:
@@ -206,7 +206,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, final)
     except OSError as err:
         named = _final_name(err.filename, tmp, final)
-        if named != err.filename:  # name the file the user asked for, not our temporary
+        if named != err.filename and err.errno is not None:  # name the file the user asked for, not our temporary
             raise OSError(err.errno, err.strerror, named) from err
         raise
     finally:
