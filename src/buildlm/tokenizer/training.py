@@ -87,8 +87,8 @@ def train_bpe(
         )
     if strict and n_merges > (most := max_merges(counts)):
         raise ValueError(
-            f"vocab_size={vocab_size} is more than this text can give: merging every distinct "
-            f"word into one token makes at most {256 + most + len(specials)} tokens; use a "
+            f"vocab_size={vocab_size:,} is more than this text can give: merging every distinct "
+            f"word into one token makes at most {256 + most + len(specials):,} tokens; use a "
             "smaller vocab size or more text"
         )
     return learn_merges(counts, n_merges, progress=progress)
