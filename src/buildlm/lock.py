@@ -207,11 +207,15 @@ def _write(fd: int, info: dict[str, Any]) -> None:
 
 
 def _drop(fd: int, path: str) -> None:
-    """Delete the lock file, then close it (closing drops the flock)."""
-    with contextlib.suppress(OSError):  # while still held: nobody can lock the name meanwhile
-        os.unlink(path)
-    with contextlib.suppress(OSError):
-        os.close(fd)
+    """Delete the lock file, then close it (closing drops the flock).
+
+    Deleting first, while still held, means nobody can take a lock on the name in between.
+    (Windows deletes no open file: there it is closed first.)
+    """
+    steps = (lambda: os.unlink(path), lambda: os.close(fd))
+    for step in steps if fcntl is not None else steps[::-1]:
+        with contextlib.suppress(OSError):
+            step()
 
 
 def folder_lock(folder: str | os.PathLike, hint: str = "", log=None) -> FolderLock:
