@@ -75,6 +75,18 @@ def test_a_live_holder_is_refused_by_pid_and_a_killed_one_is_taken_over(tmp_path
     assert not lock_path(folder).exists()  # released: the file is gone
 
 
+@pytest.mark.parametrize("task", ["instruct", "classify"])
+def test_a_finetune_into_a_folder_in_use_is_refused(tmp_path, task):
+    holder = _holder(tmp_path / "ft")
+    try:
+        data = "instruct-tasks" if task == "instruct" else "shakespeare-plays"
+        proc = buildlm("finetune", task, "--model", "no-such-model", "--data", data, "--out", "ft", cwd=tmp_path, check=False)
+        assert_one_line_error(proc, f"process {holder.pid}", "pick another --out")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_one_process_cannot_take_a_lock_it_holds_twice(tmp_path):
     with folder_lock(tmp_path / "run"), pytest.raises(FolderInUseError, match=f"process {os.getpid()}"):
         folder_lock(tmp_path / "run")
