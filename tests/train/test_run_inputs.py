@@ -41,3 +41,19 @@ def test_a_vocabulary_the_text_cannot_fill_is_reported(tmp_path):
     tokenizer = make_tokenizer(TokenizerConfig(vocab_size=512), [str(tmp_path / "tiny.txt")], log=notes.append)
     assert tokenizer.vocab_size < 300
     assert any(f"stopped at {tokenizer.vocab_size} tokens of the 512 asked" in note for note in notes)
+
+
+def test_a_half_written_cache_of_an_older_version_is_replaced(tmp_path):
+    """An older buildlm, killed while filling the data cache, left shards but no manifest and
+    no list of its files: the folder is buildlm's by its place, so it is prepared again."""
+    from buildlm.atomic import OUTPUTS
+    from buildlm.train.config import DataConfig
+    from buildlm.train.run import data_cache_key, prepare_data
+
+    data, tok = DataConfig(inputs=["the-verdict"], num_workers=1), TokenizerConfig(vocab_size=300)
+    folder = tmp_path / "data-cache" / data_cache_key(data, tok)
+    folder.mkdir(parents=True)
+    (folder / "train.bin").write_bytes(b"\0" * 6)
+    assert prepare_data(data, tok, tmp_path, log=lambda msg: None) == folder
+    assert (folder / "manifest.json").is_file() and (folder / OUTPUTS).is_file()
+    assert (folder / "train.bin").stat().st_size > 1000

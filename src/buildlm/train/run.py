@@ -133,12 +133,25 @@ def prepare_data(data: DataConfig, tok: TokenizerConfig, out_dir: str | os.PathL
         if (folder / MANIFEST).is_file():
             log(f"using prepared data in {folder}")
             return folder
+        _adopt_old_cache(folder)
         tokenizer = make_tokenizer(tok, list(data.inputs), log)
         t0 = time.perf_counter()
         prepare_shards(data.inputs, tokenizer, folder, val_fraction=data.val_fraction,
                        num_workers=data.num_workers, force=True)  # fmt: skip
         log(f"tokenized {', '.join(map(str, data.inputs))} into {folder} in {time.perf_counter() - t0:.1f}s")
     return folder
+
+
+def _adopt_old_cache(folder: Path) -> None:
+    """A cache folder left half-written by an older buildlm (no list of its files) is buildlm's
+    own by its place and names: record them so the new shards may replace them."""
+    from buildlm.atomic import OUTPUTS, adopt_files, foreign_entries
+    from buildlm.data.shards import MANIFEST, TOKENIZER_FILE
+
+    ours = {"train.bin", "val.bin", TOKENIZER_FILE, MANIFEST}
+    found = foreign_entries(folder)
+    if found and not (folder / OUTPUTS).is_file() and found <= ours:
+        adopt_files(folder, found)
 
 
 def run_training(
