@@ -64,7 +64,7 @@ def adopt_files(folder: str | os.PathLike, names: Iterable[str]) -> None:
     """Record ``names`` in ``folder`` as buildlm's own: for folders buildlm wrote before it kept
     the list, which a caller recognises by place and names (a run's ``checkpoints/step-N``)."""
     names = set(names) | owned_entries(folder)
-    atomic_write_text(Path(folder) / OUTPUTS, json.dumps({"written_by": "buildlm", "files": sorted(names)}))
+    atomic_write_text(Path(folder) / OUTPUTS, _list_text(names))
 
 
 def foreign_entries(folder: str | os.PathLike) -> set[str]:
@@ -140,7 +140,7 @@ def atomic_folder(
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         named = _final_name(err.filename, tmp, final)
-        if named != err.filename and err.errno is not None:  # name the folder the user asked for, not our temporary
+        if named != err.filename and err.errno is not None:  # the user's name, not our temporary
             raise OSError(err.errno, err.strerror, named) from err
         raise
     except BaseException:
@@ -159,9 +159,12 @@ def _final_name(filename: object, tmp: Path, final: Path) -> object:
         return filename
 
 
+def _list_text(names: Iterable[str]) -> str:
+    return json.dumps({"written_by": "buildlm", "files": sorted(names)}, indent=2) + "\n"
+
+
 def _write_list(path: Path, names: Iterable[str]) -> None:
-    text = json.dumps({"written_by": "buildlm", "files": sorted(names)}, indent=2) + "\n"
-    path.write_text(text, encoding="utf-8")
+    path.write_text(_list_text(names), encoding="utf-8")
 
 
 def _remove_entry(path: Path) -> None:
@@ -173,7 +176,7 @@ def _remove_entry(path: Path) -> None:
 
 def _replace_entries(tmp: Path, final: Path, owned: set[str], written: set[str]) -> None:
     """Move ``tmp``'s entries into ``final`` one by one, keeping the user's files there."""
-    atomic_write_text(final / OUTPUTS, json.dumps({"written_by": "buildlm", "files": sorted(owned | written)}))
+    atomic_write_text(final / OUTPUTS, _list_text(owned | written))
     for name in _COMPLETES:  # the folder stops looking complete first
         if name in owned:
             _remove_entry(final / name)
@@ -206,7 +209,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, final)
     except OSError as err:
         named = _final_name(err.filename, tmp, final)
-        if named != err.filename and err.errno is not None:  # name the file the user asked for, not our temporary
+        if named != err.filename and err.errno is not None:  # the user's name, not our temporary
             raise OSError(err.errno, err.strerror, named) from err
         raise
     finally:
