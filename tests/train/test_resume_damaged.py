@@ -81,3 +81,19 @@ def test_checkpoint_problems_name_what_is_wrong(tmp_path):
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-4])
     assert "model.safetensors is cut short" in checkpoint_problem(folder)
+
+
+def test_pruning_old_checkpoints_keeps_one_holding_a_user_file(tmp_path):
+    from buildlm.model import GPT, ModelConfig
+    from buildlm.train.checkpoint import list_checkpoints, save_checkpoint
+
+    model = GPT(ModelConfig.preset("tiny", vocab_size=300, context_length=16, d_model=32, n_layers=1))
+    config = {"model": model.config.to_dict()}
+    first = save_checkpoint(tmp_path, 1, model, config, keep=2)
+    (first / "NOTES.md").write_text("the run before I changed the learning rate")
+    second = save_checkpoint(tmp_path, 2, model, config, keep=2)
+    save_checkpoint(tmp_path, 3, model, config, keep=2)
+    save_checkpoint(tmp_path, 4, model, config, keep=2)
+    assert (first / "NOTES.md").is_file()  # kept, with the checkpoint it describes
+    assert not second.exists()  # buildlm's alone: pruned
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-0000001", "step-0000003", "step-0000004"]
