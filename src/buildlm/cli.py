@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from buildlm.errors import USER_ERRORS
+from buildlm.errors import USER_ERRORS, storage_error_message
 
 # name -> (module that holds ``main``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -56,8 +56,12 @@ def main(argv: list[str] | None = None) -> None:
     module = importlib.import_module(COMMANDS[name][0])
     try:
         module.main(rest)
-    except USER_ERRORS as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    except (OSError, *USER_ERRORS) as err:
+        message = storage_error_message(err)  # disk full, read-only, ...: one line, not a bug
+        if message is None and not isinstance(err, USER_ERRORS):
+            raise
+        if message is None:
+            message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"buildlm {name}: error: {message}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:

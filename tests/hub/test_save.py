@@ -83,9 +83,16 @@ def test_export_refuses_what_transformers_cannot_compute(tmp_path):
 
 def test_export_never_overwrites_other_files(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match="already holds files that are not a model"):
-        save_hf(_model({}), None, tmp_path)
+    save_hf(_model({}), None, tmp_path)  # written beside the user's file
     assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "model.safetensors").is_file()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text("my settings")  # a name the export would use
+    with pytest.raises(ValueError, match="config.json, which buildlm did not write"):
+        save_hf(_model({}), None, mine, force=True)
+    assert [p.name for p in mine.iterdir()] == ["config.json"]
+    assert (mine / "config.json").read_text() == "my settings"
 
 
 def test_interrupted_export_leaves_the_old_folder(tmp_path, monkeypatch):
@@ -98,7 +105,7 @@ def test_interrupted_export_leaves_the_old_folder(tmp_path, monkeypatch):
 
     monkeypatch.setattr("buildlm.hub.save.write_safetensors", fail)
     with pytest.raises(RuntimeError, match="disk full"):
-        save_hf(_model({}, seed=1), None, out)
+        save_hf(_model({}, seed=1), None, out, force=True)
     assert (out / "model.safetensors").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no temporary folder left
 

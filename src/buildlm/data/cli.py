@@ -36,24 +36,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="text block each worker tokenizes at a time, in MB (default 1; memory per worker grows with it)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--force", action="store_true",
+        help="replace an earlier prepare output in --out (files buildlm did not write are kept)",
+    )
     return parser
 
 
 def main(argv: list[str]) -> None:
     from buildlm.data.shards import prepare_shards
+    from buildlm.lock import folder_lock
 
     args = build_parser().parse_args(argv)
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    manifest = prepare_shards(
-        args.input,
-        args.tokenizer,
-        args.out,
-        val_fraction=args.val_fraction,
-        num_workers=args.workers,
-        block_bytes=max(1, int(args.block_mb * (1 << 20))),
-        progress=not args.quiet,
-    )
+    block_bytes = args.block_mb * (1 << 20)
+    if not 1024 <= block_bytes <= 1 << 40:  # also refuses nan
+        raise ValueError(f"--block-mb must be between 0.001 and 1048576 (1 TB), got {args.block_mb}")
+    with folder_lock(args.out, "choose another --out"):
+        manifest = prepare_shards(
+            args.input,
+            args.tokenizer,
+            args.out,
+            val_fraction=args.val_fraction,
+            num_workers=args.workers,
+            block_bytes=int(block_bytes),
+            progress=not args.quiet,
+            force=args.force,
+        )
     splits = manifest["splits"]
     print(
         f"wrote {args.out}: train {splits['train']['tokens']:,} tokens, val {splits['val']['tokens']:,} "

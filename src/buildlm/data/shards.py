@@ -28,7 +28,8 @@ a worker reads only its own block from disk, and at most ``2 * num_workers`` blo
 flight (submitted or waiting to be written) at a time; blocks are written in order.
 
 Outputs are written into a temporary folder and renamed into place, ``manifest.json`` last:
-a folder with a manifest is always complete.
+a folder with a manifest is always complete. Files of yours in the output folder are kept and
+never overwritten; an earlier output is replaced only with ``force`` (`buildlm.atomic`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import io
 import json
 import os
 import re
-import shutil
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from buildlm.atomic import atomic_write_text
+from buildlm.atomic import atomic_folder, atomic_write_text
 from buildlm.data.corpora import corpus_documents, is_corpus_name, list_corpora
 
 MANIFEST = "manifest.json"
@@ -272,10 +272,13 @@ def prepare_shards(
     num_workers: int | None = None,
     block_bytes: int = 1 << 20,
     progress: bool = True,
+    force: bool = False,
 ) -> dict:
     """Tokenize ``inputs`` into ``out_dir/{train,val}.bin`` + ``manifest.json`` + ``tokenizer.json``.
 
     Returns the manifest. ``tokenizer`` is ``"gpt2"``, a ``tokenizer.json`` path or a Tokenizer.
+    Other files in ``out_dir`` are kept, and never overwritten; an earlier ``prepare`` output
+    there is replaced only with ``force`` (`buildlm.atomic.atomic_folder`).
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -289,13 +292,9 @@ def prepare_shards(
     pieces = plan_pieces(sources, val_fraction, block_bytes)
     num_workers = min(num_workers or os.cpu_count() or 1, len(pieces))
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        splits = ("train", "val")
+    splits = ("train", "val")
+    outputs = (*(f"{s}.bin" for s in splits), TOKENIZER_FILE, MANIFEST)
+    with atomic_folder(out_dir, force=force, will_write=outputs) as tmp:
         stats = {s: {"file": f"{s}.bin", "tokens": 0, "bytes": 0, "documents": 0} for s in splits}
         with ExitStack() as stack:
             files = {s: stack.enter_context(open(tmp / f"{s}.bin", "wb")) for s in splits}
@@ -330,12 +329,6 @@ def prepare_shards(
             "sources": [{"name": s.name, "bytes": s.size()} for s in sources],
         }
         _write_json(tmp / MANIFEST, manifest)
-        out_dir.mkdir(exist_ok=True)
-        (out_dir / MANIFEST).unlink(missing_ok=True)  # the folder is incomplete until the end
-        for name in (*(f"{s}.bin" for s in splits), TOKENIZER_FILE, MANIFEST):
-            os.replace(tmp / name, out_dir / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 

@@ -5,7 +5,9 @@
 
 A buildlm checkpoint folder is what training writes (see `buildlm.train.checkpoint`):
 ``config.json`` with the ModelConfig under ``"model"``, ``model.safetensors`` under buildlm's
-names, and ``tokenizer.json``. Both directions write a temporary folder and rename it.
+names, and ``tokenizer.json``. Both directions write a temporary folder and rename it, holding
+the lock of ``--out`` (`buildlm.lock`). Files of yours already in ``--out`` are never replaced
+or deleted; an earlier buildlm output there is replaced only with ``--force`` (`buildlm.atomic`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from buildlm.cli_parser import Parser
 from buildlm.hub.hf_config import model_type_of, read_hf_config
 from buildlm.hub.load import load_hf
 from buildlm.hub.save import save_hf
+from buildlm.lock import folder_lock
 from buildlm.tokenizer import Tokenizer
 
 
@@ -38,9 +41,15 @@ def _save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
 
 
 def hf_to_checkpoint(
-    src: str | os.PathLike, out: str | os.PathLike, dtype: torch.dtype | str | None = None
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    dtype: torch.dtype | str | None = None,
+    force: bool = False,
 ) -> Path:
-    """Convert a Hugging Face model folder into a buildlm checkpoint folder ``out``."""
+    """Convert a Hugging Face model folder into a buildlm checkpoint folder ``out``.
+
+    ``force`` replaces an earlier buildlm output in ``out``; files of yours there are kept.
+    """
     from buildlm.train.checkpoint import CONFIG, TOKENIZER, WEIGHTS, save_weights
 
     model_type = model_type_of(read_hf_config(src))
@@ -49,7 +58,7 @@ def hf_to_checkpoint(
         "model": model.config.to_dict(),
         "source": {"format": "hf", "model_type": model_type, "path": str(Path(src).resolve())},
     }
-    with atomic_folder(out) as tmp:
+    with atomic_folder(out, force=force, will_write=(CONFIG, WEIGHTS, TOKENIZER)) as tmp:
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         save_weights(model, tmp / WEIGHTS)
         if tokenizer is not None:
@@ -58,13 +67,16 @@ def hf_to_checkpoint(
 
 
 def checkpoint_to_hf(
-    src: str | os.PathLike, out: str | os.PathLike, model_type: str | None = None
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    model_type: str | None = None,
+    force: bool = False,
 ) -> Path:
     """Export a buildlm checkpoint (or a run folder's newest one) as a Hugging Face folder."""
     from buildlm.train.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(src)
-    return save_hf(loaded.model, loaded.tokenizer, out, model_type=model_type)
+    return save_hf(loaded.model, loaded.tokenizer, out, model_type=model_type, force=force)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="with --to hf: gpt2, llama, qwen2 or qwen3 (default: the one the config fits)",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an earlier buildlm output in --out (files buildlm did not write are kept)",
+    )
     return parser
 
 
@@ -98,13 +115,14 @@ def main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
     if Path(args.out).resolve() == Path(args.path).resolve():
         raise ValueError(f"--out must differ from the input folder {args.path!r}")
-    if args.from_format:
-        if args.model_type is not None:
-            raise ValueError("--model-type applies to --to hf only")
-        path = hf_to_checkpoint(args.path, args.out, dtype=args.dtype)
-        print(f"wrote buildlm checkpoint {path}")
-    else:
-        if args.dtype is not None:
-            raise ValueError("--dtype applies to --from hf only (an export keeps the dtype)")
-        path = checkpoint_to_hf(args.path, args.out, model_type=args.model_type)
-        print(f"wrote Hugging Face model folder {path}")
+    if args.from_format and args.model_type is not None:
+        raise ValueError("--model-type applies to --to hf only")
+    if args.to_format and args.dtype is not None:
+        raise ValueError("--dtype applies to --from hf only (an export keeps the dtype)")
+    with folder_lock(args.out, "choose another --out"):
+        if args.from_format:
+            path = hf_to_checkpoint(args.path, args.out, dtype=args.dtype, force=args.force)
+            print(f"wrote buildlm checkpoint {path}")
+        else:
+            path = checkpoint_to_hf(args.path, args.out, model_type=args.model_type, force=args.force)
+            print(f"wrote Hugging Face model folder {path}")

@@ -9,7 +9,8 @@ same logits as the buildlm model::
     tokenizer_config.json   tells ``AutoTokenizer`` to use tokenizer.json as it is
 
 The folder is written under a temporary name beside ``path`` and renamed into place when
-complete, so an interrupted save never leaves a half-written model behind.
+complete, so an interrupted save never leaves a half-written model behind; files of yours in
+the folder are kept (`buildlm.atomic`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from buildlm.hub.safetensors_io import write_safetensors
 from buildlm.model import GPT
 from buildlm.tokenizer import Tokenizer
 
+HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+
 
 def _write_json(path: Path, obj: object) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -37,12 +40,16 @@ def save_hf(
     tokenizer: Tokenizer | None,
     path: str | os.PathLike,
     model_type: str | None = None,
+    force: bool = False,
 ) -> Path:
     """Write ``model`` (and ``tokenizer``, which may be ``None``) as a Hugging Face folder.
 
     ``model_type`` (``"gpt2"``, ``"llama"``, ``"qwen2"``, ``"qwen3"``) is found from the config
     when not given; a config no transformers family computes raises ``ValueError`` naming the
     fields that differ. The weights keep their dtype. Returns the folder.
+
+    An existing ``path`` keeps every file buildlm did not write (a README.md, a licence); an
+    earlier export there is replaced only with ``force`` (see `buildlm.atomic`).
     """
     cfg = model.config
     model_type = hf_model_type(cfg, model_type)
@@ -56,7 +63,7 @@ def save_hf(
         )
     eos = tokenizer.eot_token if tokenizer is not None else None
     hf_config = config_to_hf(cfg, model_type, dtype=dtype, eos_token_id=eos)
-    with atomic_folder(path) as tmp:
+    with atomic_folder(path, force=force, will_write=HF_FILES) as tmp:
         _write_json(tmp / "config.json", hf_config)
         with torch.no_grad():
             write_safetensors(

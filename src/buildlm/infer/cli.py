@@ -14,6 +14,9 @@ from buildlm.infer.cli_args import (
     sampling_params,
 )
 
+SAMPLES_PER_BATCH = 64
+"""Samples decoded together; more are decoded batch after batch."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
@@ -23,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(parser)
     parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     add_sampling_args(parser)
-    parser.add_argument("--num-samples", type=int, default=1, help="completions, decoded as a batch")
+    parser.add_argument("--num-samples", type=int, default=1, help=f"completions, decoded in batches of {SAMPLES_PER_BATCH}")
     parser.add_argument(
         "--stop-at-eot", action="store_true", help="stop at the tokenizer's end-of-text token"
     )
@@ -43,12 +46,15 @@ def main(argv: list[str]) -> None:
             print(piece, end="", flush=True)
         print()
     else:
-        # One seed per sample, so a batch of samples is as repeatable as one sample.
-        seeds = [None if args.seed is None else args.seed + i for i in range(args.num_samples)]
-        per_sample = [sampling_params(args, stop_token_ids=params.stop_token_ids, seed=s) for s in seeds]
-        for i, out in enumerate(engine.generate([args.prompt] * args.num_samples, per_sample)):
-            if args.num_samples > 1:
-                print(f"--- sample {i + 1} ---")
-            print(args.prompt + out.text)
+        # One seed per sample, so a batch of samples is as repeatable as one sample. Samples are
+        # decoded SAMPLES_PER_BATCH at a time, so memory stays bounded however many are asked.
+        for first in range(0, args.num_samples, SAMPLES_PER_BATCH):
+            batch = range(first, min(first + SAMPLES_PER_BATCH, args.num_samples))
+            seeds = [None if args.seed is None else args.seed + i for i in batch]
+            per_sample = [sampling_params(args, stop_token_ids=params.stop_token_ids, seed=s) for s in seeds]
+            for i, out in zip(batch, engine.generate([args.prompt] * len(batch), per_sample), strict=True):
+                if args.num_samples > 1:
+                    print(f"--- sample {i + 1} ---")
+                print(args.prompt + out.text, flush=True)
     if args.stats:
         print(format_stats(engine.stats, engine.model), file=sys.stderr)

@@ -218,16 +218,19 @@ class Tokenizer:
         pattern: str = "gpt2",
         special_tokens: Sequence[str] = ("<|endoftext|>",),
         progress: bool = True,
+        strict: bool = False,
     ) -> Tokenizer:
         """Learn ``vocab_size - 256 - len(special_tokens)`` merges from text (see ``training.py``).
 
-        ``texts`` is a string, an iterable of strings, or file paths.
+        ``texts`` is a string, an iterable of strings, or file paths (``pathlib.Path``; a
+        ``str`` is always text). ``strict`` refuses a ``vocab_size`` the text cannot reach.
         """
         from buildlm.tokenizer.training import train_bpe
 
         special_tokens = tuple(special_tokens)
         merges = train_bpe(
-            texts, vocab_size, pattern=pattern, special_tokens=special_tokens, progress=progress
+            texts, vocab_size, pattern=pattern, special_tokens=special_tokens, progress=progress,
+            strict=strict,
         )
         return cls.from_merges(merges, pattern, special_tokens)
 

@@ -122,12 +122,20 @@ def _train(args: argparse.Namespace) -> None:
         pattern=args.pattern,
         special_tokens=tuple(args.special),
         progress=not args.quiet,
+        strict=True,  # a vocab size the text cannot reach is refused, not silently cut short
     )
     tokenizer.save(args.out)
     print(
         f"wrote {args.out}: {tokenizer.vocab_size} tokens, {len(tokenizer.merges)} merges",
         file=sys.stderr,
     )
+    if tokenizer.vocab_size < args.vocab_size:
+        print(
+            f"note: stopped at {tokenizer.vocab_size} of the {args.vocab_size} tokens asked: no "
+            "pair of tokens is left to merge (each distinct word is one token); give more text "
+            "for a larger vocabulary",
+            file=sys.stderr,
+        )
 
 
 def _read_input(path: str | None) -> str:

@@ -36,6 +36,9 @@ from buildlm.tokenizer.patterns import Splitter
 from buildlm.tokenizer.train_chunks import TextSource, count_chunks
 from buildlm.tokenizer.train_merges import learn_merges
 
+MAX_VOCAB_SIZE = 1 << 32
+"""Ids are stored as ``uint32`` at most (`buildlm.data.shards`)."""
+
 
 def train_bpe(
     texts: TextSource | Iterable[TextSource],
@@ -43,6 +46,7 @@ def train_bpe(
     pattern: str = "gpt2",
     special_tokens: Sequence[str] | str | None = ("<|endoftext|>",),
     progress: bool = True,
+    strict: bool = False,
 ) -> list[tuple[bytes, bytes]]:
     """Learn the merges of a byte-level BPE tokenizer with ``vocab_size`` tokens.
 
@@ -57,6 +61,10 @@ def train_bpe(
         special_tokens: tokens that are reserved, never learned: the text is cut at each
             occurrence and they take no part in training. A single ``str`` is one token.
         progress: show tqdm progress bars for counting and merging.
+        strict: refuse (``ValueError``) a ``vocab_size`` the text cannot reach, before merging.
+            Each merge shortens the distinct chunks by at least one token, so they allow at
+            most ``sum(len(chunk) - 1)`` merges (`max_merges`); without ``strict``, training
+            simply stops when no pair is left.
 
     Returns:
         The merges, highest priority first, as ``(left bytes, right bytes)``. Token ``256 + k``
@@ -77,7 +85,18 @@ def train_bpe(
             "the training corpus is empty (no text besides special tokens); pass a non-empty "
             "string, an iterable of strings, or pathlib.Path objects of non-empty files"
         )
+    if strict and n_merges > (most := max_merges(counts)):
+        raise ValueError(
+            f"vocab_size={vocab_size:,} is more than this text can give: merging every distinct "
+            f"word into one token makes at most {256 + most + len(specials):,} tokens; use a "
+            "smaller vocab size or more text"
+        )
     return learn_merges(counts, n_merges, progress=progress)
+
+
+def max_merges(counts: Iterable[str]) -> int:
+    """At most how many merges the distinct chunks ``counts`` allow: ``sum(bytes - 1)``."""
+    return sum(len(chunk.encode("utf-8")) - 1 for chunk in counts)
 
 
 def _check_special_tokens(special_tokens: Sequence[str] | str | None) -> tuple[str, ...]:
@@ -98,6 +117,11 @@ def _check_vocab_size(vocab_size: int, n_special: int) -> int:
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral):
         raise ValueError(f"vocab_size must be an integer, got {vocab_size!r}")
     minimum = 256 + n_special
+    if vocab_size > MAX_VOCAB_SIZE:
+        raise ValueError(
+            f"vocab_size={vocab_size:,} is absurd: token ids are stored as 32-bit integers "
+            f"(at most {MAX_VOCAB_SIZE:,}), and real vocabularies hold 1,000 to 300,000 tokens"
+        )
     if vocab_size < minimum:
         raise ValueError(
             f"vocab_size={vocab_size} is too small: the minimum is {minimum} "

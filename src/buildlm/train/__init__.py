@@ -4,6 +4,7 @@
 - ``optim.py``: AdamW parameter groups and the warmup + cosine learning-rate schedule;
 - ``trainer.py``: the training loop (:class:`Trainer`);
 - ``checkpoint.py``: atomic checkpoint folders, exact resumption, loading for inference;
+- ``checkpoint_health.py``: damaged checkpoints found, set aside, resuming from the newest good one;
 - ``metrics.py``: loss, perplexity, bits per byte, MFU, CSV/TensorBoard logging, loss plots;
 - ``baselines.py``: the uniform, unigram and bigram losses a model must beat;
 - ``run.py``: a whole run from raw text (what ``buildlm train`` does).

@@ -14,11 +14,16 @@ refuses arbitrary pickled objects, so a downloaded checkpoint cannot run code) r
 
 Writing is atomic: the files go into a temporary folder beside the final one, which is renamed
 into place only when complete. A crash mid-save leaves the previous checkpoints untouched, and
-a folder named ``step-*`` is always whole. The last ``keep`` checkpoints are kept.
+a folder named ``step-*`` is always whole. The last ``keep`` checkpoints are kept (an older one
+that holds files buildlm did not write is kept too). A damaged checkpoint in the way of a save
+is moved aside, never deleted (`buildlm.train.checkpoint_health`, which also finds the newest
+good checkpoint to resume from). A full disk is reported as the ``OSError`` it is, not as the
+serializing library's own error.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -32,7 +37,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from buildlm.atomic import atomic_folder, remove_folder, remove_stale_temporaries
+from buildlm.atomic import (
+    OUTPUTS,
+    adopt_files,
+    atomic_folder,
+    foreign_entries,
+    remove_folder,
+    remove_stale_temporaries,
+)
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -40,6 +52,8 @@ TOKENIZER = "tokenizer.json"
 TRAINER_STATE = "trainer_state.pt"
 CHECKPOINTS = "checkpoints"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+_FILES = frozenset({CONFIG, WEIGHTS, TOKENIZER, TRAINER_STATE})
+DAMAGED = ".damaged"
 
 
 # --- weights --------------------------------------------------------------------------------
@@ -65,7 +79,55 @@ def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.P
             continue
         seen[key] = name
         tensors[name] = t.detach().to("cpu").contiguous()
-    save_file(tensors, str(path), metadata={"format": "pt", "aliases": json.dumps(aliases)})
+    try:
+        save_file(tensors, str(path), metadata={"format": "pt", "aliases": json.dumps(aliases)})
+    except OSError:
+        raise
+    except Exception as err:  # safetensors' own error type hides the OSError (a full disk)
+        raise _os_error(err, path) from err
+
+
+def _os_error(err: Exception, path: str | os.PathLike) -> Exception:
+    """The ``OSError`` inside a library's write error (``... (os error 28)``), else ``err``."""
+    found = re.search(r"os error (\d+)", str(err))
+    if found is None:
+        return err
+    code = int(found.group(1))
+    return OSError(code, os.strerror(code), str(path))
+
+
+class _RecordingWriter(io.RawIOBase):
+    """A file wrapper that remembers the ``OSError`` of a failed write.
+
+    ``torch.save`` reports a failed write (a full disk) as a ``RuntimeError`` about stream
+    positions; the recorded ``OSError`` says what really happened.
+    """
+
+    def __init__(self, f: io.BufferedIOBase) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:  # noqa: ANN001 - any bytes-like object
+        try:
+            return self.f.write(b)
+        except OSError as err:
+            self.error = err
+            raise
+
+
+def save_trainer_state(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path``, a failed write raised as the ``OSError`` it is."""
+    with open(path, "wb") as f:
+        writer = _RecordingWriter(f)
+        try:
+            torch.save(state, writer)
+        except RuntimeError:
+            if writer.error is not None:
+                raise OSError(writer.error.errno, writer.error.strerror, str(path)) from None
+            raise
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
@@ -163,15 +225,24 @@ def save_checkpoint(
         raise ValueError("config.json needs the model config under 'model'")
     final = checkpoint_folder(run_dir, step)
     remove_stale_temporaries(final.parent)  # left by a run killed while saving
-    with atomic_folder(final) as tmp:
+    if final.is_dir():  # an earlier save of this step (a resumed run passes it again)
+        from buildlm.train.checkpoint_health import checkpoint_problem, set_aside
+
+        problem = checkpoint_problem(final, resumable=trainer_state is not None)
+        if problem is not None:
+            set_aside(final, problem)  # kept for inspection, never deleted
+        elif not (final / OUTPUTS).is_file() and not foreign_entries(final) - _FILES:
+            adopt_files(final, foreign_entries(final))  # saved before buildlm listed its files
+    with atomic_folder(final, force=True, will_write=_FILES) as tmp:
         _write_json(tmp / CONFIG, {**config, "step": step})
         save_weights(model if weights is None else weights, tmp / WEIGHTS)
         if tokenizer is not None:
             tokenizer.save(tmp / TOKENIZER)
         if trainer_state is not None:
-            torch.save(trainer_state, tmp / TRAINER_STATE)
+            save_trainer_state(trainer_state, tmp / TRAINER_STATE)
     for old in list_checkpoints(run_dir)[:-keep]:
-        remove_folder(old)
+        if not foreign_entries(old) - _FILES:  # a folder holding files of yours is kept
+            remove_folder(old)
     return final
 
 

@@ -130,7 +130,9 @@ def main(argv: list[str]) -> None:
     target = _resume_target(argv)
     if target is not None:
         # The saved settings become the defaults; flags given now still override them.
-        saved = ckpt.read_config(ckpt.resolve_checkpoint(target))
+        from buildlm.train.checkpoint_health import resolve_resumable
+
+        saved = ckpt.read_config(resolve_resumable(target, set_aside_damaged=False))
         flat: dict = {}
         for group in ("train", "data", "tokenizer", "model"):
             _flatten(group, saved.get(group, {}), flat)

@@ -194,16 +194,21 @@ class FinetuneRun:
     splits: dict[str, list[Record]]
     model: nn.Module
     tokenizer: Any
+    lock: Any = None  # the run folder's FolderLock (buildlm.lock), released by finish()
 
     @classmethod
     def start(cls, kind: str, model_path: str, data: FinetuneData, train: TrainConfig, out: str | None) -> FinetuneRun:
         """Threads and device, a fresh run folder, the data splits, the starting model."""
         started = time.perf_counter()
         device = prepare_device(train)
+        from buildlm.lock import FolderLock
+
         run_dir = resolve_run_dir(out, train, kind)
+        lock = FolderLock(run_dir, "pick another --out or --train.name").acquire()
+        resolve_run_dir(str(run_dir), train, kind)  # again, now that no other run can start it
         splits = load_splits(data, kind)
         model, tokenizer = load_start_model(model_path, device)
-        return cls(started, device, run_dir, splits, model, tokenizer)
+        return cls(started, device, run_dir, splits, model, tokenizer, lock)
 
     @property
     def pad_id(self) -> int:
@@ -224,6 +229,8 @@ class FinetuneRun:
     ) -> FinetuneResult:
         """Write eval.json, say where the checkpoint is (and a command to try it)."""
         write_eval(self.run_dir, metrics)
+        if self.lock is not None:
+            self.lock.release()
         log(f"checkpoint: {checkpoint}" + (f"  (try: {try_command})" if try_command else ""))
         return FinetuneResult(self.run_dir, checkpoint, metrics, time.perf_counter() - self.started)
 

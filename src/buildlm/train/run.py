@@ -15,6 +15,7 @@ was started with, unless explicitly overridden.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -97,16 +98,22 @@ def make_tokenizer(tok: TokenizerConfig, inputs: list[str], log=print):
     if tok.name != "bpe":
         return load_tokenizer(tok.name)
     texts: list[Any] = []
-    for item in inputs:
+    for item in inputs:  # a str is text to Tokenizer.train, a Path a file it streams
         if is_corpus_name(item):
             texts.append(load_corpus(item))
         elif Path(item).is_dir():
-            texts += sorted(str(p) for p in Path(item).rglob("*.txt"))
+            texts += sorted(p for p in Path(item).rglob("*.txt") if p.is_file())
         else:
-            texts.append(str(item))
+            texts.append(Path(item))
     t0 = time.perf_counter()
     tokenizer = Tokenizer.train(texts, tok.vocab_size, pattern=tok.pattern, progress=True)
     log(f"trained a BPE tokenizer: vocab {tokenizer.vocab_size} in {time.perf_counter() - t0:.1f}s")
+    if tokenizer.vocab_size < tok.vocab_size:
+        log(
+            f"note: the tokenizer stopped at {tokenizer.vocab_size} tokens of the "
+            f"{tok.vocab_size} asked: every word of the training text is already one token; "
+            "give more text or a smaller --tokenizer.vocab_size"
+        )
     return tokenizer
 
 
@@ -120,11 +127,31 @@ def prepare_data(data: DataConfig, tok: TokenizerConfig, out_dir: str | os.PathL
     if (folder / MANIFEST).is_file():
         log(f"using prepared data in {folder}")
         return folder
-    tokenizer = make_tokenizer(tok, list(data.inputs), log)
-    t0 = time.perf_counter()
-    prepare_shards(data.inputs, tokenizer, folder, val_fraction=data.val_fraction, num_workers=data.num_workers)
-    log(f"tokenized {', '.join(map(str, data.inputs))} into {folder} in {time.perf_counter() - t0:.1f}s")
+    from buildlm.lock import FolderLock
+
+    with FolderLock(folder, log=log).acquire_waiting(log):  # another run may be preparing it
+        if (folder / MANIFEST).is_file():
+            log(f"using prepared data in {folder}")
+            return folder
+        _adopt_old_cache(folder)
+        tokenizer = make_tokenizer(tok, list(data.inputs), log)
+        t0 = time.perf_counter()
+        prepare_shards(data.inputs, tokenizer, folder, val_fraction=data.val_fraction,
+                       num_workers=data.num_workers, force=True)  # fmt: skip
+        log(f"tokenized {', '.join(map(str, data.inputs))} into {folder} in {time.perf_counter() - t0:.1f}s")
     return folder
+
+
+def _adopt_old_cache(folder: Path) -> None:
+    """A cache folder left half-written by an older buildlm (no list of its files) is buildlm's
+    own by its place and names: record them so the new shards may replace them."""
+    from buildlm.atomic import OUTPUTS, adopt_files, foreign_entries
+    from buildlm.data.shards import MANIFEST, TOKENIZER_FILE
+
+    ours = {"train.bin", "val.bin", TOKENIZER_FILE, MANIFEST}
+    found = foreign_entries(folder)
+    if found and not (folder / OUTPUTS).is_file() and found <= ours:
+        adopt_files(folder, found)
 
 
 def run_training(
@@ -146,10 +173,19 @@ def run_training(
     if dist is not None and not dist.is_main:
         log = silent
     try:
-        return _run(model_args, train, data, tok, resume, log, dist)
+        with contextlib.ExitStack() as held:  # the run folder's lock (buildlm.lock)
+            return _run(model_args, train, data, tok, resume, log, dist, held)
     finally:
         if dist is not None:
             dist.close()
+
+
+def _lock_run(held: contextlib.ExitStack, run_dir: Path, dist: Any, log, hint: str) -> None:
+    """Hold ``run_dir``'s lock (`buildlm.lock`) until the run ends; rank 0 holds it for all."""
+    from buildlm.lock import FolderLock
+
+    if dist is None or dist.is_main:
+        held.enter_context(FolderLock(run_dir, hint, log=log).acquire())
 
 
 def _rank0_first(dist: Any, work):
@@ -165,7 +201,7 @@ def _rank0_first(dist: Any, work):
 
 
 def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerConfig,
-         resume: str | None, log, dist: Any):  # fmt: skip
+         resume: str | None, log, dist: Any, held: contextlib.ExitStack):  # fmt: skip
     import torch
 
     from buildlm.data.shards import load_manifest, load_split
@@ -180,7 +216,14 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
     build_model_config(model_args, context_length=train.context_length)
     resume_from = None
     if resume is not None:
-        resume_from = ckpt.resolve_checkpoint(resume)
+        given = Path(resume)
+        if not given.is_dir():
+            ckpt.resolve_checkpoint(given)  # raises: not found
+        run_dir = given.parent.parent if (given / ckpt.CONFIG).is_file() else given
+        _lock_run(held, run_dir, dist, log, "resume it once that run has ended")
+        from buildlm.train.checkpoint_health import resolve_resumable
+
+        resume_from = _rank0_first(dist, lambda: resolve_resumable(resume, log))
         run_dir = resume_from.parent.parent
         saved = ckpt.read_config(resume_from)
         data_dir = Path(saved.get("data_dir") or "")
@@ -191,6 +234,7 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
         if dist is not None:  # the clocks of the ranks may straddle a second
             name = dist.broadcast(name)
         run_dir = Path(train.out_dir) / name
+        _lock_run(held, run_dir, dist, log, "pick another --train.name")
         if ckpt.list_checkpoints(run_dir):
             raise ValueError(
                 f"run folder {str(run_dir)!r} already holds checkpoints; continue it with "
