@@ -13,6 +13,7 @@ what to do. :func:`storage_error_message` turns those into one line that does.
 from __future__ import annotations
 
 import errno
+import os
 
 
 class FolderInUseError(RuntimeError):
@@ -56,3 +57,13 @@ def storage_error_message(err: BaseException) -> str | None:
     what, fix = _STORAGE_ERRORS[err.errno]
     where = f"{str(err.filename)!r}: " if err.filename else ""
     return f"{where}{what}; {fix}"
+
+
+def undecodable_file(path: str | os.PathLike, err: UnicodeDecodeError) -> ValueError:
+    """The one-line error for a file that is not UTF-8 text, naming the file, the first bad
+    byte and the fix (Python's own message names neither the file nor what to do)."""
+    bad = err.object[err.start : err.start + 1].hex() if isinstance(err.object, bytes) else "?"
+    return ValueError(
+        f"{str(path)!r} is not UTF-8 text (it holds the byte 0x{bad}); save it as "
+        "UTF-8, e.g. `iconv -f latin1 -t utf-8 FILE > FILE.utf8`"
+    )

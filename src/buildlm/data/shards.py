@@ -310,10 +310,12 @@ def prepare_shards(
         if stats["train"]["tokens"] == 0:
             raise ValueError("the inputs hold no text to train on")
         if val_fraction > 0 and stats["val"]["tokens"] == 0:
+            total = stats["train"]["bytes"]
             raise ValueError(
-                f"val_fraction={val_fraction} left the validation split empty (no line break or "
-                "space between words to cut the text at); use a larger val_fraction or longer, "
-                "multi-line inputs"
+                f"the inputs ({total:,} bytes) are too short to hold out val_fraction="
+                f"{val_fraction} for validation: the last {val_fraction:.0%} of a document must "
+                "start at a line break or a space between words; use longer inputs, a larger "
+                "--val-fraction, or --val-fraction 0 for none"
             )
         tokenizer.save(tmp / TOKENIZER_FILE)
         manifest = {
@@ -367,7 +369,12 @@ def load_split(data_dir: str | os.PathLike, split: str = "train") -> np.ndarray:
     path = Path(data_dir) / info["file"]
     dtype = np.dtype(manifest["dtype"])
     expected = info["tokens"] * dtype.itemsize
-    actual = path.stat().st_size if path.is_file() else -1
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} is missing though {str(Path(data_dir) / MANIFEST)!r} lists it; "
+            "run `buildlm prepare` again"
+        )
+    actual = path.stat().st_size
     if actual != expected:
         raise ValueError(
             f"{str(path)!r} holds {actual} bytes but the manifest says {expected}; the shard is "

@@ -31,6 +31,7 @@ from typing import Any
 
 from torch import nn
 
+from buildlm.errors import undecodable_file
 from buildlm.eval.scoring import encode_pair, score_continuations
 
 
@@ -101,18 +102,21 @@ def load_choice_file(path: str | os.PathLike) -> list[ChoiceItem]:
     if not path.is_file():
         raise FileNotFoundError(f"no multiple-choice file at {str(path)!r}")
     items = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"{where}: malformed JSON ({err.msg} at column {err.colno})"
-                ) from None
-            items.append(parse_item(obj, where))
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise undecodable_file(path, err) from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{where}: malformed JSON ({err.msg} at column {err.colno})"
+            ) from None
+        items.append(parse_item(obj, where))
     if not items:
         raise ValueError(f"{path}: the file holds no items; write one JSON object per line")
     return items

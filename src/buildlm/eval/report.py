@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildlm.errors import undecodable_file
 from buildlm.eval.choice import ChoiceResult, load_choice_items, score_choices
 from buildlm.eval.perplexity import PerplexityResult, evaluate_perplexity
 
@@ -44,7 +45,10 @@ def read_text(data: str | os.PathLike) -> str:
         raise FileNotFoundError(
             f"no text file at {str(path)!r} (bundled corpora: shakespeare, the-verdict)"
         )
-    return path.read_text(encoding="utf-8")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise undecodable_file(path, err) from None
 
 
 def build_report(

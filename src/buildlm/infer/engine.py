@@ -64,6 +64,10 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a non-negative integer, got {self.max_new_tokens!r}")
+        if self.seed is not None and not (
+            isinstance(self.seed, int) and -(2**63) <= self.seed < 2**64
+        ):  # the range torch.Generator.manual_seed takes
+            raise ValueError(f"seed must be an integer from -2**63 to 2**64-1, got {self.seed!r}")
         if isinstance(self.stop, str):
             self.stop = (self.stop,)
         self.processors()  # validates temperature, top_k, top_p, min_p and the penalties

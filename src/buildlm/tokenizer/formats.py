@@ -25,9 +25,9 @@ import gzip
 import json
 import os
 import re
-import uuid
 from pathlib import Path
 
+from buildlm.atomic import atomic_file
 from buildlm.tokenizer.merge import split_parts
 from buildlm.tokenizer.patterns import PATTERNS
 
@@ -224,25 +224,25 @@ def write_json_tokenizer(
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write UTF-8 text to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
+    """Write UTF-8 text to ``path`` atomically (`atomic_write_bytes`)."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+    """Write ``data`` to ``path`` through `buildlm.atomic.atomic_file` (a temporary file beside
+    it, flushed, then renamed: a reader sees the old file or the new one, never a partial one).
 
-    A reader sees the old file or the new one, never a partial one, even if this process dies.
-    (The temporary file is opened normally, so it gets the usual permissions from the umask.)
+    ``path`` is a file the user named (``--out``), so its folder must exist: a typo in the
+    folder is reported as such rather than created.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"the folder {str(path.parent)!r} does not exist; create it first or choose another "
+            f"place for {path.name!r}"
+        )
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def read_json(path: str | os.PathLike) -> object:

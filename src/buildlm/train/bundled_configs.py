@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from buildlm.errors import undecodable_file
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -28,8 +30,14 @@ def bundled_names(subdir: str = "") -> list[str]:
 
 def resolve_config(value: str, subdir: str = "") -> str:
     """The file ``--config value`` means: ``value`` itself if it exists, else a bundled file."""
-    if Path(value).expanduser().is_file() or "\n" in value or value.lstrip().startswith("{"):
-        return value  # a file of the user's, or settings given inline (jsonargparse reads both)
+    if "\n" in value or value.lstrip().startswith("{"):
+        return value  # settings given inline (jsonargparse reads them)
+    if Path(value).expanduser().is_file():
+        try:  # jsonargparse's own decode error names no file
+            Path(value).expanduser().read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise undecodable_file(value, err) from None
+        return value  # a file of the user's
     name = value.removeprefix("configs/").removesuffix(".yaml").removesuffix(".yml")
     candidates = [CONFIG_DIR / f"{name}.yaml"]
     if subdir:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import random
 import re
 from collections.abc import Mapping
@@ -299,6 +300,17 @@ def load_trainer_state(ckpt: str | os.PathLike) -> dict[str, Any]:
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" in str(err):
+            raise ValueError(
+                f"{str(path)!r} holds Python objects other than tensors and plain values, so it "
+                "was not loaded (buildlm never unpickles code: weights_only=True); use a "
+                "checkpoint that buildlm wrote, or an earlier one"
+            ) from None
+        raise ValueError(
+            f"{str(path)!r} is truncated or damaged (UnpicklingError); resume from an earlier "
+            "checkpoint"
+        ) from None
     except Exception as err:  # truncated zip, bad pickle, ...
         raise ValueError(
             f"{str(path)!r} is truncated or damaged ({type(err).__name__}); resume from an earlier "
