@@ -58,7 +58,7 @@ def main(argv: list[str]) -> None:
         if not text.strip():
             continue
         messages.append({"role": "user", "content": text})
-        prompt = fmt.render(messages, add_generation_prompt=True)
+        prompt = fmt.encode(engine.tokenizer, messages, add_generation_prompt=True)
         reply = []
         for piece in engine.stream(prompt, params):
             reply.append(piece)

@@ -195,6 +195,11 @@ class Engine:
 
         ``params`` is one `SamplingParams` for all, or one per prompt; keyword arguments build
         one (``engine.generate(["Hi"], max_new_tokens=20, temperature=0)``).
+
+        A text prompt is a raw document, as ``buildlm generate`` reads it: special-token text
+        in it (``<|endoftext|>``) becomes the special token. Conversations are never passed as
+        text: `buildlm.infer.chat_format.ChatFormat.encode` gives their ids, specials only from
+        the template.
         """
         rows = self._rows(prompts, params, kwargs)
         for _ in self._run(rows):

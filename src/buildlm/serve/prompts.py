@@ -46,9 +46,21 @@ class Work:
 
 
 def encode(tokenizer: Any, text: str) -> list[int]:
-    """Text -> ids; special-token text (``<|im_end|>``) is read as the special token, as the
-    chat formats write it and as ``buildlm generate`` reads prompts."""
+    """A completion prompt's text -> ids; special-token text (``<|endoftext|>``) is read as the
+    special token, as ``buildlm generate`` reads prompts. Never used for chat messages."""
     return tokenizer.encode(text, allowed_special="all")
+
+
+def encode_chat(tokenizer: Any, fmt: ChatFormat, messages: list[ChatMessage],
+                add_generation_prompt: bool) -> list[int]:  # fmt: skip
+    """The conversation's ids (`ChatFormat.encode`): special tokens come only from the
+    template, so a message that types ``<|im_start|>`` or ``<|endoftext|>`` forges nothing."""
+    try:
+        return fmt.encode(
+            tokenizer, [m.as_dict() for m in messages], add_generation_prompt=add_generation_prompt
+        )
+    except ValueError as err:
+        raise APIError(400, str(err), param="messages") from None
 
 
 def render_chat(fmt: ChatFormat, messages: list[ChatMessage], add_generation_prompt: bool) -> str:
@@ -141,8 +153,7 @@ def chat_work(
     context_length: int, vocab_size: int,
 ) -> Work:  # fmt: skip
     """Render the conversation, tokenize it, and one row per choice."""
-    prompt = render_chat(fmt, req.messages, add_generation_prompt=True)
-    ids = encode(tokenizer, prompt)
+    ids = encode_chat(tokenizer, fmt, req.messages, add_generation_prompt=True)
     check_prompt(ids, limits, context_length, vocab_size, "messages")
     stop_ids: tuple[int, ...] | None = None  # the tokenizer's end-of-text
     if fmt.end_of_turn is not None:
