@@ -20,7 +20,9 @@ thousand idle connections cost almost nothing. If the client disconnects, the ha
 its ticket and its rows leave the batch at the next step.
 
 Bind to ``127.0.0.1`` (the default of ``buildlm serve``) unless you mean to expose the model;
-``api_key`` then makes every ``/v1`` request carry ``Authorization: Bearer <key>``.
+``api_key`` then makes every ``/v1`` request carry ``Authorization: Bearer <key>``. Web pages
+the user visits cannot use the server either way: `web_guard` refuses other sites' requests and
+unknown Host names (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from buildlm.serve.schemas import (
     InspectRequest,
     _GenerationRequest,
 )
+from buildlm.serve.web_guard import WebGuard, WebPolicy
 
 STATIC = Path(__file__).parent / "static"
 
@@ -97,8 +100,12 @@ def create_app(
     model_name: str,
     limits: ServeLimits | None = None,
     api_key: str | None = None,
+    web: WebPolicy | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``engine`` (which must have a tokenizer) as ``model_name``.
+
+    ``web`` says which Host names and web origins are answered (`web_guard`; default: loopback
+    names only, no other origin).
 
     The scheduler thread starts and stops with the app (its lifespan), so run the app with a
     server that sends lifespan events (uvicorn does).
@@ -126,6 +133,7 @@ def create_app(
     app.state.scheduler = scheduler
     app.state.limits = limits
     install_error_handlers(app)
+    app.add_middleware(WebGuard, policy=web or WebPolicy())
 
     # --- helpers ---
 

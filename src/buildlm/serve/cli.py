@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from buildlm.serve.limits import ServeLimits
+from buildlm.serve.web_guard import WebPolicy
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key", default=os.environ.get("BUILDLM_API_KEY"),
         help="require 'Authorization: Bearer KEY' (default: $BUILDLM_API_KEY; the environment "
         "keeps the key out of the process list)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allowed-hosts", nargs="+", default=[], metavar="HOST",
+        help="Host names clients may use besides loopback ones and the bound address, e.g. "
+        "'mybox.lan' ('*': any; other names are refused, which stops DNS rebinding)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cors-origin", action="append", default=[], metavar="ORIGIN",
+        help="a web origin (https://app.example) whose pages may call the API (repeatable); "
+        "requests from other sites' pages are refused",
     )  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument(
@@ -100,6 +111,7 @@ def main(argv: list[str]) -> None:
     )  # fmt: skip
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
+    web = WebPolicy(allowed_hosts=[args.host, *args.allowed_hosts], cors_origins=args.cors_origin)
     import torch
     import uvicorn
 
@@ -110,7 +122,7 @@ def main(argv: list[str]) -> None:
         torch.set_num_threads(args.threads)
     engine = open_engine(args)
     name = args.name or Path(args.model).resolve().name
-    app = create_app(engine, name, limits, api_key=args.api_key)
+    app = create_app(engine, name, limits, api_key=args.api_key, web=web)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
