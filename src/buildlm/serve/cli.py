@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size,
                         help="most rows decoded together")  # fmt: skip
     parser.add_argument("--max-temperature", type=float, default=defaults.max_temperature)
+    parser.add_argument("--max-connections", type=int, default=defaults.max_connections,
+                        help="requests read or answered at once; more get 429")  # fmt: skip
+    parser.add_argument("--max-queued", type=int, default=defaults.max_queued,
+                        help="requests waiting for the model; more get 429")  # fmt: skip
+    parser.add_argument("--body-timeout", type=float, default=defaults.body_timeout_s,
+                        help="seconds a request body may take to arrive; then 408")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -107,7 +113,8 @@ def main(argv: list[str]) -> None:
         max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
         default_max_tokens=min(args.default_max_tokens, args.max_tokens),
         max_body_bytes=args.max_body_bytes, max_n=min(args.max_n, args.max_batch_size), max_batch_size=args.max_batch_size,
-        max_temperature=args.max_temperature,
+        max_temperature=args.max_temperature, max_connections=args.max_connections,
+        max_queued=args.max_queued, body_timeout_s=args.body_timeout,
     )  # fmt: skip
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
@@ -131,7 +138,10 @@ def main(argv: list[str]) -> None:
               "can reach this machine can use the model", file=sys.stderr)  # fmt: skip
     print(f"buildlm serve: model {name!r} at http://{shown}:{port} (chat page at /, API at /v1)",
           flush=True)  # fmt: skip
-    config = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=5)
+    # uvicorn's own cap counts open sockets (idle keep-alive ones too) and answers 503: a
+    # backstop well past the app's 429 (`admission`).
+    config = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=5,
+                            limit_concurrency=2 * limits.max_connections)  # fmt: skip
     # uvicorn shuts down cleanly on Ctrl-C, then re-raises it: for a server that is a normal stop.
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])
