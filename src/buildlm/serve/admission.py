@@ -33,9 +33,15 @@ log = logging.getLogger("buildlm.serve")
 RETRY_AFTER_S = 1  # what a refused client is told to wait: a short generation's time
 
 
-def busy(message: str) -> APIError:
+# On an answer sent before the body was read: without it the connection would stay open,
+# waiting for the rest of a body nobody will read.
+CLOSE = {"Connection": "close"}
+
+
+def busy(message: str, close: bool = False) -> APIError:
     """A 429 telling the client to come back in `RETRY_AFTER_S` seconds."""
-    return APIError(429, message, code="server_busy", headers={"Retry-After": str(RETRY_AFTER_S)})
+    headers = {"Retry-After": str(RETRY_AFTER_S), **(CLOSE if close else {})}
+    return APIError(429, message, code="server_busy", headers=headers)
 
 
 class Admission:
@@ -52,7 +58,7 @@ class Admission:
             return
         if self.active >= self.max_connections:
             err = busy(f"the server is handling {self.active} requests, its limit "
-                       f"(--max-connections); retry in {RETRY_AFTER_S} s")  # fmt: skip
+                       f"(--max-connections); retry in {RETRY_AFTER_S} s", close=True)  # fmt: skip
             response = JSONResponse(error_body(429, err.message, code=err.code), 429,
                                     headers=err.headers)  # fmt: skip
             await response(scope, receive, send)
@@ -73,6 +79,8 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     client can never make the server hold more than ``limit`` bytes, nor for long.
     """
     declared = request.headers.get("content-length")
+    # (No Connection: close here: a client still sending would see a reset instead of the 413;
+    # the rest of its body is read and dropped, never kept.)
     too_big = APIError(413, f"the request body is larger than this server's limit of {limit} bytes")
     if declared is not None:
         if not declared.isdigit():
@@ -92,7 +100,7 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     except TimeoutError:
         raise APIError(
             408, f"the request body did not arrive within {timeout_s:g} s (got {len(body)} "
-            "bytes); send it faster or raise the server's --body-timeout",
+            "bytes); send it faster or raise the server's --body-timeout", headers=CLOSE,
         ) from None  # fmt: skip
     except ClientDisconnect:
         client = request.client

@@ -138,10 +138,9 @@ def main(argv: list[str]) -> None:
               "can reach this machine can use the model", file=sys.stderr)  # fmt: skip
     print(f"buildlm serve: model {name!r} at http://{shown}:{port} (chat page at /, API at /v1)",
           flush=True)  # fmt: skip
-    # uvicorn's own cap counts open sockets (idle keep-alive ones too) and answers 503: a
-    # backstop well past the app's 429 (`admission`).
-    config = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=5,
-                            limit_concurrency=2 * limits.max_connections)  # fmt: skip
+    # No uvicorn limit_concurrency: it counts idle sockets too and answers a plain 503; the
+    # app's own cap (`admission`) answers 429 with Retry-After instead.
+    config = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=5)
     # uvicorn shuts down cleanly on Ctrl-C, then re-raises it: for a server that is a normal stop.
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])

@@ -31,9 +31,9 @@ class ServeLimits:
     max_batch_size: int = 32
     max_temperature: float = 2.0
     max_attention_tokens: int = 256
-    max_connections: int = 256  # requests read or answered at once; more get 429
+    max_connections: int = 128  # requests read or answered at once; more get 429
     max_queued: int = 256  # requests waiting for a place in the batch; more get 429
-    body_timeout_s: float = 30.0  # a request body must arrive within this; else 408
+    body_timeout_s: float = 10.0  # a request body must arrive within this; else 408
 
     def __post_init__(self) -> None:
         if not (isinstance(self.body_timeout_s, (int, float)) and self.body_timeout_s > 0):
