@@ -201,6 +201,7 @@ def test_64_clients_of_mixed_and_hostile_traffic(checkpoint, tmp_path):
         proc.wait(20)
     log = log_path.read_text()
     assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
+    assert re.search(r"INFO: +127\.0\.0\.1:\d+ left after sending \d+ bytes", log)  # one line each
     assert not re.search(r'HTTP/1\.1" 5\d\d', log), re.findall(r'.*HTTP/1\.1" 5\d\d.*', log)[:5]
     print(f"soak: {sum(statuses.values())} answers {dict(statuses)}; RSS {warm_rss} -> "
           f"{soaked_rss} kB")

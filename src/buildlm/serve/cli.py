@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
+import logging
 import os
 import socket
 import sys
@@ -127,6 +128,14 @@ def main(argv: list[str]) -> None:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    # The server's own lines (a client that left mid-body, a failed generation) next to
+    # uvicorn's, in its format, at the same level.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    serve_log = logging.getLogger("buildlm.serve")
+    serve_log.addHandler(handler)
+    serve_log.setLevel(args.log_level.upper())
+    serve_log.propagate = False
     engine = open_engine(args)
     name = args.name or Path(args.model).resolve().name
     app = create_app(engine, name, limits, api_key=args.api_key, web=web)
