@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import socket
+import subprocess
+import sys
 import time
 
 import httpx
@@ -136,3 +140,35 @@ def test_a_client_that_leaves_mid_body_is_one_quiet_line(tight, caplog):
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     line = next(r.getMessage() for r in caplog.records if "left after sending" in r.getMessage())
     assert "15 bytes" in line and "\n" not in line
+
+
+def test_a_connection_that_sends_no_request_is_closed(checkpoint, tmp_path):
+    """``buildlm serve``: a socket that connects and sends nothing, or half a request head,
+    is closed after --body-timeout (uvicorn alone keeps it open for ever)."""
+    out_path = tmp_path / "serve.out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "buildlm", "serve", "--model", str(checkpoint), "--port", "0",
+             "--threads", "1", "--body-timeout", "1", "--log-level", "warning"],
+            stdout=out, stderr=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (match := re.search(r"127\.0\.0\.1:(\d+)", out_path.read_text())):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        port = int(match.group(1))
+        silent = socket.create_connection(("127.0.0.1", port))
+        half = socket.create_connection(("127.0.0.1", port))
+        half.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no blank line: unfinished
+        start = time.monotonic()
+        for sock in (silent, half):
+            sock.settimeout(15)
+            assert sock.recv(100) == b""  # closed by the server
+            sock.close()
+        assert time.monotonic() - start < 8
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).is_success
+    finally:
+        proc.terminate()
+        proc.wait(20)

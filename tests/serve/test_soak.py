@@ -205,3 +205,4 @@ def test_64_clients_of_mixed_and_hostile_traffic(checkpoint, tmp_path):
     assert not re.search(r'HTTP/1\.1" 5\d\d', log), re.findall(r'.*HTTP/1\.1" 5\d\d.*', log)[:5]
     print(f"soak: {sum(statuses.values())} answers {dict(statuses)}; RSS {warm_rss} -> "
           f"{soaked_rss} kB")
+

@@ -11,7 +11,8 @@ So the server bounds it three ways:
 2. **Queued.** At most ``max_queued`` requests wait for a place in the batch (checked by the
    app when it submits one); past that, 429 as well: a queue that only grows helps nobody.
 3. **Body time.** A body must arrive within ``body_timeout_s`` seconds (`read_body`), or the
-   request gets 408 and its connection is closed.
+   request gets 408 and its connection is closed. A connection that has not sent a request
+   head within that time either is closed (`head_timeout_protocol`, for ``buildlm serve``).
 
 A client that disconnects while sending its body is no error of the server's: it is logged in
 one line, without a traceback.
@@ -108,3 +109,26 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
         raise ClientLeft(f"{who} left after sending {len(body)} bytes of its request body") from None
     return bytes(body)
 
+
+
+def head_timeout_protocol(seconds: float) -> type:
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose first request head has not
+    arrived within ``seconds`` (uvicorn times out idle connections only between requests, so a
+    client that connects and sends nothing, or a byte a minute, would hold a socket forever)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadTimeoutH11Protocol(H11Protocol):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._head_timer = self.loop.call_later(seconds, self._close_if_silent)
+
+        def _close_if_silent(self) -> None:
+            if self.cycle is None and not self.transport.is_closing():  # no request began
+                log.info("closed a connection that sent no request head within %g s", seconds)
+                self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._head_timer.cancel()
+            super().connection_lost(exc)
+
+    return HeadTimeoutH11Protocol

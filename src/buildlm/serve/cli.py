@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-queued", type=int, default=defaults.max_queued,
                         help="requests waiting for the model; more get 429")  # fmt: skip
     parser.add_argument("--body-timeout", type=float, default=defaults.body_timeout_s,
-                        help="seconds a request body may take to arrive; then 408")  # fmt: skip
+                        help="seconds a request body may take to arrive (then 408), and a new "
+                        "connection's request head (then closed)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -124,6 +125,7 @@ def main(argv: list[str]) -> None:
     import uvicorn
 
     from buildlm.infer.cli_args import open_engine
+    from buildlm.serve.admission import head_timeout_protocol
     from buildlm.serve.app import create_app
 
     if args.threads is not None:
@@ -149,7 +151,8 @@ def main(argv: list[str]) -> None:
           flush=True)  # fmt: skip
     # No uvicorn limit_concurrency: it counts idle sockets too and answers a plain 503; the
     # app's own cap (`admission`) answers 429 with Retry-After instead.
-    config = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=5,
+                            http=head_timeout_protocol(limits.body_timeout_s))  # fmt: skip
     # uvicorn shuts down cleanly on Ctrl-C, then re-raises it: for a server that is a normal stop.
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])
