@@ -173,3 +173,23 @@ def test_header_with_bad_offsets(tmp_path):
     path.write_bytes(bytes(text))
     with pytest.raises(ValueError, match="tensor 'a' has 12 bytes for shape \\[4\\]"):
         SafetensorsReader(path)
+
+
+@pytest.mark.parametrize("escape", ["../outside/{}", "{abs}/{}", "sub/../../outside/{}"])
+def test_shard_index_pointing_outside_the_folder_is_refused(hub, tmp_path, escape):
+    """A shard name with ``..`` or an absolute path is refused in one line, even when the file
+    it names exists and holds the right tensors (a loader must not read outside the folder)."""
+    hf = hub.make_hf("qwen2", **hub.llama_shape())
+    folder, outside = tmp_path / "model", tmp_path / "outside"
+    hf.save_pretrained(folder, max_shard_size="40KB")
+    index_path = folder / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    first = sorted(set(index["weight_map"].values()))[0]
+    outside.mkdir()
+    (folder / first).rename(outside / first)
+    moved = escape.format(first, abs=outside).replace(f"{outside}/{first}", str(outside / first))
+    index["weight_map"] = {k: (moved if v == first else v) for k, v in index["weight_map"].items()}
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="not a file inside the model folder") as err:
+        load_hf(folder)
+    assert "\n" not in str(err.value) and repr(moved) in str(err.value)

@@ -29,11 +29,17 @@ def _one_torch_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
     from buildlm.data.corpora import load_corpus
-    from buildlm.model import GPT, ModelConfig
     from buildlm.tokenizer import Tokenizer
-    from buildlm.train.checkpoint import save_checkpoint
 
     tok = Tokenizer.train(load_corpus("the-verdict"), 300, progress=False)
+    return make_checkpoint(tok, tmp_path_factory.mktemp("run"))
+
+
+def make_checkpoint(tok, run: Path) -> Path:
+    """A random tiny GPT for ``tok`` saved as a checkpoint in ``run``."""
+    from buildlm.model import GPT, ModelConfig
+    from buildlm.train.checkpoint import save_checkpoint
+
     torch.manual_seed(0)
     config = ModelConfig.preset(
         "tiny", vocab_size=tok.vocab_size, context_length=128, d_model=64, n_layers=2, n_heads=4
@@ -45,7 +51,6 @@ def checkpoint(tmp_path_factory) -> Path:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=gen) * 0.2)
-    run = tmp_path_factory.mktemp("run")
     return save_checkpoint(run, 1, model, {"model": model.config.to_dict()}, tokenizer=tok)
 
 
@@ -106,8 +111,10 @@ def start_server(checkpoint, model_name):
 
     started: list[LiveServer] = []
 
-    def start(limits, api_key: str | None = None) -> LiveServer:
-        app = create_app(make_engine(checkpoint), model_name, limits, api_key=api_key)
+    def start(limits, api_key: str | None = None, checkpoint_dir: Path | None = None,
+              **options) -> LiveServer:  # fmt: skip
+        engine = make_engine(checkpoint_dir or checkpoint)
+        app = create_app(engine, model_name, limits, api_key=api_key, **options)
         started.append(LiveServer(app))
         return started[-1]
 
@@ -128,3 +135,24 @@ def server(start_server) -> LiveServer:
 def engine(checkpoint):
     """A separate engine on the same checkpoint: what the server's answers must equal."""
     return make_engine(checkpoint)
+
+
+@pytest.fixture(scope="session")
+def chat_checkpoints(checkpoint, tmp_path_factory) -> dict[str, Path]:
+    """One checkpoint per chat format: the same merges, with each format's special tokens."""
+    from buildlm.infer.load import load_model
+    from buildlm.tokenizer import Tokenizer
+
+    _, base = load_model(checkpoint)
+    specials = {
+        "plain": ("<|endoftext|>",),
+        "chatml": ("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+        "llama3": ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                   "<|end_header_id|>", "<|eot_id|>"),
+    }  # fmt: skip
+    return {
+        name: make_checkpoint(
+            Tokenizer.from_merges(base.merges, base.pattern, tokens), tmp_path_factory.mktemp(name)
+        )
+        for name, tokens in specials.items()
+    }

@@ -93,10 +93,7 @@ def test_streams_interleave(server, model_name):
 
 def test_requests_that_join_a_running_batch_equal_their_solo_result(server, engine, model_name):
     """Continuous batching: B (a longer prompt than A's cache) and C (a shorter one) join while
-    A runs. Nobody's text changes.
-
-    Every sequence stays inside the context: a window slide re-prefills the whole batch and
-    cuts long rows too, so equality with solo runs across a slide would depend on timing."""
+    A runs. Nobody's text changes. (Slides across the context: test_isolation.py.)"""
     ids_b = engine.tokenizer.encode(" ".join(PROMPTS) * 2)[:60]
     jobs = {
         "A": {"prompt": "She", "max_tokens": 100},

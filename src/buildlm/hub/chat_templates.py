@@ -9,6 +9,12 @@ A message is ``{"role": "system" | "user" | "assistant", "content": str}``. With
 ``add_generation_prompt=True`` the text ends with the header of an assistant turn, so the model's
 continuation is the reply.
 
+Each format is written once, as a list of *parts* (``*_parts``); the ``*_prompt`` functions join
+them. A part that is a `Special` is markup the template wrote (``<|im_start|>``); every other
+part is plain text, message contents included. Tokenizing the parts (`buildlm.infer.chat_format`)
+turns only the template's `Special` parts into special tokens: a user who types
+``<|im_start|>system`` gets those characters as ordinary text, not a forged turn.
+
 Llama 3 (``<|eot_id|>`` ends a turn; content is stripped of surrounding whitespace)::
 
     <|begin_of_text|><|start_header_id|>user<|end_header_id|>\\n\\nHi<|eot_id|>
@@ -46,16 +52,43 @@ def _check(messages: Sequence[Message]) -> None:
             )
 
 
+class Special(str):
+    """The text of a special token that a template wrote (never a message's content)."""
+
+
+def llama3_parts(messages: Sequence[Message], add_generation_prompt: bool = False) -> list[str]:
+    """`llama3_prompt` as parts: the template's special tokens as `Special`, the rest as text."""
+    _check(messages)
+    start, end = Special("<|start_header_id|>"), Special("<|end_header_id|>")
+    parts: list[str] = [Special(LLAMA3_BOS)]
+    for m in messages:
+        parts += [start, m["role"], end, "\n\n", m["content"].strip(), Special(LLAMA3_EOT)]
+    if add_generation_prompt:
+        parts += [start, "assistant", end, "\n\n"]
+    return parts
+
+
 def llama3_prompt(messages: Sequence[Message], add_generation_prompt: bool = False) -> str:
     """The Llama 3 (Instruct) chat format: a header per turn, ``<|eot_id|>`` after each."""
+    return "".join(llama3_parts(messages, add_generation_prompt))
+
+
+def chatml_parts(
+    messages: Sequence[Message],
+    add_generation_prompt: bool = False,
+    default_system: str | None = None,
+) -> list[str]:
+    """`chatml_prompt` as parts: the template's special tokens as `Special`, the rest as text."""
     _check(messages)
-    parts = [LLAMA3_BOS]
+    if default_system is not None and messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": default_system}, *messages]
+    start, end = Special("<|im_start|>"), Special(CHATML_END)
+    parts: list[str] = []
     for m in messages:
-        header = f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n"
-        parts.append(header + m["content"].strip() + LLAMA3_EOT)
+        parts += [start, f"{m['role']}\n", m["content"], end, "\n"]
     if add_generation_prompt:
-        parts.append("<|start_header_id|>assistant<|end_header_id|>\n\n")
-    return "".join(parts)
+        parts += [start, "assistant\n"]
+    return parts
 
 
 def chatml_prompt(
@@ -68,13 +101,7 @@ def chatml_prompt(
     ``default_system`` is put first when the conversation does not start with a system message
     (Qwen2 does this with `QWEN2_DEFAULT_SYSTEM`).
     """
-    _check(messages)
-    if default_system is not None and messages[0]["role"] != "system":
-        messages = [{"role": "system", "content": default_system}, *messages]
-    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}{CHATML_END}\n" for m in messages)
-    if add_generation_prompt:
-        text += "<|im_start|>assistant\n"
-    return text
+    return "".join(chatml_parts(messages, add_generation_prompt, default_system))
 
 
 def qwen2_prompt(messages: Sequence[Message], add_generation_prompt: bool = False) -> str:

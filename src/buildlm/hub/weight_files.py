@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Protocol
 
 import torch
@@ -92,6 +92,22 @@ def _open(path: Path) -> TensorFile:
     return SafetensorsReader(path) if path.suffix == ".safetensors" else TorchBinFile(path)
 
 
+def _shard_path(index: Path, shard: object) -> Path:
+    """Where ``shard`` (a file name from the index) lies: inside the model folder, always.
+
+    An index is data from the internet; an entry like ``../../.ssh/id_rsa`` or ``/etc/passwd``
+    must not make the loader open files outside the folder. (The check is on the name, not the
+    resolved path: the Hugging Face cache links shards to blobs elsewhere, which is fine.)
+    """
+    name = PurePath(shard) if isinstance(shard, str) else None
+    if name is None or not shard or name.is_absolute() or ".." in name.parts or name.anchor:
+        raise ValueError(
+            f"{str(index)!r} names the shard {shard!r}, which is not a file inside the model "
+            "folder; the index is corrupt or malicious, so download the model again"
+        )
+    return index.parent / name
+
+
 def _open_index(index: Path) -> dict[str, TensorFile]:
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
@@ -103,8 +119,8 @@ def _open_index(index: Path) -> dict[str, TensorFile]:
             "object from tensor names to file names)"
         ) from None
     files: dict[str, TensorFile] = {}
-    for shard in sorted(set(weight_map.values())):
-        path = index.parent / shard
+    for shard in sorted(set(weight_map.values()), key=str):
+        path = _shard_path(index, shard)
         if not path.is_file():
             raise FileNotFoundError(
                 f"shard {shard!r} listed in {str(index)!r} is missing; download the whole folder"

@@ -64,8 +64,8 @@ class ChatSession:
         self.told_dropped = False
 
     def tokenize(self, messages: list) -> list[int]:
-        prompt = self.fmt.render(messages, add_generation_prompt=True)
-        return self.engine.tokenizer.encode(prompt, allowed_special="all")
+        # special tokens only from the template: a typed "<|im_start|>" stays plain text
+        return self.fmt.encode(self.engine.tokenizer, messages, add_generation_prompt=True)
 
     def reply(self, text: str) -> None:
         """Answer ``text``, streaming the reply to stdout; Ctrl-C stops the reply early."""

@@ -4,14 +4,30 @@ Instruction-tuned Llama 3 models know ``<|eot_id|>``, Qwen models ``<|im_start|>
 formats live in `buildlm.hub.chat_templates`. A model trained here from scratch has neither, so
 it gets a plain transcript ("User: ...\\nAssistant: ..."), which a base model can at least
 continue. The end-of-turn token is returned too: generation stops there.
+
+`ChatFormat.encode` is how a conversation becomes token ids, in ``buildlm chat`` and in the
+server: only the special tokens the template writes become special ids; message contents are
+always ordinary text, so a message cannot forge a turn or an end of text by typing
+``<|im_start|>`` or ``<|endoftext|>``. (A raw prompt, as ``buildlm generate`` reads it, may
+still name special tokens by their text: that is the user's own document, not a conversation.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from buildlm.hub.chat_templates import CHATML_END, LLAMA3_EOT, Message, chatml_prompt, llama3_prompt
+from buildlm.hub.chat_templates import (
+    CHATML_END,
+    LLAMA3_EOT,
+    Message,
+    Special,
+    chatml_parts,
+    chatml_prompt,
+    llama3_parts,
+    llama3_prompt,
+)
 
 
 def plain_prompt(messages: Sequence[Message], add_generation_prompt: bool = False) -> str:
@@ -20,21 +36,51 @@ def plain_prompt(messages: Sequence[Message], add_generation_prompt: bool = Fals
     return text + ("Assistant:" if add_generation_prompt else "")
 
 
+def plain_parts(messages: Sequence[Message], add_generation_prompt: bool = False) -> list[str]:
+    """`plain_prompt` as parts: all plain text (the transcript has no special tokens)."""
+    return [plain_prompt(messages, add_generation_prompt)]
+
+
 @dataclass(frozen=True)
 class ChatFormat:
-    """How to render a conversation, and the text that ends a turn (a stop for generation)."""
+    """How to render a conversation, and the text that ends a turn (a stop for generation).
+
+    ``render`` gives the text (to show it); ``parts`` the same text split into the template's
+    `Special` tokens and plain text, which `encode` tokenizes.
+    """
 
     name: str
     render: Callable[..., str]
     end_of_turn: str | None
     stop_strings: tuple[str, ...] = ()
+    parts: Callable[..., list[str]] = plain_parts
+
+    def encode(
+        self, tokenizer: Any, messages: Sequence[Message], add_generation_prompt: bool = False
+    ) -> list[int]:
+        """The conversation's token ids: the template's specials as special ids, every other
+        piece (message contents included) as ordinary text, special-looking or not.
+
+        Plain text between two specials is encoded in one piece, so the ids equal those of the
+        rendered text whenever no message contains special-token text.
+        """
+        ids: list[int] = []
+        text = ""
+        for part in self.parts(messages, add_generation_prompt):
+            if isinstance(part, Special):
+                ids += tokenizer.encode(text, disallowed_special=()) if text else []
+                ids.append(tokenizer.special_tokens[part])
+                text = ""
+            else:
+                text += part
+        return ids + (tokenizer.encode(text, disallowed_special=()) if text else [])
 
 
 def chat_format_for(tokenizer) -> ChatFormat:
     """The chat format matching ``tokenizer``'s special tokens."""
     specials = getattr(tokenizer, "special_tokens", {}) or {}
     if LLAMA3_EOT in specials:
-        return ChatFormat("llama3", llama3_prompt, LLAMA3_EOT)
+        return ChatFormat("llama3", llama3_prompt, LLAMA3_EOT, parts=llama3_parts)
     if "<|im_start|>" in specials and CHATML_END in specials:
-        return ChatFormat("chatml", chatml_prompt, CHATML_END)
-    return ChatFormat("plain", plain_prompt, None, stop_strings=("\nUser:",))
+        return ChatFormat("chatml", chatml_prompt, CHATML_END, parts=chatml_parts)
+    return ChatFormat("plain", plain_prompt, None, stop_strings=("\nUser:",), parts=plain_parts)

@@ -14,7 +14,9 @@ for every new token. `Engine` produces the same tokens (greedy) far faster:
    after ``max_new_tokens``. Text streams out as it is decoded, never splitting a character.
 4. **Slide.** A sequence that outgrows the context keeps its last ``context_length -
    context_length // 4`` tokens and is prefilled again (positions start over), like `generate`'s
-   crop but re-done only once every quarter context instead of every step.
+   crop but re-done only once every quarter context instead of every step. The rule is per row
+   (`Engine._window`): each row slides when *its own* window is full, never because a longer
+   neighbour's is, so a row's tokens never depend on what else is in the batch.
 """
 
 from __future__ import annotations
@@ -128,6 +130,7 @@ class _Row:
     generated: list[int] = field(default_factory=list)
     done: bool = False
     finish_reason: str = "length"
+    start: int = 0  # where the window the cache holds begins in `sequence` (moved by a slide)
 
     @property
     def sequence(self) -> list[int]:
@@ -196,6 +199,11 @@ class Engine:
 
         ``params`` is one `SamplingParams` for all, or one per prompt; keyword arguments build
         one (``engine.generate(["Hi"], max_new_tokens=20, temperature=0)``).
+
+        A text prompt is a raw document, as ``buildlm generate`` reads it: special-token text
+        in it (``<|endoftext|>``) becomes the special token. Conversations are never passed as
+        text: `buildlm.infer.chat_format.ChatFormat.encode` gives their ids, specials only from
+        the template.
         """
         rows = self._rows(prompts, params, kwargs)
         for _ in self._run(rows):
@@ -327,8 +335,8 @@ class Engine:
             yield deltas
             if all(r.done for r in rows):
                 return
-            if cache.offset == cache.max_len:  # out of room: slide the window
-                logits, key_mask, positions = self._prefill(rows, cache, static, slide=True)
+            if cache.offset == cache.max_len:  # out of room: the full rows slide their window
+                logits, key_mask, positions = self._prefill(rows, cache, static)
                 continue
             t0 = time.perf_counter()
             if static is not None:
@@ -349,16 +357,14 @@ class Engine:
         rows: list[_Row],
         cache: StaticKVCache,
         static: StaticDecodeStep | None = None,
-        slide: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Left-pad the rows' sequences, run them into an empty cache (and hand it to ``static``).
+        """Left-pad the rows' windows, run them into an empty cache (and hand it to ``static``).
 
         Returns the logits of the last position (B, V), the key mask (None when no row is
         padded) and each row's last position (B, 1).
         """
         t0 = time.perf_counter()
-        keep = self.context_length - self.context_length // 4 if slide else self.context_length
-        seqs = [r.sequence[-keep:] for r in rows]
+        seqs = [self._window(r) for r in rows]
         width = max(map(len, seqs))
         ids = torch.zeros(len(rows), width, dtype=torch.long)
         key_mask = torch.zeros(len(rows), width, dtype=torch.bool)
@@ -382,6 +388,20 @@ class Engine:
         self.stats.prefill_s += time.perf_counter() - t0
         self.stats.prefill_tokens += sum(map(len, seqs))
         return logits, key_mask, positions[:, -1:]
+
+    def _window(self, row: _Row) -> list[int]:
+        """The tokens of ``row`` its cache rows hold, after sliding the window if it is full.
+
+        A row whose window (its pending token included) has outgrown the context keeps its last
+        ``context_length - context_length // 4`` tokens; a row that is not full keeps its whole
+        window, whatever its neighbours do. A finished row keeps only its last token: nobody
+        reads its logits, and its old window must not hold the batch's cache wide.
+        """
+        if row.done:
+            row.start = len(row.sequence) - 1
+        elif len(row.sequence) - row.start > self.context_length:
+            row.start = len(row.sequence) - (self.context_length - self.context_length // 4)
+        return row.sequence[row.start :]
 
     def _static_step(self, batch_size: int, length: int) -> StaticDecodeStep:
         """The recorded decode step for this batch size and a cache of at least ``length``."""

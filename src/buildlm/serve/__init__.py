@@ -2,7 +2,9 @@
 
 `create_app` builds the FastAPI app (`app`), `ServeLimits` says what a request may ask for
 (`limits`), and the `Scheduler` batches every request in flight through one `Engine`
-(`scheduler`). ``buildlm serve --model DIR`` runs it with uvicorn (`cli`).
+(`scheduler`). ``buildlm serve --model DIR`` runs it with uvicorn (`cli`). `admission` bounds
+what all clients together may hold (requests in flight and queued, body time), `web_guard`
+keeps web pages of other sites and DNS-rebound names out.
 """
 
 from buildlm.serve.limits import ServeLimits

@@ -11,8 +11,9 @@ Endpoints (the first four are the part of OpenAI's API that chat clients use, so
     POST /v1/attention          one head's attention weights (for the page's heatmap)
     GET  /                      the chat page (``static/``: plain HTML, CSS and JavaScript)
 
-How a request flows: the body is read with a size cap (413 past ``max_body_bytes``, before any
-parsing), parsed and type-checked by pydantic (`schemas`), checked against the limits and
+How a request flows: past the admission limits (`admission`: requests in flight, queue
+length, 429 beyond them), the body is read with a size cap (413 past ``max_body_bytes``, before
+any parsing) and a time limit (408 past ``body_timeout_s``), parsed and type-checked by pydantic (`schemas`), checked against the limits and
 turned into token ids and sampling settings (`prompts`), then handed to the `Scheduler`, whose
 thread batches it with every other request in flight. The handler only awaits the pieces of
 text the scheduler sends back and writes them out, so the event loop never runs torch and a
@@ -26,7 +27,9 @@ context are left out (`prompts`), and the answer says how many messages were: a
 and the header ``X-Dropped-Messages`` on both.
 
 Bind to ``127.0.0.1`` (the default of ``buildlm serve``) unless you mean to expose the model;
-``api_key`` then makes every ``/v1`` request carry ``Authorization: Bearer <key>``.
+``api_key`` then makes every ``/v1`` request carry ``Authorization: Bearer <key>``. Web pages
+the user visits cannot use the server either way: `web_guard` refuses other sites' requests and
+unknown Host names (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from starlette.concurrency import run_in_threadpool
 from buildlm.infer.chat_format import chat_format_for
 from buildlm.infer.engine import Engine
 from buildlm.serve import introspect
+from buildlm.serve.admission import Admission, busy, read_body
 from buildlm.serve.errors import APIError, error_body, install_error_handlers
 from buildlm.serve.limits import ServeLimits
 from buildlm.serve.prompts import Work, chat_work, completion_work
@@ -61,30 +65,9 @@ from buildlm.serve.schemas import (
     InspectRequest,
     _GenerationRequest,
 )
+from buildlm.serve.web_guard import WebGuard, WebPolicy
 
 STATIC = Path(__file__).parent / "static"
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes.
-
-    A declared ``Content-Length`` over the limit is refused before a byte is read; a body sent
-    without one (chunked) is counted as it arrives and refused once it passes the limit, so a
-    client can never make the server hold more than ``limit`` bytes.
-    """
-    declared = request.headers.get("content-length")
-    too_big = APIError(413, f"the request body is larger than this server's limit of {limit} bytes")
-    if declared is not None:
-        if not declared.isdigit():
-            raise APIError(400, f"Content-Length {declared!r} is not a number")
-        if int(declared) > limit:
-            raise too_big
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_big
-    return bytes(body)
 
 
 async def _disconnected(request: Request) -> None:
@@ -103,8 +86,12 @@ def create_app(
     model_name: str,
     limits: ServeLimits | None = None,
     api_key: str | None = None,
+    web: WebPolicy | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``engine`` (which must have a tokenizer) as ``model_name``.
+
+    ``web`` says which Host names and web origins are answered (`web_guard`; default: loopback
+    names only, no other origin).
 
     The scheduler thread starts and stops with the app (its lifespan), so run the app with a
     server that sends lifespan events (uvicorn does).
@@ -132,6 +119,8 @@ def create_app(
     app.state.scheduler = scheduler
     app.state.limits = limits
     install_error_handlers(app)
+    app.add_middleware(WebGuard, policy=web or WebPolicy())
+    app.add_middleware(Admission, max_connections=limits.max_connections)  # outermost
 
     # --- helpers ---
 
@@ -156,7 +145,7 @@ def create_app(
 
     async def parse(request: Request, schema: type) -> Any:
         check_key(request)
-        body = await read_body(request, limits.max_body_bytes)
+        body = await read_body(request, limits.max_body_bytes, limits.body_timeout_s)
         return schema.model_validate_json(body)  # ValidationError -> 400 (errors.py)
 
     def model_card() -> dict[str, Any]:
@@ -167,6 +156,9 @@ def create_app(
         }  # fmt: skip
 
     async def generate(request: Request, req: _GenerationRequest, work: Work, chat: bool):
+        if scheduler.queued >= limits.max_queued:
+            raise busy(f"{scheduler.queued} requests are waiting for the model, this server's "
+                       "limit (--max-queued); retry shortly")  # fmt: skip
         try:
             ticket = scheduler.submit(work.prompts, work.params, work.prompt_tokens)
         except ValueError as err:

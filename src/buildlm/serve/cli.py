@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
+import logging
 import os
 import socket
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from buildlm.cli_parser import Parser
 from buildlm.serve.limits import ServeLimits
+from buildlm.serve.web_guard import WebPolicy
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key", default=os.environ.get("BUILDLM_API_KEY"),
         help="require 'Authorization: Bearer KEY' (default: $BUILDLM_API_KEY; the environment "
         "keeps the key out of the process list)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allowed-hosts", nargs="+", default=[], metavar="HOST",
+        help="Host names clients may use besides loopback ones and the bound address, e.g. "
+        "'mybox.lan' ('*': any; other names are refused, which stops DNS rebinding)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cors-origin", action="append", default=[], metavar="ORIGIN",
+        help="a web origin (https://app.example) whose pages may call the API (repeatable); "
+        "requests from other sites' pages are refused",
     )  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument(
@@ -60,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size,
                         help="most rows decoded together")  # fmt: skip
     parser.add_argument("--max-temperature", type=float, default=defaults.max_temperature)
+    parser.add_argument("--max-connections", type=int, default=defaults.max_connections,
+                        help="requests read or answered at once; more get 429")  # fmt: skip
+    parser.add_argument("--max-queued", type=int, default=defaults.max_queued,
+                        help="requests waiting for the model; more get 429")  # fmt: skip
+    parser.add_argument("--body-timeout", type=float, default=defaults.body_timeout_s,
+                        help="seconds a request body may take to arrive (then 408), and a new "
+                        "connection's request head (then closed)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -97,21 +116,32 @@ def main(argv: list[str]) -> None:
         max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
         default_max_tokens=min(args.default_max_tokens, args.max_tokens),
         max_body_bytes=args.max_body_bytes, max_n=min(args.max_n, args.max_batch_size), max_batch_size=args.max_batch_size,
-        max_temperature=args.max_temperature,
+        max_temperature=args.max_temperature, max_connections=args.max_connections,
+        max_queued=args.max_queued, body_timeout_s=args.body_timeout,
     )  # fmt: skip
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
+    web = WebPolicy(allowed_hosts=[args.host, *args.allowed_hosts], cors_origins=args.cors_origin)
     import torch
     import uvicorn
 
     from buildlm.infer.cli_args import open_engine
+    from buildlm.serve.admission import head_timeout_protocol
     from buildlm.serve.app import create_app
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    # The server's own lines (a client that left mid-body, a failed generation) next to
+    # uvicorn's, in its format, at the same level.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    serve_log = logging.getLogger("buildlm.serve")
+    serve_log.addHandler(handler)
+    serve_log.setLevel(args.log_level.upper())
+    serve_log.propagate = False
     engine = open_engine(args)
     name = args.name or Path(args.model).resolve().name
-    app = create_app(engine, name, limits, api_key=args.api_key)
+    app = create_app(engine, name, limits, api_key=args.api_key, web=web)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -120,7 +150,10 @@ def main(argv: list[str]) -> None:
               "can reach this machine can use the model", file=sys.stderr)  # fmt: skip
     print(f"buildlm serve: model {name!r} at http://{shown}:{port} (chat page at /, API at /v1)",
           flush=True)  # fmt: skip
-    config = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=5)
+    # No uvicorn limit_concurrency: it counts idle sockets too and answers a plain 503; the
+    # app's own cap (`admission`) answers 429 with Retry-After instead.
+    config = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=5,
+                            http=head_timeout_protocol(limits.body_timeout_s))  # fmt: skip
     # uvicorn shuts down cleanly on Ctrl-C, then re-raises it: for a server that is a normal stop.
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])

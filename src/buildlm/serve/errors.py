@@ -18,7 +18,7 @@ import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -28,9 +28,11 @@ log = logging.getLogger("buildlm.serve")
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    408: "invalid_request_error",
     415: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
@@ -42,13 +44,20 @@ class APIError(Exception):
     """An error to send back as ``{"error": {...}}`` with ``status``."""
 
     def __init__(
-        self, status: int, message: str, param: str | None = None, code: str | None = None
-    ) -> None:
+        self, status: int, message: str, param: str | None = None, code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.code = code
+        self.headers = headers  # extra response headers (Retry-After for a 429)
+
+
+class ClientLeft(Exception):
+    """The client closed its connection before its request was read: nothing to answer, and
+    nothing wrong with the server (logged in one line, no traceback)."""
 
 
 def error_body(
@@ -66,7 +75,7 @@ def error_body(
 
 
 def error_response(err: APIError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else err.headers
     return JSONResponse(
         error_body(err.status, err.message, err.param, err.code), err.status, headers=headers
     )
@@ -121,6 +130,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, err: APIError) -> JSONResponse:
         return error_response(err)
+
+    @app.exception_handler(ClientLeft)
+    async def _client_left(request: Request, err: ClientLeft) -> Response:
+        log.info("%s", err)
+        return Response(status_code=400)  # nobody reads it: the connection is closed
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(request: Request, err: RequestValidationError) -> JSONResponse:

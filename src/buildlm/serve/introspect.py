@@ -20,17 +20,18 @@ import torch
 
 from buildlm.infer.chat_format import ChatFormat
 from buildlm.serve.errors import APIError
-from buildlm.serve.prompts import encode, render_chat
+from buildlm.serve.prompts import encode, encode_chat
 from buildlm.serve.schemas import AttentionRequest, InspectRequest
 
 
-def inspect_text(req: InspectRequest, fmt: ChatFormat) -> str:
-    """The text a request asks about: ``text`` as given, or ``messages`` rendered."""
+def inspect_ids(req: InspectRequest, tokenizer: Any, fmt: ChatFormat) -> list[int]:
+    """The ids a request asks about: ``text`` as given, or ``messages`` as a chat request
+    encodes them (special tokens only from the template)."""
     if (req.text is None) == (req.messages is None):
         raise APIError(400, "give exactly one of 'text' and 'messages'", param="text")
     if req.messages is not None:
-        return render_chat(fmt, req.messages, req.add_generation_prompt)
-    return req.text
+        return encode_chat(tokenizer, fmt, req.messages, req.add_generation_prompt)
+    return encode(tokenizer, req.text)
 
 
 def token_pieces(tokenizer: Any, ids: list[int]) -> list[dict[str, Any]]:
@@ -49,7 +50,7 @@ def token_pieces(tokenizer: Any, ids: list[int]) -> list[dict[str, Any]]:
 
 def tokenize(req: InspectRequest, tokenizer: Any, fmt: ChatFormat, max_tokens: int) -> dict:
     """``{"tokens": [{"id", "text"}, ...], "count": N}`` (at most ``max_tokens`` listed)."""
-    ids = encode(tokenizer, inspect_text(req, fmt))
+    ids = inspect_ids(req, tokenizer, fmt)
     return {"count": len(ids), "tokens": token_pieces(tokenizer, ids[:max_tokens])}
 
 
@@ -62,7 +63,7 @@ def attention(
         raise APIError(400, f"layer {req.layer} does not exist (0..{cfg.n_layers - 1})", "layer")
     if req.head >= cfg.n_heads:
         raise APIError(400, f"head {req.head} does not exist (0..{cfg.n_heads - 1})", "head")
-    ids = encode(tokenizer, inspect_text(req, fmt))
+    ids = inspect_ids(req, tokenizer, fmt)
     if not ids:
         raise APIError(400, "the text is empty; nothing to attend to", param="text")
     limit = min(max_tokens, cfg.context_length)

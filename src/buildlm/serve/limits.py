@@ -19,6 +19,8 @@ class ServeLimits:
     context: the engine refuses longer ones). ``default_max_tokens`` is used when a request
     names no ``max_tokens``; it is capped by ``max_tokens``. ``max_batch_size`` bounds how many
     rows (prompts x ``n``) run together in one batch, and so how many one request may ask for.
+    ``max_connections``, ``max_queued`` and ``body_timeout_s`` bound what the server holds for
+    all clients together (`buildlm.serve.admission`).
     """
 
     max_prompt_tokens: int | None = None
@@ -29,10 +31,16 @@ class ServeLimits:
     max_batch_size: int = 32
     max_temperature: float = 2.0
     max_attention_tokens: int = 256
+    max_connections: int = 128  # requests read or answered at once; more get 429
+    max_queued: int = 256  # requests waiting for a place in the batch; more get 429
+    body_timeout_s: float = 10.0  # a request body must arrive within this; else 408
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.body_timeout_s, (int, float)) and self.body_timeout_s > 0):
+            raise ValueError(f"body_timeout_s must be positive, got {self.body_timeout_s!r}")
         for name in ("max_tokens", "default_max_tokens", "max_body_bytes", "max_n",
-                     "max_batch_size", "max_attention_tokens"):  # fmt: skip
+                     "max_batch_size", "max_attention_tokens", "max_connections",
+                     "max_queued"):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

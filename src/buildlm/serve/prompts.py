@@ -57,16 +57,18 @@ class Work:
 
 
 def encode(tokenizer: Any, text: str) -> list[int]:
-    """Text -> ids; special-token text (``<|im_end|>``) is read as the special token, as the
-    chat formats write it and as ``buildlm generate`` reads prompts."""
+    """A completion prompt's text -> ids; special-token text (``<|endoftext|>``) is read as the
+    special token, as ``buildlm generate`` reads prompts. Never used for chat messages."""
     return tokenizer.encode(text, allowed_special="all")
 
 
-def render_chat(fmt: ChatFormat, messages: list[ChatMessage], add_generation_prompt: bool) -> str:
-    """The conversation as the model's chat format writes it."""
+def encode_chat(tokenizer: Any, fmt: ChatFormat, messages: list[ChatMessage],
+                add_generation_prompt: bool) -> list[int]:  # fmt: skip
+    """The conversation's ids (`ChatFormat.encode`): special tokens come only from the
+    template, so a message that types ``<|im_start|>`` or ``<|endoftext|>`` forges nothing."""
     try:
-        return fmt.render(
-            [m.as_dict() for m in messages], add_generation_prompt=add_generation_prompt
+        return fmt.encode(
+            tokenizer, [m.as_dict() for m in messages], add_generation_prompt=add_generation_prompt
         )
     except ValueError as err:
         raise APIError(400, str(err), param="messages") from None
@@ -159,8 +161,7 @@ def chat_work(
     if req.trim_history:
         params = sampling_params(req, limits, stop, stop_ids)
         return trimmed_chat_work(req, tokenizer, fmt, limits, context_length, vocab_size, params)
-    prompt = render_chat(fmt, req.messages, add_generation_prompt=True)
-    ids = encode(tokenizer, prompt)
+    ids = encode_chat(tokenizer, fmt, req.messages, add_generation_prompt=True)
     check_prompt(ids, limits, context_length, vocab_size, "messages")
     params = sampling_params(req, limits, stop, stop_ids)
     return Work([ids] * req.n, params, len(ids))
@@ -173,8 +174,8 @@ def trimmed_chat_work(
     """``trim_history``: the oldest turns that do not fit are left out, ``max_tokens`` capped."""
 
     def tokenize(messages: list[dict[str, str]]) -> list[int]:
-        try:
-            return encode(tokenizer, fmt.render(messages, add_generation_prompt=True))
+        try:  # special tokens only from the template, as in `encode_chat`
+            return fmt.encode(tokenizer, messages, add_generation_prompt=True)
         except ValueError as err:
             raise APIError(400, str(err), param="messages") from None
 

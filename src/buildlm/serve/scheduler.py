@@ -18,9 +18,14 @@ runs all the rows in flight together:
 3. **Drop.** Finished rows, and the rows of requests whose client went away (``Ticket.cancel``),
    leave the batch: their cache rows are dropped (`StaticKVCache.reorder`), so nobody computes
    tokens that nobody will read. When every row is gone the thread sleeps until a request comes.
-4. **Re-prefill.** The cache's width only grows (one slot per step; new rows are padded to it).
-   When it is full, every row's sequence is prefilled again into a fresh, narrower cache; a row
-   that has reached the model's context keeps its last three quarters (the engine's slide).
+4. **Slide.** A row whose window has outgrown the model's context leaves the batch, keeps the
+   last three quarters of its tokens (the engine's rule, `Engine._window`) and is prefilled
+   again *on its own*, then joins the batch like a new request. Only that row moves: the
+   others keep their caches, so what a request generates never depends on its neighbours
+   (the same request gives the same tokens alone and in a busy batch).
+5. **Make room.** The cache's width only grows (one slot per step; new rows are padded to it).
+   When it is full, the padding every row has on its left is cut off and the rest is copied
+   into a cache with room for the longest remaining budget: no row is recomputed.
 
 Torch work runs only on this thread, never on the server's asyncio event loop, which stays free
 to accept connections and stream text. The thread hands results to the loop with
@@ -153,6 +158,7 @@ class SchedulerStats:
     prefills: int = 0
     decode_steps: int = 0
     largest_batch: int = 0
+    window_slides: int = 0  # rows that outgrew the context and were prefilled again alone
 
 
 @dataclass
@@ -294,7 +300,12 @@ class Scheduler:
         """Prefill ``tickets``' rows on their own, then splice them into the running batch."""
         rows = [r for t in tickets for r in t.rows]
         slots = [(t, i) for t in tickets for i in range(len(t.rows))]
-        width = max(len(r.sequence) for r in rows)  # prompts fit the context (checked earlier)
+        self._insert(batch, rows, slots)
+
+    def _insert(self, batch: _Batch, rows: list, slots: list[tuple[Ticket, int]]) -> None:
+        """Prefill ``rows`` (new ones, or rows that slid) in a cache of their own, then splice
+        them into the running batch."""
+        width = max(len(self.engine._window(r)) for r in rows)  # windows fit the context
         cache = StaticKVCache.for_model(self.engine.model, len(rows), max_len=width)
         logits, key_mask, positions = self.engine._prefill(rows, cache)
         self.stats.prefills += 1
@@ -343,19 +354,6 @@ class Scheduler:
         batch.logits = torch.cat([batch.logits, logits])
         batch.positions = torch.cat([batch.positions, positions])
 
-    def _reprefill(self, batch: _Batch) -> None:
-        """Prefill every row again into a fresh cache; slide rows that reached the context."""
-        engine, rows = self.engine, batch.rows
-        longest = max(len(r.sequence) for r in rows)
-        slide = longest >= engine.context_length
-        width = engine.context_length - engine.context_length // 4 if slide else longest
-        budget = max(r.params.max_new_tokens - len(r.generated) for r in rows)
-        batch.cache = StaticKVCache.for_model(engine.model, len(rows), max_len=width + budget)
-        batch.logits, batch.key_mask, batch.positions = engine._prefill(
-            rows, batch.cache, slide=slide
-        )
-        self.stats.prefills += 1
-
     @torch.inference_mode()
     def _step(self, batch: _Batch) -> None:
         """Pick one token per row, hand out the text, drop finished rows, run the decode step."""
@@ -379,24 +377,43 @@ class Scheduler:
         self._drop_finished(batch, nxt)
 
     def _drop_finished(self, batch: _Batch, nxt: torch.Tensor) -> None:
-        """Remove done rows from the batch and its cache, then compute the next logits."""
-        engine, rows = self.engine, batch.rows
-        keep = [i for i, r in enumerate(rows) if not r.done]
+        """Remove done rows, slide full ones, then compute every row's next logits."""
+        keep = [i for i, r in enumerate(batch.rows) if not r.done]
+        nxt = self._keep(batch, keep, nxt)
+        # A row whose window (its new token included) outgrew the context slides alone.
+        ctx = self.engine.context_length
+        full = [i for i, r in enumerate(batch.rows) if len(r.sequence) - r.start > ctx]
+        sliding = [(batch.rows[i], batch.slots[i]) for i in full]
+        if full:
+            nxt = self._keep(batch, [i for i in range(len(batch.rows)) if i not in full], nxt)
+        if batch.rows:
+            self._decode(batch, nxt)
+        if sliding:
+            self.stats.window_slides += len(sliding)
+            self._insert(batch, [r for r, _ in sliding], [slot for _, slot in sliding])
+
+    def _keep(self, batch: _Batch, keep: list[int], nxt: torch.Tensor) -> torch.Tensor:
+        """Keep only rows ``keep`` of the batch (and of ``nxt``, which is returned)."""
         if not keep:
             batch.rows, batch.slots, batch.cache, batch.logits = [], [], None, None
-            return
-        if len(keep) < len(rows):
-            index = torch.tensor(keep, device=nxt.device)
-            batch.rows = rows = [rows[i] for i in keep]
-            batch.slots = [batch.slots[i] for i in keep]
-            batch.cache.reorder(index)
-            nxt = nxt.index_select(0, index)
-            batch.positions = batch.positions.index_select(0, index)
-            if batch.key_mask is not None:
-                batch.key_mask = batch.key_mask.index_select(0, index)
+            batch.key_mask = batch.positions = None
+            return nxt[:0]
+        if len(keep) == len(batch.rows):
+            return nxt
+        index = torch.tensor(keep, device=nxt.device)
+        batch.rows = [batch.rows[i] for i in keep]
+        batch.slots = [batch.slots[i] for i in keep]
+        batch.cache.reorder(index)
+        batch.positions = batch.positions.index_select(0, index)
+        if batch.key_mask is not None:
+            batch.key_mask = batch.key_mask.index_select(0, index)
+        return nxt.index_select(0, index)
+
+    def _decode(self, batch: _Batch, nxt: torch.Tensor) -> None:
+        """Feed each row its new token ``nxt`` (B,): the batch's next logits."""
+        engine, rows = self.engine, batch.rows
         if batch.cache.offset == batch.cache.max_len:  # out of room
-            self._reprefill(batch)
-            return
+            self._make_room(batch)
         batch.positions = batch.positions + 1  # each row's next token sits one position on
         if batch.key_mask is None:  # no row is padded: positions follow from the cache offset
             batch.logits = engine._decode_logits(nxt, batch.cache)
@@ -406,3 +423,26 @@ class Scheduler:
             batch.logits = engine._decode_logits(
                 nxt, batch.cache, batch.positions, batch.key_mask
             )
+
+    def _make_room(self, batch: _Batch) -> None:
+        """Cut the padding all rows share on the left, and copy the rest into a roomier cache.
+
+        Every row's keys sit right-aligned and carry their own positions, so dropping slots
+        that are padding in every row changes nothing a row computes. Each row's cached window
+        is shorter than the context (full rows slid first), so at least one slot is freed.
+        """
+        old, width = batch.cache, batch.cache.offset
+        pad = 0
+        if batch.key_mask is not None:
+            pad = int((~batch.key_mask).sum(dim=1).min())
+            batch.key_mask = batch.key_mask[:, pad:]
+            if bool(batch.key_mask.all()):  # no padding left: every row starts at slot 0
+                batch.key_mask = None
+        budget = max(r.params.max_new_tokens - len(r.generated) for r in batch.rows)
+        cache = StaticKVCache.for_model(
+            self.engine.model, len(batch.rows), max_len=width - pad + budget
+        )
+        for dst, src in zip(cache.k + cache.v, old.k + old.v, strict=True):  # (B, heads, slots, d)
+            dst[:, :, : width - pad] = src[:, :, pad:width]
+        cache.offset = width - pad
+        batch.cache = cache
