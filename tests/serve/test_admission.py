@@ -41,7 +41,7 @@ def read_all(sock: socket.socket, timeout: float) -> bytes:
 @pytest.fixture(scope="module")
 def tight(start_server):
     """A server with small admission limits, so the tests reach them with few sockets."""
-    return start_server(ServeLimits(max_tokens=4000, body_timeout_s=1.0, max_connections=6,
+    return start_server(ServeLimits(max_tokens=1_000_000, body_timeout_s=1.0, max_connections=6,
                                     max_queued=2, max_batch_size=2, max_n=2))  # fmt: skip
 
 
@@ -91,7 +91,8 @@ def test_requests_past_the_cap_get_429_with_retry_after(tight, model_name):
 
 def test_a_full_queue_gets_429(tight, model_name):
     """Two long requests fill the batch (two rows), two more wait; the fifth is refused."""
-    long = {"model": model_name, "prompt": "I had", "max_tokens": 4000, "ignore_eos": True,
+    # the streams outlast the test however slow the machine (closing them cancels them)
+    long = {"model": model_name, "prompt": "I had", "max_tokens": 1_000_000, "ignore_eos": True,
             "stream": True}  # fmt: skip
     clients = [httpx.Client(base_url=tight.url, timeout=60) for _ in range(2)]
     streams = []
@@ -105,7 +106,8 @@ def test_a_full_queue_gets_429(tight, model_name):
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
         queued = [socket.create_connection(("127.0.0.1", tight.port)) for _ in range(2)]
-        payload = json.dumps({**long, "stream": False}).encode()
+        # the waiting ones are short: once the streams close they run and end by themselves
+        payload = json.dumps({**long, "stream": False, "max_tokens": 4000}).encode()
         for sock in queued:
             sock.sendall(http_request(tight.port, payload))
         deadline = time.monotonic() + 10
