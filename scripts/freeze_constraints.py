@@ -4,7 +4,9 @@ Walks the installed metadata from ``buildlm[dev]`` down (every requirement whose
 marker holds here, extras included) and prints ``name==version`` for each package reached, so
 the file holds exactly what the package needs, not whatever else the environment has. Local
 version labels are dropped (``torch 2.13.0+cpu`` is pinned as ``torch==2.13.0``), so the same
-file serves the CPU and the CUDA builds of torch.
+file serves the CPU and the CUDA builds of torch. torch itself is left out: the README's first
+install step chooses it (the CPU wheel, or the CUDA build a GPU needs, any torch>=2.4), and a
+pin here would make pip replace a GPU user's newer build.
 
     python scripts/freeze_constraints.py > constraints.txt      (scripts/refresh-constraints.sh)
 """
@@ -55,6 +57,7 @@ def closure(root: str, extras: tuple[str, ...]) -> dict[str, str]:
 def main() -> None:
     pins = closure("buildlm", ("dev",))
     pins.pop("buildlm", None)
+    pins.pop("torch", None)  # chosen by the install's first step (CPU or CUDA build)
     print("# Versions the test suite passed with: pip install -e \".[dev]\" -c constraints.txt")
     print(f"# Resolved on Python {platform.python_version()}, {sys.platform} {platform.machine()}.")
     print("# Regenerate on purpose with scripts/refresh-constraints.sh; do not edit by hand.")
