@@ -261,10 +261,10 @@ def test_greedy_with_frequency_and_presence_penalties_equals_a_direct_loop(gpt2_
         (lambda: TopP(1.5), r"top_p must be in \(0, 1\].*got 1\.5"),
         (lambda: MinP(-0.1), r"min_p must be in \[0, 1\].*got -0\.1"),
         (lambda: MinP(1.1), r"min_p must be in \[0, 1\].*got 1\.1"),
-        (lambda: RepetitionPenalty(0.0), r"repetition_penalty must be a finite number > 0.*got 0"),
-        (lambda: RepetitionPenalty(-2.0), r"repetition_penalty must be .*> 0.*got -2\.0"),
+        (lambda: RepetitionPenalty(0.0), r"repetition_penalty must be a number from 0.01 to 100.*got 0"),
+        (lambda: RepetitionPenalty(-2.0), r"repetition_penalty must be .*from 0.01.*got -2\.0"),
         (lambda: TopP(0.5, min_tokens_to_keep=0), r"min_tokens_to_keep must be a positive"),
-        (lambda: FrequencyPenalty(float("nan")), r"frequency_penalty must be a finite number"),
+        (lambda: FrequencyPenalty(float("nan")), r"frequency_penalty must be a number from -100 to 100"),
         (lambda: PresencePenalty(0.5, prompt_length=-1), r"prompt_length must be"),
     ],
 )
@@ -280,8 +280,12 @@ def test_bad_processor_values_raise(make, message):
         (dict(top_k=0), r"top_k must be a positive integer"),
         (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
         (dict(min_p=2.0), r"min_p must be in \[0, 1\] or None, got 2\.0"),
-        (dict(repetition_penalty=0.0), r"repetition_penalty must be a finite number > 0"),
-        (dict(presence_penalty=float("inf")), r"presence_penalty must be a finite number"),
+        (dict(repetition_penalty=0.0), r"repetition_penalty must be a number from 0.01"),
+        # past these a score overflows float32 and the softmax gives nan (found by the CLI fuzz)
+        (dict(frequency_penalty=3.4e38), r"frequency_penalty must be a number from -100 to 100"),
+        (dict(repetition_penalty=1e300), r"repetition_penalty must be a number from 0.01"),
+        (dict(temperature=1e-30), r"below 1e-05: use 0 for greedy"),
+        (dict(presence_penalty=float("inf")), r"presence_penalty must be a number from -100"),
     ],
 )
 def test_bad_settings_raise_in_builder_and_generate(gpt2_pair, kwargs, message):

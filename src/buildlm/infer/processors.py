@@ -90,6 +90,10 @@ def _is_number(value: object) -> bool:
 def _check_temperature(temperature: float, allow_zero: bool) -> None:
     if not _is_number(temperature) or math.isnan(temperature) or math.isinf(temperature):
         raise ValueError(f"temperature must be a finite number, got {temperature!r}")
+    if 0 < temperature < MIN_TEMPERATURE:
+        raise ValueError(
+            f"temperature {temperature!r} is below {MIN_TEMPERATURE}: use 0 for greedy decoding"
+        )
     if allow_zero and temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature!r}")
     if not allow_zero and temperature <= 0:
@@ -114,16 +118,26 @@ def _check_min_p(min_p: float) -> None:
         raise ValueError(f"min_p must be in [0, 1] or None, got {min_p!r}")
 
 
+# Beyond these bounds a penalty no longer changes which tokens win (a score moved by 100 nats is
+# out of the running), it only overflows float32 scores to inf and the softmax to nan.
+MAX_PENALTY = 100.0
+MIN_TEMPERATURE = 1e-5  # below it sampling is greedy anyway, and scores / T overflow to inf
+
+
 def _check_repetition_penalty(penalty: float) -> None:
-    if not _is_number(penalty) or not penalty > 0 or math.isinf(penalty):
+    if not _is_number(penalty) or not 1 / MAX_PENALTY <= penalty <= MAX_PENALTY:
         raise ValueError(
-            f"repetition_penalty must be a finite number > 0 (1 means no penalty), got {penalty!r}"
+            f"repetition_penalty must be a number from {1 / MAX_PENALTY} to {MAX_PENALTY:.0f} "
+            f"(1 means no penalty), got {penalty!r}"
         )
 
 
 def _check_additive_penalty(name: str, penalty: float) -> None:
-    if not _is_number(penalty) or not math.isfinite(penalty):
-        raise ValueError(f"{name} must be a finite number (0 means no penalty), got {penalty!r}")
+    if not _is_number(penalty) or not -MAX_PENALTY <= penalty <= MAX_PENALTY:
+        raise ValueError(
+            f"{name} must be a number from -{MAX_PENALTY:.0f} to {MAX_PENALTY:.0f} (0 means no "
+            f"penalty; OpenAI's API allows -2 to 2), got {penalty!r}"
+        )
 
 
 def _check_prompt_length(prompt_length: int) -> None:

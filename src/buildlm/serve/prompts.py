@@ -31,6 +31,7 @@ from typing import Any
 from buildlm.infer.chat_format import ChatFormat
 from buildlm.infer.conversation import ConversationTooLong, fit_conversation
 from buildlm.infer.engine import SamplingParams
+from buildlm.infer.processors import MIN_TEMPERATURE
 from buildlm.serve.errors import APIError
 from buildlm.serve.limits import ServeLimits
 from buildlm.serve.schemas import (
@@ -41,9 +42,6 @@ from buildlm.serve.schemas import (
     CompletionRequest,
     _GenerationRequest,
 )
-
-# Below this a temperature picks the top token anyway, and dividing logits by 1e-300 gives inf.
-MIN_TEMPERATURE = 1e-5
 
 
 @dataclass
