@@ -11,6 +11,7 @@ import sys
 import time
 
 import httpx
+import pytest
 
 
 def start(*args: str) -> subprocess.Popen:
@@ -68,3 +69,13 @@ def test_serve_errors_are_one_line(tmp_path):
     assert proc.returncode == 1
     assert "Traceback" not in err and "not found" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_host_that_is_not_this_machine_is_named_as_such():
+    """``--host 999.1.1.1`` is no address at all: the fix is the host, not another --port."""
+    from buildlm.serve.cli import bind
+
+    for host in ("999.1.1.1", "192.0.2.1"):  # not an address; an address of another machine
+        with pytest.raises(ValueError) as err:
+            bind(host, 0)
+        assert "--host" in str(err.value) and "--port" not in str(err.value), str(err.value)

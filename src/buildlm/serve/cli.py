@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -95,6 +96,11 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as err:
         sock.close()
+        if isinstance(err, socket.gaierror) or err.errno == errno.EADDRNOTAVAIL:
+            raise ValueError(
+                f"--host {host!r} is not an address of this machine ({err.strerror}); use "
+                "127.0.0.1 (this machine only) or 0.0.0.0 (every network it is on)"
+            ) from None
         raise ValueError(
             f"cannot listen on {host}:{port} ({err.strerror}); pick another --port"
         ) from None
