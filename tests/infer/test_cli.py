@@ -90,3 +90,15 @@ def test_bad_flags_are_one_line_errors(checkpoint, args, fragment):
 def test_missing_model_folder_is_one_line(tmp_path):
     proc = run("chat", "--model", tmp_path / "nope", stdin="hi\n")
     assert proc.returncode == 1 and "not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_prompt_longer_than_the_context_names_the_flag_that_keeps_its_end(checkpoint):
+    long_prompt = "word " * 400
+    proc = run("generate", "--model", str(checkpoint), "--prompt", long_prompt, "--max-new-tokens", "2")
+    assert proc.returncode == 1
+    assert "--truncate-prompt" in proc.stderr and "Traceback" not in proc.stderr
+    assert "word" not in proc.stdout  # the refused prompt is not echoed before the error
+    kept = run("generate", "--model", str(checkpoint), "--prompt", long_prompt, "--max-new-tokens",
+               "2", "--truncate-prompt", "--temperature", "0")  # fmt: skip
+    assert kept.returncode == 0, kept.stderr
+    assert kept.stdout.startswith(long_prompt)

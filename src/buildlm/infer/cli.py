@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop-at-eot", action="store_true", help="stop at the tokenizer's end-of-text token"
     )
     parser.add_argument("--no-stream", action="store_true", help="print each sample when done")
+    parser.add_argument(
+        "--truncate-prompt", action="store_true",
+        help="keep the end of a prompt longer than the model's context instead of refusing it",
+    )  # fmt: skip
     return parser
 
 
@@ -41,8 +45,10 @@ def main(argv: list[str]) -> None:
     engine = open_engine(args)
     params = sampling_params(args, stop_token_ids=None if args.stop_at_eot else ())
     if args.num_samples == 1 and not args.no_stream:
-        print(args.prompt, end="", flush=True)
-        for piece in engine.stream(args.prompt, params):
+        pieces = engine.stream(args.prompt, params)
+        first = next(pieces, "")  # a prompt the engine refuses fails here, before it is echoed
+        print(args.prompt + first, end="", flush=True)
+        for piece in pieces:
             print(piece, end="", flush=True)
         print()
     else:

@@ -58,7 +58,8 @@ def open_engine(args: argparse.Namespace) -> Engine:
     model, tokenizer = load_model(args.model, device, parse_dtype(args.dtype), args.quantize)
     if tokenizer is None:
         raise FileNotFoundError(f"{args.model} has no tokenizer; cannot turn text into ids")
-    return Engine(model, tokenizer, compile=args.compile)
+    truncate = getattr(args, "truncate_prompt", False)  # `buildlm generate --truncate-prompt`
+    return Engine(model, tokenizer, compile=args.compile, truncate_prompts=truncate)
 
 
 def format_stats(stats: EngineStats, model) -> str:

@@ -294,7 +294,8 @@ class Engine:
             if not self.truncate_prompts:
                 raise ValueError(
                     f"the prompt has {len(ids)} tokens, more than the model's context_length="
-                    f"{self.context_length}; shorten it or pass truncate_prompts=True to keep its end"
+                    f"{self.context_length}; shorten it, or keep its end (Engine(truncate_prompts=True), "
+                    "buildlm generate --truncate-prompt)"
                 )
             ids = ids[-self.context_length :]
         stop_ids = params.stop_token_ids
