@@ -27,9 +27,29 @@ there to ``min_lr`` at the new end. A finished run is at ``min_lr`` already, so 
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
+
+
+def process_started(max_age: float = 120.0) -> float:
+    """When this process started, as a ``time.perf_counter()`` value: what `buildlm train` counts
+    its time budget from, so Python's and PyTorch's start-up are inside the budget.
+
+    Read from ``/proc`` (Linux). Elsewhere, or in a process older than ``max_age`` seconds (a
+    notebook or test session calling the command's ``main``, not a command starting up), now.
+    """
+    now = time.perf_counter()
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after "pid (name)": field 3 onwards
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+        age = uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start, in ticks
+    except (OSError, ValueError, IndexError, AttributeError):
+        return now
+    return now - age if 0.0 <= age <= max_age else now
 
 
 def cosine_decay(progress: float, top: float, floor: float) -> float:

@@ -13,9 +13,6 @@ torchrun on this machine. ``--train.distributed fsdp`` shards the model instead 
 from __future__ import annotations
 
 import sys
-import time
-
-STARTED = time.perf_counter()  # a --train.time_budget_s counts from here (before PyTorch loads)
 
 # The zero-argument run differs from the library defaults in two places: 128-token windows in
 # batches of 32 (the "tiny" preset's 256 tokens cost more attention per token and, in a five-minute
@@ -113,6 +110,7 @@ def build_parser():
 
 def main(argv: list[str]) -> None:
     from buildlm.train import checkpoint as ckpt
+    from buildlm.train.budget import process_started
     from buildlm.train.config import DataConfig, TokenizerConfig, TrainConfig
     from buildlm.train.distributed import launched_by_torchrun
     from buildlm.train.run import model_args_class, run_training
@@ -146,5 +144,5 @@ def main(argv: list[str]) -> None:
     tok = TokenizerConfig(**vars(cfg.tokenizer))
     run_training(
         model_args, train, data, tok, resume=cfg.resume, log=lambda msg: print(msg, file=sys.stdout, flush=True),
-        started=STARTED,
+        started=process_started(),  # a time budget counts from the command's start
     )  # fmt: skip

@@ -636,10 +636,16 @@ class Trainer:
                 disable=not (cfg.progress and self.is_main), desc="train", unit="s of budget",
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n}/{total}s of the time budget{postfix}",
             )  # fmt: skip
-            self.log(
-                f"time budget: {budget.seconds:g}s from the start of the run, {budget.used():.0f}s used; "
-                "training stops in time for the final evaluation, checkpoint and sample"
-            )
+            if budget.used() < budget.training_end:
+                self.log(
+                    f"time budget: {budget.seconds:g}s from the start of the run, {budget.used():.0f}s used; "
+                    "training stops in time for the final evaluation, checkpoint and sample"
+                )
+            else:
+                self.log(
+                    f"time budget: {budget.used():.0f}s of the {budget.seconds:g}s went to starting up and "
+                    "preparing the data: training one step only (raise --train.time_budget_s)"
+                )
         else:
             bar = tqdm(
                 total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.is_main),
