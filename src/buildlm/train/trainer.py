@@ -701,9 +701,10 @@ class Trainer:
                             f"training ran faster than the measured peak: {self.peak.describe()[:-1]}, "
                             "raised: the start-up measurement ran on a busy machine)"
                         )
-                    bar.set_postfix(
-                        step=self.step, loss=f"{loss:.3f}", lr=f"{self.lr:.2e}", tok_s=f"{tok_s:,.0f}", mfu=f"{util:.1%}"
-                    )
+                    bar.set_postfix(  # a dict keeps this order (keywords would be sorted)
+                        {"step": self.step, "loss": f"{loss:.3f}", "lr": f"{self.lr:.2e}", "tok_s": f"{tok_s:,.0f}",
+                         "mfu": f"{util:.1%}"}
+                    )  # fmt: skip
                     self._record(
                         {"step": self.step, "train_loss": loss, "lr": self.lr, "tokens_per_s": tok_s, "mfu": util,
                          "tokens": self.tokens_seen}
