@@ -88,7 +88,7 @@ def test_lr_reaches_its_floor_and_never_rises_when_speed_changes(tmp_path, token
     result = trainer.fit()
     assert time.perf_counter() - t0 <= budget + 0.5
     lrs = [lr for step, lr in logged(tmp_path, "lr") if step > trainer.config.warmup_steps]
-    assert len(lrs) > 20
+    assert len(lrs) >= 8
     assert all(b <= a * (1 + 1e-12) for a, b in pairwise(lrs)), "the learning rate rose"
     assert lrs[-1] == pytest.approx(trainer.config.min_lr)  # the last step trains at the floor
     assert lrs[len(lrs) // 2] > 1.5 * trainer.config.min_lr  # and it was not there all along
