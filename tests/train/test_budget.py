@@ -66,14 +66,14 @@ def logged(run_dir, key):
 
 
 def test_deadline_holds_when_steps_slow_down_late(tmp_path, tokens, small_tokenizer):
-    budget = 4.0
+    budget = 6.0
     trainer = make_trainer(tokens, small_tokenizer, tmp_path, time_budget_s=budget)
-    # Fast for 60% of the budget, then every step takes 0.15 s longer.
-    trainer.train_batches = Slowed(trainer.train_batches, lambda t: 0.15 if t > 0.6 * budget else 0.0)
+    # Fast for half the budget, then every step takes 0.15 s longer.
+    trainer.train_batches = Slowed(trainer.train_batches, lambda t: 0.15 if t > 0.5 * budget else 0.0)
     t0 = time.perf_counter()
     result = trainer.fit()
     took = time.perf_counter() - t0
-    assert result.step > 10
+    assert result.step > 5
     # The final evaluation, checkpoint and loss plot are inside the budget; one slow step of slack.
     assert took <= budget + 0.5, f"{took:.2f}s for a {budget}s budget ({result.step} steps)"
     assert ckpt.resolve_checkpoint(tmp_path).name == f"step-{result.step:07d}"

@@ -65,7 +65,9 @@ class DecayPlan:
     It runs from ``from_lr`` at step ``from_step`` (budget second ``from_time``) down to the
     floor at step ``max_steps`` (a step-count run, ``time_budget_s`` None) or at the end of the
     ``time_budget_s`` budget. ``from_time`` is None until a budgeted run's warm-up ends.
-    ``from_lr`` None means the configured peak ``lr``.
+    ``from_lr`` None means the configured peak ``lr``. ``progress`` is how far along the cosine a
+    budgeted run is: it only ever grows (when the steps get faster, the end seems to move away
+    for a moment; the rate then waits rather than rising).
     """
 
     max_steps: int
@@ -73,6 +75,7 @@ class DecayPlan:
     from_step: int
     from_time: float | None = None
     from_lr: float | None = None
+    progress: float = 0.0
 
     def same_end(self, max_steps: int, time_budget_s: float | None) -> bool:
         """Does this plan end where the settings now say the run ends?"""
@@ -102,6 +105,7 @@ class TimeBudget:
         self.costs: dict[str, float] = {}
         self.estimates: dict[str, float] = {}
         self.step_times: list[float] = []
+        self.first_step: float | None = None
 
     def used(self, now: float | None = None) -> float:
         """Seconds of the budget used so far, by this session and the earlier ones."""
@@ -113,12 +117,17 @@ class TimeBudget:
         self.costs[job] = max(self.costs.get(job, 0.0), seconds)
 
     def note_step(self, seconds: float) -> None:
+        """Record a step's time. A session's first step pays one-off costs (memory, kernels):
+        it counts only until the second step gives a real measurement."""
+        if self.first_step is None:
+            self.first_step = seconds
+            return
         self.step_times = [*self.step_times[-(self.STEP_WINDOW - 1) :], seconds]
 
     @property
     def step_time(self) -> float:
         """Seconds one training step takes now: the longest of the last few (0 before any)."""
-        return max(self.step_times, default=0.0)
+        return max(self.step_times, default=self.first_step or 0.0)
 
     def cost(self, job: str) -> float:
         """The measured cost of ``job``, or its estimate until it has run once."""

@@ -552,10 +552,12 @@ class Trainer:
                 return lr_at(self.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, plan.max_steps)
             return cosine_decay((self.step - plan.from_step) / max(1, plan.max_steps - plan.from_step), top, cfg.min_lr)
         if final:
+            plan.progress = 1.0
             return cfg.min_lr
         if plan.from_time is None:  # warm-up just ended: the cosine starts now
             plan.from_step, plan.from_time = self.step, self.budget.used()
-        return cosine_decay(self.budget.progress(plan.from_time), top, cfg.min_lr)
+        plan.progress = max(plan.progress, self.budget.progress(plan.from_time))  # never back
+        return cosine_decay(plan.progress, top, cfg.min_lr)
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -570,6 +572,8 @@ class Trainer:
         if self.run_dir is not None:
             import buildlm.viz.losses  # noqa: F401  (plotting's first import, ~1 s, is not left to the end)
         if self.tokenizer is not None and self.task is None:  # time a short sample
+            import buildlm.infer  # noqa: F401  (its first import is not part of a sample's time)
+
             t0 = time.perf_counter()
             self.sample(max_new_tokens=4)
             budget.estimates["sample"] = cfg.sample_tokens * (time.perf_counter() - t0) / 4
