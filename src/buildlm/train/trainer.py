@@ -571,19 +571,30 @@ class Trainer:
         self.budget = budget
         if self.run_dir is not None:
             import buildlm.viz.losses  # noqa: F401  (plotting's first import, ~1 s, is not left to the end)
-        if self.tokenizer is not None and self.task is None:  # time a short sample
-            import buildlm.infer  # noqa: F401  (its first import is not part of a sample's time)
+        if self.tokenizer is not None and self.task is None:
+            # A sample runs the model once per token on the text so far: at most this long.
+            import buildlm.infer  # noqa: F401  (its first import, before the deadline's end)
 
-            t0 = time.perf_counter()
-            self.sample(max_new_tokens=4)
-            budget.estimates["sample"] = cfg.sample_tokens * (time.perf_counter() - t0) / 4
+            budget.estimates["sample"] = cfg.sample_tokens * self._forward_seconds(cfg.sample_tokens + 16)
         return budget
+
+    @torch.no_grad()
+    def _forward_seconds(self, length: int) -> float:
+        """Seconds of one forward pass over one window of ``length`` tokens (after a warm-up)."""
+        x = torch.zeros((1, min(length, self.model.config.context_length)), dtype=torch.long, device=self.device)
+        self.model.eval()
+        self.model(x)[0, -1, 0].item()
+        t0 = time.perf_counter()
+        self.model(x)[0, -1, 0].item()  # .item() waits for the device
+        seconds = time.perf_counter() - t0
+        self.model.train()
+        return seconds
 
     def _guess_end_jobs(self, budget: TimeBudget) -> None:
         """Times of the final evaluation, checkpoint, sample and plot, until each has run once.
 
         From the step time, an evaluation batch is a forward pass (about a third of a
-        micro-batch's step); a sample's time is measured on a few tokens when the fit starts.
+        micro-batch's step); a sample's from one forward pass timed when the fit starts.
         """
         cfg = self.config
         micro = budget.step_time / cfg.grad_accum_steps
