@@ -169,16 +169,19 @@ def test_keep_last_k(tmp_path, verdict_tokens, small_tokenizer):
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-0000003", "step-0000004", "step-0000005"]
 
 
-def test_time_budget_fixes_the_step_count(tmp_path, verdict_tokens, small_tokenizer):
+def test_time_budget_state_is_kept_for_resumption(tmp_path, verdict_tokens, small_tokenizer):
     trainer = make_trainer(
-        verdict_tokens, small_tokenizer, run_dir=tmp_path, max_steps=100_000, time_budget_s=4.0, eval_interval=50,
+        verdict_tokens, small_tokenizer, run_dir=tmp_path, max_steps=100_000, time_budget_s=3.0, eval_interval=50,
         checkpoint_interval=0,
     )
     result = trainer.fit()
     assert 12 < result.step < 100_000
-    assert trainer.config.max_steps == result.step and trainer.config.time_budget_s is None
-    saved = ckpt.read_config(ckpt.resolve_checkpoint(tmp_path))["train"]
-    assert saved["max_steps"] == result.step and saved["time_budget_s"] is None
+    state = ckpt.load_trainer_state(ckpt.resolve_checkpoint(tmp_path))
+    assert state["finished"] and state["plan"]["time_budget_s"] == 3.0 and 0 < state["budget_spent"] <= 3.0
+    assert state["plan"]["from_step"] == trainer.config.warmup_steps  # the cosine began after warm-up
+    again = make_trainer(verdict_tokens, small_tokenizer, run_dir=tmp_path, max_steps=100_000, time_budget_s=3.0)
+    again.load_state(tmp_path)
+    assert again.fit().step == result.step  # its budget is spent: nothing to train
 
 
 def test_split_shorter_than_a_window_is_a_clear_error(verdict_tokens, small_tokenizer):

@@ -3,10 +3,12 @@
 - ``config.py``: ``TrainConfig``, ``DataConfig``, ``TokenizerConfig`` (the ``--train.*`` ... flags);
 - ``optim.py``: AdamW parameter groups and the warmup + cosine learning-rate schedule;
 - ``trainer.py``: the training loop (:class:`Trainer`);
+- ``budget.py``: the time budget as a deadline, and the learning-rate plan that follows it;
 - ``checkpoint.py``: atomic checkpoint folders, exact resumption, loading for inference;
 - ``checkpoint_health.py``: damaged checkpoints found, set aside, resuming from the newest good one;
 - ``metrics.py``: loss, perplexity, bits per byte, MFU, CSV/TensorBoard logging, loss plots;
 - ``baselines.py``: the uniform, unigram and bigram losses a model must beat;
+- ``report.py``: the run's last line against each baseline, and a prompt from its own text;
 - ``run.py``: a whole run from raw text (what ``buildlm train`` does).
 
 Stage 8, fine-tuning, on the same `Trainer` through a `task.Task` (batches, loss, evaluation):

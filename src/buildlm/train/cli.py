@@ -115,6 +115,7 @@ def build_parser():
 def main(argv: list[str]) -> None:
     from buildlm.cli_parser import underscore_flags
     from buildlm.train import checkpoint as ckpt
+    from buildlm.train.budget import process_started
     from buildlm.train.bundled_configs import resolve_config_args
     from buildlm.train.config import DataConfig, TokenizerConfig, TrainConfig
     from buildlm.train.distributed import launched_by_torchrun
@@ -149,4 +150,7 @@ def main(argv: list[str]) -> None:
     train = TrainConfig(**vars(cfg.train))
     data = DataConfig(**vars(cfg.data))
     tok = TokenizerConfig(**vars(cfg.tokenizer))
-    run_training(model_args, train, data, tok, resume=cfg.resume, log=lambda msg: print(msg, file=sys.stdout, flush=True))
+    run_training(
+        model_args, train, data, tok, resume=cfg.resume, log=lambda msg: print(msg, file=sys.stdout, flush=True),
+        started=process_started(),  # a time budget counts from the command's start
+    )  # fmt: skip

@@ -55,9 +55,14 @@ class TrainConfig:
     """How to train. A step is one optimizer update over batch_size * grad_accum_steps windows.
 
     Args:
-        max_steps: optimizer steps; an upper bound when time_budget_s is set.
-        time_budget_s: seconds of training to fit: after a few timed steps, max_steps is set to
-            what fits (then fixed, so a resumed run keeps the schedule). null: exactly max_steps.
+        max_steps: optimizer steps; an upper bound when time_budget_s is set. Raising it on
+            --resume trains a finished run further: the learning rate decays on from where it
+            was (a finished run stays at min_lr), it never jumps back up.
+        time_budget_s: a deadline for the whole run, counted from the command's start (data
+            preparation, training, final evaluation, checkpoint and sample), summed over resumed
+            sessions. Training stops in time for the final jobs, and after warm-up the learning
+            rate decays with the share of the time spent, reaching min_lr at the last step.
+            Raising it on --resume trains a finished run further (at min_lr). null: max_steps.
         batch_size: windows per micro-batch.
         grad_accum_steps: micro-batches whose gradients add up to one step.
         context_length: tokens per window, and the context_length of a new model unless
@@ -85,7 +90,8 @@ class TrainConfig:
         keep_checkpoints: how many recent checkpoints to keep.
         out_dir: folder holding the runs (and the prepared-data cache).
         name: run folder name under out_dir (null: the date and time).
-        peak_flops: device peak FLOP/s for MFU (null: measured with a large matmul at start-up).
+        peak_flops: device peak FLOP/s for MFU (null: the best of a few large matmuls timed at
+            start-up, raised if training runs faster, so MFU never shows over 100%).
         num_threads: torch CPU threads (null: PyTorch's default, one per core). On a CPU shared
             with other busy processes, 1 can be several times faster: threads that wait for
             each other at every operation stall whenever one of them is descheduled.

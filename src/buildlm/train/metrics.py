@@ -8,7 +8,8 @@
 - *MFU* (model FLOPs utilisation) is the share of the hardware's peak arithmetic the training
   actually uses: ``flops_per_token * tokens_per_second / peak_flops``. The peak is a datasheet
   figure on GPUs; here it defaults to a *measured* large matmul on the device, the best rate
-  this machine reaches in practice.
+  this machine reaches in practice (:class:`PeakFlops`, which also keeps MFU at or below 100%
+  when that measurement was made on a busy machine).
 
 :class:`MetricsLogger` appends every record to ``metrics.csv`` (and TensorBoard when the package
 is installed); :func:`plot_losses` draws the loss curves to a PNG (with `buildlm.viz`; no display needed).
@@ -29,25 +30,64 @@ from buildlm.atomic import atomic_file
 from buildlm.eval.metrics import bits_per_byte, perplexity  # noqa: F401  (re-exported)
 
 
-def measure_peak_flops(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+def measure_peak_flops(
+    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, rounds: int = 5
+) -> float:
     """FLOP/s of a large square matmul on ``device``: the practical peak that MFU is measured against.
 
-    An ``n x n`` by ``n x n`` product costs ``2 n^3`` floating-point operations. Repeat it and
-    keep the best time, to filter out warm-up and noise.
+    An ``n x n`` by ``n x n`` product costs ``2 n^3`` floating-point operations. It is timed
+    ``rounds`` times and the *best* time kept: other processes can only slow a round down, so
+    the fastest one is the closest to what the hardware does on its own.
     """
     device = torch.device(device)
     n = 1024 if device.type == "cpu" else 4096
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b  # warm-up: the first product pays for allocations and kernel selection
     best = float("inf")
-    for _ in range(4):
+    for _ in range(rounds):
         _sync(device)
         t0 = time.perf_counter()
-        for _ in range(2):
-            a @ b
+        a @ b
         _sync(device)
-        best = min(best, (time.perf_counter() - t0) / 2)
+        best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
+
+
+class PeakFlops:
+    """The peak FLOP/s that MFU divides by, and where it came from.
+
+    Given (``--train.peak_flops``, a datasheet figure) or measured at start-up. A measurement on a
+    busy machine comes out too low, and MFU then shows impossible values over 100%. So whenever
+    training runs faster than the peak allows, the peak is measured again and raised to the best
+    of that measurement and the rate training itself reached: training cannot beat the hardware,
+    so the rate it reached is a lower bound of the true peak. :meth:`mfu` is then at most 1.
+    """
+
+    MAX_REMEASURES = 3  # each costs a few matmuls; a machine that stays busy is not re-timed forever
+
+    def __init__(self, device: torch.device | str, given: float | None = None) -> None:
+        self.device = torch.device(device)
+        if given is not None:
+            self.value, self.source = float(given), "from --train.peak_flops"
+        else:
+            self.value = measure_peak_flops(self.device)
+            self.source = "measured at start-up: the best of 5 timed 1024x1024 matmuls"
+        self.remeasures = 0
+        self.raised = False
+
+    def describe(self) -> str:
+        return f"MFU is measured against a peak of {self.value / 1e9:,.1f} GFLOP/s ({self.source})"
+
+    def mfu(self, flops_per_second: float) -> float:
+        """Model FLOPs utilisation of a training rate, raising the peak first if the rate exceeds it."""
+        if flops_per_second > self.value:
+            if self.remeasures < self.MAX_REMEASURES and self.source.startswith("measured"):
+                self.remeasures += 1
+                self.value = max(self.value, measure_peak_flops(self.device))
+            self.value = max(self.value, flops_per_second)
+            self.raised = True
+        return min(mfu(1.0, flops_per_second, self.value), 1.0)
 
 
 def _sync(device: torch.device) -> None:

@@ -161,20 +161,25 @@ def run_training(
     tok: TokenizerConfig,
     resume: str | None = None,
     log=print,
+    started: float | None = None,
 ):
     """Run ``buildlm train``; returns the ``TrainResult``.
+
+    ``started`` (a ``time.perf_counter()`` value, default: now) is when the run began: a time
+    budget counts from there.
 
     Under ``torchrun`` this is one rank of a DDP/FSDP run (``train.distributed``): rank 0
     prepares the data while the others wait, and only rank 0 prints.
     """
     from buildlm.train.distributed import init_distributed, silent
 
+    started = time.perf_counter() if started is None else started
     dist = init_distributed(train.distributed, train.device)
     if dist is not None and not dist.is_main:
         log = silent
     try:
         with contextlib.ExitStack() as held:  # the run folder's lock (buildlm.lock)
-            return _run(model_args, train, data, tok, resume, log, dist, held)
+            return _run(model_args, train, data, tok, resume, log, dist, held, started)
     finally:
         if dist is not None:
             dist.close()
@@ -201,7 +206,8 @@ def _rank0_first(dist: Any, work):
 
 
 def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerConfig,
-         resume: str | None, log, dist: Any, held: contextlib.ExitStack):  # fmt: skip
+         resume: str | None, log, dist: Any, held: contextlib.ExitStack,
+         started: float | None = None):  # fmt: skip
     import torch
 
     from buildlm.data.shards import load_manifest, load_split
@@ -209,7 +215,15 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
     from buildlm.tokenizer import Tokenizer
     from buildlm.train import checkpoint as ckpt
     from buildlm.train.baselines import baselines
-    from buildlm.train.trainer import TrainData, Trainer, resolve_device, seed_everything
+    from buildlm.train.budget import finished_message
+    from buildlm.train.report import against_baselines, generate_hint, suggest_prompt
+    from buildlm.train.trainer import (
+        TrainData,
+        Trainer,
+        TrainResult,
+        resolve_device,
+        seed_everything,
+    )
 
     # Cheap checks first, so a typo fails before minutes of tokenizing.
     device = resolve_device(train.device, "--train.device") if dist is None else dist.device
@@ -225,6 +239,12 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
 
         resume_from = _rank0_first(dist, lambda: resolve_resumable(resume, log))
         run_dir = resume_from.parent.parent
+        # A finished run with nothing new to do says so before any data is loaded.
+        state = ckpt.load_trainer_state(resume_from)
+        done = finished_message(str(resume), state, train.max_steps, train.time_budget_s)
+        if done is not None:
+            log(done)
+            return TrainResult(step=int(state["step"]), val_loss=state.get("last_val_loss"))
         saved = ckpt.read_config(resume_from)
         data_dir = Path(saved.get("data_dir") or "")
         if not (data_dir / "manifest.json").is_file():
@@ -268,7 +288,10 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
     per_step = train.batch_size * train.grad_accum_steps * context * (1 if dist is None else dist.world_size)
     epochs = train.max_steps * per_step / len(train_tokens)
     if train.time_budget_s is not None and resume_from is None:
-        log(f"training: as many steps of {per_step:,} tokens as fit in {train.time_budget_s:.0f}s (at most {train.max_steps})")
+        log(
+            f"training: steps of {per_step:,} tokens until the {train.time_budget_s:g}s time budget (counted "
+            f"from the start of the run) is spent, at most {train.max_steps}"
+        )
     else:
         log(f"training: {train.max_steps} steps x {per_step:,} tokens = {epochs:.1f} epochs")
     if scale:
@@ -289,20 +312,19 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
         baselines={k: v for k, v in scale.items() if k != "uniform"},
         log=log,
         dist=dist,
+        started=started,
     )
     if resume_from is not None:
         trainer.load_state(resume_from)
         log(f"resumed from {resume_from} at step {trainer.step}")
     log(f"writing to {run_dir}")
     result = trainer.fit()
-    if result.val_loss is not None:
-        beat = [k for k, v in scale.items() if result.val_loss < v]
-        log(
-            f"final val loss {result.val_loss:.4f} after {result.step} steps "
-            f"({result.seconds:.0f}s); below the {', '.join(beat) or 'no'} baseline(s)"
-        )
     result.samples.append(trainer.sample())  # every rank: FSDP's forward passes are collective
     log(f"--- sample ---\n{result.samples[0]}\n---")
     if result.checkpoint is not None:
-        log(f"checkpoint: {result.checkpoint}  (try: buildlm generate --model {run_dir} --prompt 'To be, or not')")
+        prompt = suggest_prompt(tokenizer.decode(val_tokens[:2000].tolist())) if val_tokens is not None else ""
+        log(f"checkpoint: {result.checkpoint}  (try: {generate_hint(str(run_dir), prompt)})")
+    ran = f"after {result.step} steps, {time.perf_counter() - started:.0f}s" if started else f"after {result.step} steps"
+    if result.val_loss is not None:
+        log(f"final {against_baselines(result.val_loss, scale)} ({ran})")
     return result

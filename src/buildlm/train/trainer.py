@@ -40,6 +40,7 @@ from buildlm.data.dataset import RandomWindowBatches
 from buildlm.device import resolve_device
 from buildlm.train import checkpoint as ckpt
 from buildlm.train.activation_checkpointing import enable_activation_checkpointing
+from buildlm.train.budget import DecayPlan, TimeBudget, cosine_decay
 from buildlm.train.config import TrainConfig, to_dict
 from buildlm.train.distributed import (
     Distributed,
@@ -49,9 +50,8 @@ from buildlm.train.distributed import (
 )
 from buildlm.train.metrics import (
     MetricsLogger,
+    PeakFlops,
     bits_per_byte,
-    measure_peak_flops,
-    mfu,
     perplexity,
     plot_losses,
 )
@@ -112,6 +112,9 @@ class Trainer:
     ``dist`` (from :func:`buildlm.train.distributed.init_distributed`, under ``torchrun``) makes
     this one rank of a DDP or FSDP run: ``batch_size`` is then per rank, each rank reads its own
     part of every global batch, and only rank 0 logs and writes.
+
+    ``started`` (a ``time.perf_counter()`` value) is when the run began, if before ``fit``: a
+    time budget counts from there (`buildlm train` passes the moment it started preparing data).
     """
 
     def __init__(
@@ -126,8 +129,10 @@ class Trainer:
         log=print,
         task: Task | None = None,
         dist: Distributed | None = None,
+        started: float | None = None,
     ) -> None:
         self.config = config
+        self.started = started
         self.dist = dist
         self.is_main = dist is None or dist.is_main
         self.device = resolve_device(config.device, "--train.device") if dist is None else dist.device
@@ -176,10 +181,12 @@ class Trainer:
         self.last_val_loss: float | None = None
         self.lr = config.lr
         self.grad_norm = float("nan")
-        self._budget_max_steps: int | None = None
-        self._calibration_t = 0.0
         self.metrics: MetricsLogger | None = None
-        self._peak_flops: float | None = config.peak_flops
+        self.peak: PeakFlops | None = None  # measured when fit starts, unless config.peak_flops
+        self.plan: DecayPlan | None = None  # the learning rate's cosine (see budget.py)
+        self.budget: TimeBudget | None = None  # while a budgeted fit runs
+        self.budget_spent = 0.0  # seconds of time_budget_s used by earlier sessions
+        self.finished = False  # the run reached the end of its plan (max_steps or the deadline)
         self._step_tokens = 0
         self.bad_steps = 0  # non-finite steps in a row
 
@@ -288,8 +295,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return finite
 
-    def train_step(self) -> float:
+    def train_step(self, lr: float | None = None) -> float:
         """One optimizer update: schedule, accumulate, clip, step. Returns the mean loss.
+
+        ``lr`` overrides the schedule's rate (a budgeted ``fit`` passes the rate it got from the
+        clock, the same on every rank).
 
         A step whose loss or gradients are not finite (inf or NaN) is skipped and logged; after
         ``max_bad_steps`` of them in a row the run stops with :class:`NonFiniteLossError`.
@@ -297,7 +307,7 @@ class Trainer:
         recovers goes on with the batches and schedule it would have had.
         """
         cfg = self.config
-        self.lr = lr_at(self.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
+        self.lr = self.lr_for_step() if lr is None else lr
         set_lr(self.optimizer, self.lr)
         self.model.train()
         loss = self.accumulate_gradients()
@@ -405,6 +415,10 @@ class Trainer:
             "rng_by_rank": [rng] if self.dist is None else self.dist.gather(rng),
             "last_val_loss": self.last_val_loss,
             "bad_steps": self.bad_steps,
+            "lr": self.lr,
+            "plan": None if self.plan is None else self.plan.to_dict(),
+            "budget_spent": self.budget.used() if self.budget is not None else self.budget_spent,
+            "finished": self.finished,
         }
 
     def save(self) -> Path:
@@ -461,35 +475,135 @@ class Trainer:
         self.elapsed = float(state.get("elapsed", 0.0))
         self.last_val_loss = state.get("last_val_loss")
         self.bad_steps = int(state.get("bad_steps", 0))
+        self.budget_spent = float(state.get("budget_spent", 0.0))
+        self.finished = bool(state.get("finished", False))
+        if state.get("plan") is not None:
+            self.plan = DecayPlan(**state["plan"])
+        else:  # written before plans were kept: the step-count cosine its config.json names
+            saved = ckpt.read_config(folder).get("train", {})
+            self.plan = DecayPlan(int(saved.get("max_steps", self.config.max_steps)), None, self.config.warmup_steps)
+        cfg = self.config
+        last = max(self.step - 1, 0)
+        self.lr = float(state.get("lr", lr_at(last, cfg.lr, cfg.min_lr, cfg.warmup_steps, self.plan.max_steps)))
         rank, world = (0, 1) if self.dist is None else (self.dist.rank, self.dist.world_size)
         by_rank = state.get("rng_by_rank") or []
         ckpt.restore_rng(by_rank[rank] if len(by_rank) == world else state["rng"])
         return folder
 
-    # --- the loop -----------------------------------------------------------------------------
+    # --- the learning-rate plan -----------------------------------------------------------------
 
-    CALIBRATION_START = 2  # step 1 pays one-off start-up costs: time from step 2 on
-    CALIBRATION_STEPS = 10  # the first estimate comes after this many timed steps
+    def sync_plan(self) -> None:
+        """Make the learning-rate plan end where the settings now say the run ends.
 
-    def fit_to_time_budget(self, seconds_per_step: float, seconds_left: float, eval_included: bool) -> int:
-        """Set ``max_steps`` to what fits in ``seconds_left`` at ``seconds_per_step``.
-
-        Until the timing covers an evaluation, evaluation is estimated: ``eval_batches`` forward
-        passes (about a third of a training step each) every ``eval_interval`` steps. 5% is kept
-        for the final evaluation, sample and save. ``max_steps`` only ever shrinks from the
-        configured upper bound, and never below the next step.
+        A new run starts the cosine at the peak when warm-up ends. A resumed run keeps its plan,
+        unless it was given a new end (``max_steps`` or ``time_budget_s`` changed, typically
+        raised to train a finished run further): then a new cosine starts at the current step
+        from the rate the run had, down to ``min_lr`` at the new end. The rate never jumps up.
         """
         cfg = self.config
-        eval_share = 0.0
-        if self.val_batches is not None and not eval_included:
-            eval_share = cfg.eval_batches / (3 * cfg.eval_interval * cfg.grad_accum_steps)
-        steps_left = int(0.95 * seconds_left / (seconds_per_step * (1 + eval_share)))
-        self._budget_max_steps = self._budget_max_steps or cfg.max_steps
-        cfg.max_steps = max(self.step + 1, min(self._budget_max_steps, self.step + steps_left))
-        return cfg.max_steps
+        if self.plan is not None and self.plan.same_end(cfg.max_steps, cfg.time_budget_s):
+            self.plan.max_steps = cfg.max_steps  # a budgeted run's upper bound may change freely
+            return
+        if self.plan is None or (self.plan.from_lr is None and self.step <= cfg.warmup_steps):
+            self.plan = DecayPlan(cfg.max_steps, cfg.time_budget_s, from_step=cfg.warmup_steps)
+            return
+        self.plan = DecayPlan(cfg.max_steps, cfg.time_budget_s, from_step=self.step, from_lr=self.lr)
+        self.finished = False
+        end = f"step {cfg.max_steps}" if cfg.time_budget_s is None else f"the end of the {cfg.time_budget_s:g}s budget"
+        self.log(f"learning rate: from {self.lr:.6g} at step {self.step} down to {cfg.min_lr:g} at {end}")
+
+    def lr_for_step(self, final: bool = False) -> float:
+        """The learning rate of the step about to run: warm-up, then the plan's cosine.
+
+        Counted in steps, or, while a budgeted ``fit`` runs, in the share of its training time
+        spent (``final``: this is the budget's last step, so the floor).
+        """
+        cfg = self.config
+        if self.plan is None:
+            self.sync_plan()
+        plan = self.plan
+        if plan.from_lr is None and self.step < cfg.warmup_steps:
+            return cfg.lr * (self.step + 1) / cfg.warmup_steps
+        top = cfg.lr if plan.from_lr is None else plan.from_lr
+        if self.budget is None or plan.time_budget_s is None:
+            if plan.from_lr is None:
+                return lr_at(self.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, plan.max_steps)
+            return cosine_decay((self.step - plan.from_step) / max(1, plan.max_steps - plan.from_step), top, cfg.min_lr)
+        if final:
+            plan.progress = 1.0
+            return cfg.min_lr
+        if plan.from_time is None:  # warm-up just ended: the cosine starts now
+            plan.from_step, plan.from_time = self.step, self.budget.used()
+        plan.progress = max(plan.progress, self.budget.progress(plan.from_time))  # never back
+        return cosine_decay(plan.progress, top, cfg.min_lr)
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def _start_budget(self) -> TimeBudget | None:
+        """The deadline of a budgeted fit, with first guesses of the end-of-run jobs' times."""
+        cfg = self.config
+        if cfg.time_budget_s is None:
+            return None
+        budget = TimeBudget(cfg.time_budget_s, started=self.started, spent=self.budget_spent)
+        self.started = None  # a second fit() on this Trainer counts from its own start
+        self.budget = budget
+        if self.run_dir is not None:
+            import buildlm.viz.losses  # noqa: F401  (plotting's first import, ~1 s, is not left to the end)
+        if self.tokenizer is not None and self.task is None:
+            # A sample runs the model once per token on the text so far: at most this long.
+            import buildlm.infer  # noqa: F401  (its first import, before the deadline's end)
+
+            budget.estimates["sample"] = cfg.sample_tokens * self._forward_seconds(cfg.sample_tokens + 16)
+        return budget
+
+    @torch.no_grad()
+    def _forward_seconds(self, length: int) -> float:
+        """Seconds of one forward pass over one window of ``length`` tokens (after a warm-up)."""
+        x = torch.zeros((1, min(length, self.model.config.context_length)), dtype=torch.long, device=self.device)
+        self.model.eval()
+        self.model(x)[0, -1, 0].item()
+        t0 = time.perf_counter()
+        self.model(x)[0, -1, 0].item()  # .item() waits for the device
+        seconds = time.perf_counter() - t0
+        self.model.train()
+        return seconds
+
+    def _guess_end_jobs(self, budget: TimeBudget) -> None:
+        """Times of the final evaluation, checkpoint, sample and plot, until each has run once.
+
+        From the step time, an evaluation batch is a forward pass (about a third of a
+        micro-batch's step); a sample's from one forward pass timed when the fit starts.
+        """
+        cfg = self.config
+        micro = budget.step_time / cfg.grad_accum_steps
+        has_eval = self.val_batches is not None or self.task is not None
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        budget.estimates.update(
+            eval=cfg.eval_batches * micro / 3 if has_eval else 0.0,
+            save=0.2 + 3 * weights / 100e6 if self.run_dir is not None else 0.0,  # weights + moments
+            finish=0.5 if self.run_dir is not None else 0.0,  # the loss plot
+        )
+
+    def _due_cost(self, budget: TimeBudget, step: int) -> float:
+        """Seconds of evaluation, sampling and saving that follow step ``step`` (before the next)."""
+        cfg = self.config
+        cost = budget.cost("eval") if self.val_batches is not None and step % cfg.eval_interval == 0 else 0.0
+        if cfg.sample_interval and step % cfg.sample_interval == 0:
+            cost += budget.cost("sample")
+        if self.run_dir is not None and cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0:
+            cost += budget.cost("save")
+        return cost
+
+    def _timed(self, budget: TimeBudget | None, job: str, work):
+        t0 = time.perf_counter()
+        out = work()
+        if budget is not None:
+            budget.note(job, time.perf_counter() - t0)
+        return out
 
     def fit(self) -> TrainResult:
-        """Train to ``max_steps`` (or ``max_time_s``), evaluating, sampling and saving on the way."""
+        """Train to ``max_steps`` or to the time budget's deadline, evaluating, sampling and
+        saving on the way; the last step is followed by an evaluation and a checkpoint."""
         from tqdm import tqdm
 
         cfg = self.config
@@ -498,74 +612,113 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.metrics = MetricsLogger(self.run_dir, tensorboard=cfg.tensorboard, resume=self.step > 0)
             self.metrics.drop_after(self.step)
-        if self._peak_flops is None:
-            self._peak_flops = measure_peak_flops(self.device)
+        self.sync_plan()
+        budget = self._start_budget()
+        if self.peak is None:
+            self.peak = PeakFlops(self.device, cfg.peak_flops)
+            self.log(self.peak.describe())
         flops_per_token = self.model.flops_per_token(self.context_length)
-        if self.step >= cfg.max_steps:
-            self.log(f"already at step {self.step} >= max_steps={cfg.max_steps}: nothing to train")
-        fit_start = time.perf_counter()
-        bar = tqdm(
-            total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.is_main),
-            desc="train", unit="step",
-        )  # fmt: skip
+        if self.step >= cfg.max_steps or (budget is not None and self.finished):
+            self.log(f"already at step {self.step}, the end of this run's plan: nothing to train")
+            cfg_end = self.step
+        else:
+            cfg_end = cfg.max_steps
+        if budget is not None:
+            bar = tqdm(
+                total=round(budget.seconds), initial=min(round(budget.used()), round(budget.seconds)),
+                disable=not (cfg.progress and self.is_main), desc="train", unit="s of budget",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n}/{total}s of the time budget{postfix}",
+            )  # fmt: skip
+            if budget.used() < budget.training_end:
+                self.log(
+                    f"time budget: {budget.seconds:g}s from the start of the run, {budget.used():.0f}s used; "
+                    "training stops in time for the final evaluation, checkpoint and sample"
+                )
+            else:
+                self.log(
+                    f"time budget: {budget.used():.0f}s of the {budget.seconds:g}s went to starting up and "
+                    "preparing the data: training one step only (raise --train.time_budget_s)"
+                )
+        else:
+            bar = tqdm(
+                total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.is_main),
+                desc="train", unit="step",
+            )  # fmt: skip
         write = bar.write if self.is_main else silent
         start = time.perf_counter()
         window_t, window_tokens = time.perf_counter(), 0
-        budget = cfg.time_budget_s
         first_step = self.step
         try:
-            while self.step < cfg.max_steps:
+            while self.step < cfg_end:
+                final, lr = False, None
+                if budget is not None:
+                    if self.step > first_step:
+                        self._guess_end_jobs(budget)
+                    # Will there be time for another step after this one (and what follows it)?
+                    final = not budget.room_for(budget.step_time + self._due_cost(budget, self.step + 1))
+                    lr = self.lr_for_step(final)
+                    if self.dist is not None:  # the clock is rank 0's: every rank uses its rate
+                        final, lr = self.dist.broadcast((final, lr))
+                t_step = time.perf_counter()
                 try:
-                    loss = self.train_step()
+                    loss = self.train_step(lr)
                 except NonFiniteLossError:
                     if self.run_dir is not None:  # the last good weights, loadable
                         result.checkpoint = self.save()
                         write(f"saved the last good weights in {result.checkpoint}")
                     raise
                 result.losses.append(loss)
-                freeze = False
+                last = self.step >= cfg_end
                 if budget is not None:
-                    self._follow_time_budget(budget, fit_start, first_step, bar)
-                    calibrated = self.step - first_step - self.CALIBRATION_START >= self.CALIBRATION_STEPS
-                    freeze = calibrated and time.perf_counter() - fit_start > budget / 2
+                    budget.note_step(time.perf_counter() - t_step)
+                    last = last or final or not budget.room_for(self._due_cost(budget, self.step))
                 timed_out = cfg.max_time_s is not None and time.perf_counter() - start >= cfg.max_time_s
                 if self.dist is not None and (budget is not None or cfg.max_time_s is not None):
                     # Clocks differ between ranks: rank 0 decides, so all stop at the same step.
-                    cfg.max_steps, freeze, timed_out = self.dist.broadcast((cfg.max_steps, freeze, timed_out))
-                    bar.total = cfg.max_steps
-                if freeze:
-                    # Half-way: freeze the step count, so the rest of the schedule is fixed
-                    # and a checkpoint from here on resumes with the same max_steps.
-                    budget = cfg.time_budget_s = None
+                    last, timed_out = self.dist.broadcast((last, timed_out))
+                self.finished = last
                 window_tokens += self._step_tokens
-                bar.update(1)
-                if self.step % cfg.log_interval == 0 or self.step == cfg.max_steps:
+                if budget is None:
+                    bar.update(1)
+                else:
+                    bar.update(max(0, min(round(budget.used()), bar.total) - bar.n))
+                if self.step % cfg.log_interval == 0 or last:
                     now = time.perf_counter()
                     tok_s = window_tokens / max(now - window_t, 1e-9)
                     window_t, window_tokens = now, 0
                     devices = 1 if self.dist is None else self.dist.world_size
-                    util = mfu(flops_per_token, tok_s / devices, self._peak_flops)
-                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}", mfu=f"{util:.1%}")
+                    was_raised = self.peak.raised
+                    util = self.peak.mfu(flops_per_token * tok_s / devices)
+                    if self.peak.raised and not was_raised:
+                        write(
+                            f"training ran faster than the measured peak: {self.peak.describe()[:-1]}, "
+                            "raised: the start-up measurement ran on a busy machine)"
+                        )
+                    bar.set_postfix(  # a dict keeps this order (keywords would be sorted)
+                        {"step": self.step, "loss": f"{loss:.3f}", "lr": f"{self.lr:.2e}", "tok_s": f"{tok_s:,.0f}",
+                         "mfu": f"{util:.1%}"}
+                    )  # fmt: skip
                     self._record(
                         {"step": self.step, "train_loss": loss, "lr": self.lr, "tokens_per_s": tok_s, "mfu": util,
                          "tokens": self.tokens_seen}
-                    )
-                last = self.step == cfg.max_steps
+                    )  # fmt: skip
                 if self.val_batches is not None and (self.step % cfg.eval_interval == 0 or last or timed_out):
-                    ev = self.evaluate()
+                    ev = self._timed(budget, "eval", self.evaluate)
                     self._record({"step": self.step, **{k: v for k, v in ev.items() if isinstance(v, (int, float))}})
                     write(f"step {self.step}: {self.describe_eval(ev)}")
                 if cfg.sample_interval and self.step % cfg.sample_interval == 0 and not last:
-                    text = self.sample()
+                    text = self._timed(budget, "sample", self.sample)
                     write(f"--- sample at step {self.step} ---\n{text}\n---")
                 if self.run_dir is not None and (
                     (cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0) or last or timed_out
                 ):
                     self.elapsed += time.perf_counter() - start
                     start = time.perf_counter()
-                    result.checkpoint = self.save()
+                    result.checkpoint = self._timed(budget, "save", self.save)
                 if timed_out:
                     write(f"stopping at step {self.step}: train.max_time_s={cfg.max_time_s} reached")
+                    break
+                if last:
                     break
         finally:
             bar.close()
@@ -574,33 +727,13 @@ class Trainer:
                 if self.run_dir is not None and self.metrics.rows:
                     plot_losses(self.metrics, self.run_dir / "loss.png", self.baselines)
                 self.metrics.close()
+            if budget is not None:
+                self.budget_spent = budget.used()
+            self.budget = None
         result.step = self.step
         result.val_loss = self.last_val_loss
         result.seconds = self.elapsed
         return result
-
-    def _follow_time_budget(self, budget: float, fit_start: float, first_step: int, bar) -> None:
-        """Re-fit ``max_steps`` to the budget from the time per step measured so far.
-
-        The first estimate comes after a few steps; it is refined at every log interval until
-        half the budget is spent, since a shared machine's speed changes. The learning rate is
-        still near its peak then, so the small shifts of the cosine's end barely matter.
-        """
-        cfg = self.config
-        timed = self.step - first_step - self.CALIBRATION_START
-        if timed == 0:
-            self._calibration_t = time.perf_counter()
-        if timed < self.CALIBRATION_STEPS or (timed != self.CALIBRATION_STEPS and self.step % cfg.log_interval):
-            return
-        now = time.perf_counter()
-        per_step = (now - self._calibration_t) / timed
-        before = cfg.max_steps
-        steps = self.fit_to_time_budget(per_step, budget - (now - fit_start), eval_included=self.step > cfg.eval_interval)
-        if steps != before:
-            bar.total = steps
-            bar.refresh()
-        if timed == self.CALIBRATION_STEPS and self.is_main:
-            bar.write(f"{per_step:.3f}s per step: about {steps} steps fit the {budget:.0f}s time budget")
 
     def describe_eval(self, ev: dict[str, float]) -> str:
         """One line for an evaluation's figures."""
