@@ -10,6 +10,7 @@ on a two-core CPU.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,8 +157,21 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.distributed not in ("ddp", "fsdp"):
             raise ValueError(f"unknown train.distributed {self.distributed!r}; choose ddp or fsdp")
+        # Each number's own range first, so the message names the value that is wrong.
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"train.{name} must be a number >= 0, got {value}")
+        if self.lr == 0:
+            raise ValueError("train.lr must be above 0 (the model would not learn), got 0")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ValueError(f"train.{name} must be in [0, 1), got {value}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.min_lr > self.lr:
-            raise ValueError(f"train.min_lr={self.min_lr} is above train.lr={self.lr}")
+            raise ValueError(f"train.min_lr={self.min_lr} is above train.lr={self.lr}; lower min_lr")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ValueError(f"train.time_budget_s must be positive or null, got {self.time_budget_s}")
         if self.keep_checkpoints < 1:
