@@ -19,10 +19,10 @@ def _fail(what: str, expected: object, got: object, hint: str) -> AssertionError
 
 def check_get_stats(get_stats) -> None:
     """``get_stats(ids, counts=None)`` counts adjacent pairs, adding to ``counts`` if given."""
-    cases = [[1, 2, 3, 1, 2], [5, 5, 5], [7], [], list("the theme then".encode())]
+    cases = [[1, 2, 3, 1, 2], [5, 5, 5], [7], [], list(b"the theme then")]
     for ids in cases:
         got = get_stats(list(ids))
-        expected = dict(Counter(zip(ids, ids[1:])))
+        expected = dict(Counter(zip(ids, ids[1:], strict=False)))
         if not isinstance(got, dict) or dict(got) != expected:
             raise _fail(f"get_stats({ids})", expected, got,
                         "count every adjacent pair (ids[i], ids[i + 1]); [5, 5, 5] holds (5, 5) "
@@ -82,7 +82,7 @@ def check_train(train, vocab_from_merges, text: str, n_merges: int = 60) -> None
             implied[256 + k] = implied[left] + implied[right]
     except (KeyError, TypeError, ValueError) as err:
         raise _fail(f"merge {k}: {merges[k]!r}", "a pair of ids made earlier", repr(err),
-                    "merge k may only use bytes (0..255) and ids 256..256+k-1")  # fmt: skip
+                    "merge k may only use bytes (0..255) and ids 256..256+k-1") from None  # fmt: skip
     for i, token in implied.items():
         if vocab.get(i) != token:
             raise _fail(f"vocab_from_merges(your merges)[{i}]", token, vocab.get(i),
@@ -99,7 +99,7 @@ def check_train(train, vocab_from_merges, text: str, n_merges: int = 60) -> None
 
 
 def _first_difference(a: list, b: list) -> int:
-    for i, (x, y) in enumerate(zip(a, b)):
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return i
     return min(len(a), len(b))
