@@ -11,7 +11,9 @@ without touching this file. For each one:
   with ``transformers``/``tiktoken`` where one exists);
 - the worked solutions live in ``tutorials/solutions/<notebook stem>.py``, one section per
   exercise (``# %% exercise: NAME``); a learner loads one into the cell with
-  ``%load -s NAME solutions/<stem>.py`` (or ``%load solutions/<stem>.py`` for all of them);
+  ``%load -s SYMBOLS solutions/<stem>.py``, where SYMBOLS names the exercise's functions or
+  classes, comma-separated (IPython's ``-s`` picks symbols, not sections), or
+  ``%load solutions/<stem>.py`` for all of them;
 - it executes twice in a fresh kernel, from the ``tutorials`` folder: *as shipped*, where every
   check cell fails with ``NotImplementedError`` (so no check can pass by accident) and no other
   cell fails, and *with the solutions injected* into the exercise cells, where every cell passes.
