@@ -17,8 +17,10 @@ Two implementations of the same maths live here:
 
 - `causal_attention`: the explicit formula, which can return the attention weights (for
   teaching and for heatmaps). It materialises a (T, T) score matrix per head.
-- PyTorch's ``scaled_dot_product_attention``: a fused kernel (flash-attention style on CPU and
-  GPU) that never stores the full score matrix. Same result, much faster; used by default.
+- PyTorch's ``scaled_dot_product_attention``: one function with several backends. The fused
+  ones (flash-attention style, on CPU and GPU) never store the full score matrix; the math
+  fallback, used where no fused kernel fits the device, dtype or mask, does. Same result, and
+  much faster where a fused kernel runs; used by default.
 """
 
 from __future__ import annotations
