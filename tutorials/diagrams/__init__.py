@@ -1,0 +1,1 @@
+"""Concept diagrams for the course, drawn with matplotlib by code kept in the repo."""
