@@ -8,13 +8,11 @@ import shlex
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from buildlm.data.corpora import load_corpus
 
-REPO = Path(__file__).resolve().parents[2]
 QUIET = [
-    "--config", str(REPO / "configs" / "verdict-tiny.yaml"), "--train.max_steps", "100000",
+    "--config", "verdict-tiny", "--train.max_steps", "100000",
     "--train.tensorboard", "false", "--train.progress", "false", "--train.num_threads", "1",
     "--train.name", "run",
 ]  # fmt: skip
