@@ -27,7 +27,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-SKIP_FLAGS = {"-h", "--help", "--nproc", "--print_config", "--version", "--stats"}
+SKIP_FLAGS = {"-h", "--help", "--nproc", "--print_config", "--version", "--stats", "--config",
+              "--resume", "--train.distributed", "--train.compile"}  # launch or compile: slow
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +48,14 @@ def world(tmp_path_factory) -> dict[str, Path]:
     )
     ckpt = save_checkpoint(root / "run", 1, GPT(cfg), {"model": cfg.to_dict()}, tokenizer=tok)
     (root / "text.txt").write_text(text)
+    from buildlm.data.shards import prepare_shards
+
+    prepare_shards([str(root / "text.txt")], tok, root / "shards", progress=False)
     (root / "binary.bin").write_bytes(b"\xff\xfe\x00\x81" * 64)
     (root / "folder").mkdir()
     tok.save(root / "tokenizer.json")
-    return {"root": root, "ckpt": ckpt, "text": root / "text.txt", "tok": root / "tokenizer.json"}
+    return {"root": root, "ckpt": ckpt, "text": root / "text.txt", "tok": root / "tokenizer.json",
+            "shards": root / "shards"}  # fmt: skip
 
 
 def base_commands(w: dict[str, Path]) -> dict[str, list[str]]:
@@ -68,6 +73,13 @@ def base_commands(w: dict[str, Path]) -> dict[str, list[str]]:
         "prepare": ["prepare", "--input", text, "--tokenizer", str(w["tok"]), "--out", "shards",
                     "--quiet"],
         "convert": ["convert", "--to", "hf", ckpt, "--out", "hf-out"],
+        "train": ["train", "--data.prepared_dir", str(w["shards"]), "--model.preset", "tiny",
+                  "--model.d_model", "32", "--model.n_layers", "1", "--model.n_heads", "2",
+                  "--train.context_length", "16", "--train.batch_size", "2",
+                  "--train.time_budget_s", "null", "--train.max_steps", "2",
+                  "--train.eval_interval", "1", "--train.eval_batches", "1",
+                  "--train.sample_tokens", "2", "--train.progress", "false",
+                  "--train.tensorboard", "false"],
     }  # fmt: skip
 
 
@@ -79,9 +91,11 @@ def parser_for(command: str) -> argparse.ArgumentParser:
     from buildlm.infer.cli import build_parser as generate
     from buildlm.model.explain_cli import build_parser as explain
     from buildlm.tokenizer.cli import _parser as tokenizer
+    from buildlm.train.cli import build_parser as train
 
     top = {"generate": generate, "chat": chat, "explain": explain, "prepare": prepare,
-           "convert": convert, "eval": eval_parser, "tokenizer": tokenizer}[command.split()[0]]()  # fmt: skip
+           "convert": convert, "eval": eval_parser, "tokenizer": tokenizer,
+           "train": train}[command.split()[0]]()  # fmt: skip
     if " " in command:  # the subcommand's own parser
         sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
         return sub.choices[command.split()[1]]
@@ -100,7 +114,7 @@ def flags_of(command: str) -> list[str]:
 
 
 COMMANDS = ["generate", "chat", "explain", "eval perplexity", "tokenizer train",
-            "tokenizer encode", "prepare", "convert"]  # fmt: skip
+            "tokenizer encode", "prepare", "convert", "train"]  # fmt: skip
 
 ODD_VALUES = st.one_of(
     st.sampled_from(["0", "-1", "-0.5", "nan", "inf", "-inf", "1e308", "", " ", "abc",

@@ -293,3 +293,20 @@ def test_bad_settings_raise_in_builder_and_generate(gpt2_pair, kwargs, message):
         build_processors(**kwargs)
     with pytest.raises(ValueError, match=message):
         generate(gpt2_pair[1], PROMPTS, 3, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "bad", [float("nan"), float("inf")], ids=["nan", "+inf"]
+)
+def test_scores_of_a_diverged_model_are_a_clear_error_not_a_multinomial_failure(bad):
+    """Found by the CLI fuzz: training at lr=3e5 left nan weights, and the final sample died in
+    torch.multinomial. -inf alone is a filtered token and fine; nan, +inf or all -inf are not."""
+    from buildlm.infer.processors import check_samplable, choose_next
+
+    scores = torch.zeros(2, 5)
+    scores[1, 2] = bad
+    with pytest.raises(FloatingPointError, match="diverged"):
+        choose_next(scores, greedy=False)
+    check_samplable(torch.tensor([[0.0, float("-inf"), 1.0]]))  # filtered tokens are fine
+    with pytest.raises(FloatingPointError):
+        check_samplable(torch.full((1, 3), float("-inf")))

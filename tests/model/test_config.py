@@ -20,7 +20,7 @@ from buildlm.model.config import swiglu_hidden_size
         ({"vocab_size": 0}, "vocab_size must be a positive integer"),
         ({"n_layers": -1}, "n_layers must be a positive integer"),
         ({"context_length": 2.5}, "context_length must be a positive integer"),
-        ({"d_ff": 0}, "d_ff must be a positive integer or None"),
+        ({"d_ff": 0}, "d_ff must be a positive integer below 2\\*\\*31 or None"),
         ({"dropout": 1.0}, "dropout must be in"),
         ({"norm_eps": 0.0}, "norm_eps must be positive"),
         ({"position": "rope", "d_model": 36, "n_heads": 4}, "even head_dim"),

@@ -34,7 +34,7 @@ from buildlm.infer.beam_search import beam_search
 from buildlm.infer.detokenize import IncrementalDetokenizer
 from buildlm.infer.float32_matmuls import float32_matmuls
 from buildlm.infer.kvcache import StaticKVCache
-from buildlm.infer.processors import build_processors
+from buildlm.infer.processors import build_processors, check_samplable
 from buildlm.infer.static_decode import StaticDecodeStep, model_storage
 from buildlm.infer.weight_layout import arrange_for_decoding
 
@@ -461,6 +461,7 @@ class Engine:
             if row.params.temperature == 0:
                 picks.append(int(scores.argmax(dim=-1)))
             else:
+                check_samplable(scores)
                 probs = torch.softmax(scores, dim=-1)
                 picks.append(int(torch.multinomial(probs, 1, generator=row.generator)))
         return torch.tensor(picks, dtype=torch.long, device=self.device)

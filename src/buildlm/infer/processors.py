@@ -378,6 +378,24 @@ def build_processors(
     return processors
 
 
+def check_samplable(scores: torch.Tensor) -> None:
+    """Scores a softmax can turn into probabilities: no nan, no +inf, not every token at -inf.
+
+    -inf is a filtered token (probability 0). Anything else non-finite comes from a model whose
+    weights diverged (a learning rate far too high) or overflowed, and ``torch.multinomial``
+    would fail with a message about probability tensors; this says what happened instead.
+    """
+    if bool(
+        torch.isnan(scores).any()
+        or torch.isposinf(scores).any()
+        or torch.isneginf(scores).all(dim=-1).any()
+    ):
+        raise FloatingPointError(
+            "the model's next-token scores are not finite numbers (nan or inf), so nothing can be "
+            "sampled: its weights have diverged or overflowed (in training: lower --train.lr)"
+        )
+
+
 def choose_next(
     scores: torch.Tensor, greedy: bool, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -387,5 +405,6 @@ def choose_next(
     """
     if greedy:
         return scores.argmax(dim=-1)
+    check_samplable(scores)
     probs = torch.softmax(scores.float(), dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)

@@ -133,15 +133,17 @@ class ModelConfig:
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
+                raise ValueError(
+                    f"ModelConfig.{name} must be a positive integer below 2**31, got {value!r}"
+                )
         for name in ("n_kv_heads", "d_ff", "d_head"):
             value = getattr(self, name)
             if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value <= 0
+                isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31
             ):
                 raise ValueError(
-                    f"ModelConfig.{name} must be a positive integer or None (automatic), "
+                    f"ModelConfig.{name} must be a positive integer below 2**31 or None (automatic), "
                     f"got {value!r}"
                 )
         for name, allowed in (

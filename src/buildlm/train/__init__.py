@@ -6,6 +6,7 @@
 - ``budget.py``: the time budget as a deadline, and the learning-rate plan that follows it;
 - ``checkpoint.py``: atomic checkpoint folders, exact resumption, loading for inference;
 - ``checkpoint_health.py``: damaged checkpoints found, set aside, resuming from the newest good one;
+- ``fits.py``: whether training a model fits in memory, asked before it is allocated;
 - ``metrics.py``: loss, perplexity, bits per byte, MFU, CSV/TensorBoard logging, loss plots;
 - ``baselines.py``: the uniform, unigram and bigram losses a model must beat;
 - ``report.py``: the run's last line against each baseline, and a prompt from its own text;

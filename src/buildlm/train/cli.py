@@ -76,6 +76,22 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
     return subprocess.call(command)
 
 
+def parse_in_one_line(parser, argv: list[str]):
+    """``parser.parse_args(argv)``, with a bad flag or value as one ``ValueError`` line.
+
+    jsonargparse's own report prints the whole usage (some sixty lines) before the one line
+    that says what is wrong; the CLI prints that line alone, and ``--help`` shows the rest.
+    """
+    import argparse
+
+    try:
+        return parser.parse_args(argv)
+    except argparse.ArgumentError as err:
+        lines = [line.strip(" -") for line in str(err).splitlines() if line.strip(" -")]
+        what = " ".join(dict.fromkeys(lines))  # jsonargparse sometimes says a thing twice
+        raise ValueError(f"{what} (see {parser.prog} --help)") from None
+
+
 def build_parser():
     from jsonargparse import ActionConfigFile, ArgumentParser
 
@@ -90,7 +106,7 @@ def build_parser():
             "tokenize it, train a small model on CPU for about five minutes, save it under "
             "runs/<date-time>/ and print a sample."
         ),
-        exit_on_error=True,
+        exit_on_error=False,  # a bad value is one line (parse_in_one_line), not the usage
     )
     parser.add_argument(
         "--config", action=ActionConfigFile,
@@ -145,7 +161,7 @@ def main(argv: list[str]) -> None:
                 continue
             defaults[key] = value
         parser.set_defaults(defaults)
-    cfg = parser.parse_args(argv)
+    cfg = parse_in_one_line(parser, argv)
     model_args = model_args_class()(**vars(cfg.model))
     train = TrainConfig(**vars(cfg.train))
     data = DataConfig(**vars(cfg.data))

@@ -85,7 +85,7 @@ def build_parser(task: str):
     from buildlm.train.config import TrainConfig
     from buildlm.train.finetune import FinetuneData
 
-    parser = ArgumentParser(prog=f"buildlm finetune {task}", description=DESCRIPTIONS[task], exit_on_error=True)
+    parser = ArgumentParser(prog=f"buildlm finetune {task}", description=DESCRIPTIONS[task], exit_on_error=False)
     parser.add_argument(
         "--config", action=ActionConfigFile,
         help="a YAML file of settings, or a bundled one by name: " + ", ".join(bundled_names("finetune")),
@@ -111,10 +111,12 @@ def parse(task: str, argv: list[str]):
     from buildlm.cli_parser import underscore_flags
     from buildlm.model.lora import LoRAConfig
     from buildlm.train.bundled_configs import resolve_config_args
+    from buildlm.train.cli import parse_in_one_line
     from buildlm.train.config import TrainConfig
     from buildlm.train.finetune import FinetuneData
 
-    cfg = build_parser(task).parse_args(resolve_config_args(underscore_flags(argv), "finetune"))
+    argv = resolve_config_args(underscore_flags(argv), "finetune")
+    cfg = parse_in_one_line(build_parser(task), argv)
     data = FinetuneData(**{k: getattr(cfg, k) for k in FinetuneData.__dataclass_fields__})
     train = TrainConfig(**vars(cfg.train))
     lora = LoRAConfig(**vars(cfg.lora))

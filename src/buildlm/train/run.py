@@ -216,6 +216,7 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
     from buildlm.train import checkpoint as ckpt
     from buildlm.train.baselines import baselines
     from buildlm.train.budget import finished_message
+    from buildlm.train.fits import check_training_fits
     from buildlm.train.report import against_baselines, generate_hint, suggest_prompt
     from buildlm.train.trainer import (
         TrainData,
@@ -267,6 +268,7 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
     train_tokens = load_split(data_dir, "train")
     val_tokens = load_split(data_dir, "val") if manifest["splits"]["val"]["tokens"] else None
     model_config = build_model_config(model_args, tokenizer.vocab_size, train.context_length)
+    check_training_fits(model_config, device)  # before allocating anything
 
     seed_everything(train.seed)
     model = GPT(model_config)  # the same initial weights on every rank
