@@ -10,7 +10,8 @@
 //    (there before any of the body, so even a reply stopped at once has it) says how many
 //    messages were left out: the page stops sending those, greys them out, and says so in one
 //    quiet line above the input. "New chat" aborts a reply still streaming and throws it away.
-// 2. Tokens: POST /v1/tokenize shows how text splits into tokens.
+// 2. Tokens: POST /v1/tokenize shows how text splits into tokens; the conversation as the model
+//    reads it: the turns still sent, at most the context's worth of tokens.
 // 3. Attention: POST /v1/attention returns one head's (T x T) weights, drawn on a <canvas>.
 "use strict";
 
@@ -249,8 +250,7 @@ async function showTokens() {
     const context = state.contextLength;
     if (source === "conversation" && context && answer.count > context) {
       tokens = tokens.length === answer.count ? tokens.slice(-context) : tokens.slice(0, context);
-      label = `${tokens.length} tokens (the last of ${answer.count}: the model's context ` +
-        "holds " + context + "; the next message leaves the oldest turns out)";
+      label = `${tokens.length} tokens (the last of ${answer.count}: as many as the context holds)`;
     }
     box.replaceChildren();
     for (const tok of tokens) {
