@@ -74,6 +74,35 @@ def test_generate_help_shows_defaults_and_parses_both_spellings():
     assert (args.model, args.prompt, args.stop) == ("my_model", "--max_new_tokens", ["a_b"])
 
 
+@pytest.mark.parametrize("module", ["buildlm.infer.cli", "buildlm.infer.chat"])
+def test_generate_and_chat_help_says_every_default_even_off_or_none(module):
+    parser = importlib.import_module(module).build_parser()
+    for action in parser._actions:
+        if not action.option_strings or action.required or action.nargs == 0:
+            continue  # positionals, --model, switches
+        assert "default" in (action.help or ""), f"{module} {action.option_strings}: no default"
+    help_ = " ".join(parser.format_help().split())
+    entries = {e.split()[0]: e for e in help_.split(" --")[1:] if not e.endswith("]")}
+    for option in ("top-k", "top-p", "min-p", "repetition-penalty"):
+        assert entries[option].endswith("(default: off)"), entries[option]
+    assert entries["frequency-penalty"].endswith("(default: 0.0)")
+    assert entries["stop"].endswith("(default: none)")
+    assert "(default: None)" not in help_ and "(default: [])" not in help_
+
+
+def test_a_zero_default_is_shown_and_false_is_not():
+    parser = Parser(prog="x")
+    parser.add_argument("--penalty", type=float, default=0.0)
+    parser.add_argument("--count", type=int, default=0)
+    parser.add_argument("--flag", action="store_true")
+    parser.add_argument("--tag", action="append", default=[], help="a tag")
+    parser.add_argument("--cut", type=int, default=None, help="a cut")
+    help_ = " ".join(parser.format_help().split())
+    assert "--penalty PENALTY (default: 0.0)" in help_ and "--count COUNT (default: 0)" in help_
+    assert "--flag (default" not in help_ and "a tag (default: none)" in help_
+    assert "a cut (default" not in help_  # only the option can say what None means
+
+
 def test_subcommands_take_both_spellings():
     from buildlm.eval.cli import build_parser
 

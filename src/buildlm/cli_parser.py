@@ -3,7 +3,9 @@
 Two things a user should not have to guess:
 
 - **Defaults.** ``--help`` shows each option's default, ``(default: 0.8)``, unless the help text
-  already says it, or there is nothing to show (``None``, a switch that is off, an empty list).
+  already says it. A switch that is off shows nothing. A repeatable option that starts empty
+  shows ``(default: none)``. A ``None`` default means something different for each option (off,
+  random, the model's own value), so the option's help must say it: ``(default: off)``.
 - **Spelling.** Options are documented with dashes (``--max-new-tokens``), the usual style of
   command-line tools, but the dataclass-driven commands (``buildlm train``, ``buildlm finetune``)
   spell fields with underscores (``--train.max_steps``, ``--val_data``). So every command accepts
@@ -23,8 +25,18 @@ from typing import Any
 _FLAG = re.compile(r"--[A-Za-z][\w.-]*")
 
 
-def _show_default(default: Any) -> bool:
-    return default is not argparse.SUPPRESS and default not in (None, False, [], ())
+def _default_text(action: argparse.Action) -> str | None:
+    """What ``(default: ...)`` says for ``action``, or ``None`` to say nothing.
+
+    Compared by identity and type, not ``==``: ``0.0 == False``, and a penalty whose default is
+    0.0 must still show it.
+    """
+    default = action.default
+    if default is argparse.SUPPRESS or default is None or isinstance(default, bool):
+        return None  # a switch, or a None whose meaning only the option's help can say
+    if isinstance(default, (list, tuple)) and not default:
+        return "none" if isinstance(action, argparse._AppendAction) else None
+    return "%(default)s"
 
 
 class Parser(argparse.ArgumentParser):
@@ -36,13 +48,14 @@ class Parser(argparse.ArgumentParser):
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
         action = super().add_argument(*args, **kwargs)
         help_ = action.help or ""
+        shown = _default_text(action)
         if (
             action.option_strings
             and help_ is not argparse.SUPPRESS
             and "default" not in help_.lower()
-            and _show_default(action.default)
+            and shown is not None
         ):
-            action.help = f"{help_} (default: %(default)s)".strip()
+            action.help = f"{help_} (default: {shown})".strip()
         return action
 
     def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None):

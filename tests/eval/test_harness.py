@@ -116,3 +116,29 @@ def test_generate_until_is_greedy_and_stops(planted):
     ours = score_continuations(lm.model, [encode_pair(lm.tokenizer, *p) for p in pairs])
     assert got == [(s.logprob, s.is_greedy) for s in ours]
     assert all(ll < 0 for ll, _ in got)
+
+
+def test_a_task_without_network_is_one_line_with_the_fix(tmp_path, planted):
+    """Offline for real: an empty cache and the Hub switched off, so ``datasets`` cannot fetch
+    hellaswag (and fails at once instead of waiting on the network)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = {
+        **os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1",
+        "HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_CACHE": str(tmp_path / "hf" / "datasets"),
+        "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+    }  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "buildlm", "eval", "harness", "--model", str(planted.path),
+         "--tasks", "hellaswag", "--limit", "2"],
+        capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert "hellaswag" in err and "ConnectionError" in err
+    assert "needs network access to the Hugging Face Hub, or a local dataset cache" in err
+    assert "HF_DATASETS_OFFLINE=1 with a cached copy" in err

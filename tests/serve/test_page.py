@@ -59,6 +59,9 @@ def test_chat_page_streams_a_reply_and_shows_tokens_and_attention(
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))
+    # A clean console: no failed request (such as a missing /favicon.ico), no logged error.
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     page.goto(server.url + "/")
     page.wait_for_selector("body[data-ready='true']", timeout=15_000)
     assert "tiny-verdict" in page.inner_text("#model-name")

@@ -151,17 +151,16 @@ def _report(args: argparse.Namespace) -> None:
 
 def _harness(args: argparse.Namespace) -> None:
     try:
-        import lm_eval
         from lm_eval.tasks import TaskManager
 
-        import buildlm.eval.harness  # noqa: F401  (registers the "buildlm" model)
+        from buildlm.eval.harness import evaluate  # also registers the "buildlm" model
     except ImportError:
         raise ValueError(
             "buildlm eval harness needs lm-evaluation-harness: pip install 'lm_eval>=0.4'"
         ) from None
     device = None if args.device == "auto" else args.device
     model_args = {"pretrained": args.model, "device": device, "batch_size": args.batch_size}
-    results = lm_eval.simple_evaluate(
+    results = evaluate(
         model="buildlm",
         model_args={k: v for k, v in model_args.items() if v is not None},
         tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],

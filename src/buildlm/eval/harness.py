@@ -22,6 +22,10 @@ Importing this module registers the class under the name ``"buildlm"``, so::
 or on the command line ``buildlm eval harness --model DIR --tasks hellaswag``.
 ``pretrained`` is any folder `buildlm.infer.load.load_model` opens: a buildlm checkpoint or run
 folder, or a Hugging Face model folder.
+
+lm-eval's tasks download their data sets from the Hugging Face Hub. Without network access that
+fails deep inside ``datasets`` with a fifty-line traceback; `evaluate` (what ``buildlm eval
+harness`` calls) turns it into one line that names the cause and the fix.
 """
 
 from __future__ import annotations
@@ -41,6 +45,49 @@ import torch
 
 from buildlm.eval.perplexity import window_nats
 from buildlm.eval.scoring import encode_pair, encode_text, score_continuations
+
+# Exceptions (by class name, anywhere in their class hierarchy) that mean "the Hub could not be
+# reached": the built-in ConnectionError that ``datasets`` raises, huggingface_hub's offline
+# errors, and the connection errors and timeouts of requests and httpx.
+_UNREACHABLE = {
+    "ConnectionError", "OfflineModeIsEnabled", "LocalEntryNotFoundError", "ConnectError",
+    "ConnectTimeout", "Timeout", "TimeoutException", "TimeoutError",
+}  # fmt: skip
+
+
+def hub_unreachable(err: BaseException) -> BaseException | None:
+    """The exception in ``err``'s chain (itself, its cause, its context) that says the Hugging
+    Face Hub could not be reached, or ``None`` when the error is something else."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if any(cls.__name__ in _UNREACHABLE for cls in type(current).__mro__):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def evaluate(**kwargs: Any) -> dict[str, Any]:
+    """``lm_eval.simple_evaluate(**kwargs)``; a Hub that cannot be reached is a one-line
+    ``ValueError`` with the fix, not a traceback from inside ``datasets``."""
+    import lm_eval
+
+    try:
+        return lm_eval.simple_evaluate(**kwargs)
+    except Exception as err:
+        unreachable = hub_unreachable(err)
+        if unreachable is None:
+            raise
+        text = str(unreachable).strip() or str(err).strip()
+        reason = text.splitlines()[0] if text else type(unreachable).__name__
+        tasks = ", ".join(str(t) for t in kwargs.get("tasks") or []) or "the tasks"
+        raise ValueError(
+            f"could not load the data of {tasks} ({type(unreachable).__name__}: {reason}): "
+            "lm-eval needs network access to the Hugging Face Hub, or a local dataset "
+            "cache; set HF_DATASETS_OFFLINE=1 with a cached copy (or give local task files "
+            "with --include-path)"
+        ) from None
 
 
 @register_model("buildlm")

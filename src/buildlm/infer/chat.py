@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="buildlm chat", description=__doc__.splitlines()[0])
     add_model_args(parser)
     add_sampling_args(parser, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
-    parser.add_argument("--system", default=None, help="a system message to start with")
+    parser.add_argument("--system", default=None, help="a system message to start with (default: none)")
     return parser
 
 

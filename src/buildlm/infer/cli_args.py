@@ -17,7 +17,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", help="auto (the checkpoint's) | fp32 | bf16 | fp16")
     parser.add_argument(
         "--quantize", choices=["int8"], default=None,
-        help="weight-only int8 linear layers: about 4x fewer bytes read per token than fp32",
+        help="weight-only int8 linear layers: about 4x fewer bytes read per token than fp32 "
+        "(default: off)",
     )  # fmt: skip
     parser.add_argument("--compile", action="store_true", help="torch.compile the decode step (on a GPU also replayed as a CUDA graph)")
     parser.add_argument(
@@ -29,14 +30,25 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 def add_sampling_args(parser: argparse.ArgumentParser, max_new_tokens: int = 200) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--min-p", type=float, default=None)
-    parser.add_argument("--repetition-penalty", type=float, default=None)
-    parser.add_argument("--frequency-penalty", type=float, default=0.0)
-    parser.add_argument("--presence-penalty", type=float, default=0.0)
+    parser.add_argument(
+        "--top-k", type=int, default=None, help="sample from the k likeliest tokens (default: off)"
+    )
+    parser.add_argument(
+        "--top-p", type=float, default=None,
+        help="sample from the likeliest tokens whose probabilities sum to p (default: off)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--min-p", type=float, default=None,
+        help="drop tokens less likely than min-p times the likeliest one (default: off)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--repetition-penalty", type=float, default=None,
+        help="above 1, tokens already in the text are less likely (default: off)",
+    )  # fmt: skip
+    parser.add_argument("--frequency-penalty", type=float, default=0.0, help="0 = off")
+    parser.add_argument("--presence-penalty", type=float, default=0.0, help="0 = off")
     parser.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
-    parser.add_argument("--seed", type=int, default=None, help="fix the sampling for a repeatable output")
+    parser.add_argument("--seed", type=int, default=None, help="fix the sampling for a repeatable output (default: random)")
 
 
 def sampling_params(args: argparse.Namespace, **overrides: Any) -> SamplingParams:

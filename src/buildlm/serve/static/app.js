@@ -6,9 +6,12 @@
 //    choices[0].delta.content is appended to the reply as it arrives.
 //    A small model's context (128 tokens) fills in a few turns, so the page asks the server to
 //    leave out the oldest turns that do not fit ("trim_history": true, a buildlm extension; the
-//    server also caps max_tokens at the room left). The first chunk says how many messages were
-//    left out (dropped_messages): the page stops sending those and says so once, quietly.
-// 2. Tokens: POST /v1/tokenize shows how text splits into tokens.
+//    server also caps max_tokens at the room left). The response's X-Dropped-Messages header
+//    (there before any of the body, so even a reply stopped at once has it) says how many
+//    messages were left out: the page stops sending those, greys them out, and says so in one
+//    quiet line above the input. "New chat" aborts a reply still streaming and throws it away.
+// 2. Tokens: POST /v1/tokenize shows how text splits into tokens; the conversation as the model
+//    reads it: the turns still sent, at most the context's worth of tokens.
 // 3. Attention: POST /v1/attention returns one head's (T x T) weights, drawn on a <canvas>.
 "use strict";
 
@@ -17,8 +20,10 @@ const $ = (id) => document.getElementById(id);
 const state = {
   model: null,          // the id from GET /v1/models
   messages: [],         // the conversation: {role, content}
+  elements: [],         // the page's bubble of each message, in the same order
   skip: 0,              // how many of them the server left out to fit the context
-  toldDropped: false,   // the "older turns left out" note is shown once per conversation
+  chat: 0,              // which conversation this is: "New chat" counts up, so a reply still
+                        // streaming for an older one knows to throw itself away
   contextLength: null,  // the model's context, from GET /v1/models
   lastReply: "",
   controller: null,     // AbortController of the reply being streamed
@@ -79,6 +84,10 @@ async function* readEvents(response) {
 
 // --- the chat --------------------------------------------------------------------------------
 
+function scrollToBottom() {
+  $("messages").scrollTop = $("messages").scrollHeight;
+}
+
 function addMessage(role, text) {
   $("empty-hint")?.remove();
   const div = document.createElement("div");
@@ -91,7 +100,7 @@ function addMessage(role, text) {
   body.textContent = text;
   div.append(who, body);
   $("messages").append(div);
-  $("messages").scrollTop = $("messages").scrollHeight;
+  scrollToBottom();
   return div;
 }
 
@@ -101,18 +110,24 @@ function conversation() {
   return (system ? [{ role: "system", content: system }] : []).concat(state.messages.slice(state.skip));
 }
 
-// The server left the oldest `dropped` messages out: stop sending them, and say so once, above
-// the question that first went without them (`anchor`).
-function noteDropped(dropped, anchor) {
-  if (!dropped) return;
+// The server left the oldest `dropped` of the messages we sent out: stop sending them, grey
+// them out, and say so in one line above the input, where it stays in view as the chat scrolls.
+function noteDropped(dropped) {
+  if (!(dropped > 0)) return;
+  for (const el of state.elements.slice(state.skip, state.skip + dropped)) {
+    el.classList.add("dropped");
+    el.title = "left out: no longer sent to the model";
+  }
   state.skip += dropped;
-  if (state.toldDropped) return;
-  state.toldDropped = true;
-  const note = document.createElement("p");
-  note.id = "trim-note";
-  note.className = "note";
-  note.textContent = `Older turns are left out to fit the model's ${state.contextLength}-token context.`;
-  $("messages").insertBefore(note, anchor);
+  let note = $("trim-note");
+  if (!note) {
+    note = document.createElement("p");
+    note.id = "trim-note";
+    note.className = "note";
+    $("chat-panel").insertBefore(note, $("composer"));
+  }
+  note.textContent = `Older turns (greyed out) are left out to fit the model's ` +
+    `${state.contextLength}-token context.`;
 }
 
 function samplingSettings() {
@@ -127,13 +142,16 @@ function samplingSettings() {
 }
 
 async function send(text) {
+  const chat = state.chat;
+  const current = () => chat === state.chat; // false once "New chat" was pressed
   state.messages.push({ role: "user", content: text });
-  const question = addMessage("user", text);
+  state.elements.push(addMessage("user", text));
   const bubble = addMessage("assistant", "");
   bubble.classList.add("streaming");
   bubble.dataset.chunks = "0";
   const textEl = bubble.querySelector(".text");
-  state.controller = new AbortController();
+  const controller = new AbortController();
+  state.controller = controller;
   $("send").disabled = true;
   $("stop").disabled = false;
   setStatus("generating…");
@@ -144,29 +162,31 @@ async function send(text) {
     const response = await fetch("/v1/chat/completions", {
       method: "POST",
       headers: headers(),
-      signal: state.controller.signal,
+      signal: controller.signal,
       body: JSON.stringify({
         model: state.model, messages: conversation(), stream: true, trim_history: true,
         ...samplingSettings(),
       }),
     });
     if (!response.ok) throw new Error(await errorMessage(response));
+    if (current()) noteDropped(parseInt(response.headers.get("X-Dropped-Messages") || "0", 10));
     for await (const chunk of readEvents(response)) {
       if (chunk.error) throw new Error(chunk.error.message);
-      if (chunk.dropped_messages !== undefined) noteDropped(chunk.dropped_messages, question);
       const choice = chunk.choices[0];
       if (!choice) continue;
       if (choice.delta && choice.delta.content) {
         reply += choice.delta.content;
         textEl.textContent = reply;
         bubble.dataset.chunks = String(Number(bubble.dataset.chunks) + 1);
-        $("messages").scrollTop = $("messages").scrollHeight;
+        scrollToBottom();
       }
       if (choice.finish_reason) finish = choice.finish_reason;
     }
-    setStatus("");
+    if (current()) setStatus("");
   } catch (err) {
-    if (err.name === "AbortError") {
+    if (!current()) {
+      // "New chat" aborted it: the reply belongs to a conversation that is gone.
+    } else if (err.name === "AbortError") {
       finish = "stopped";
       setStatus("stopped");
     } else {
@@ -182,14 +202,20 @@ async function send(text) {
     note.textContent = finish ? "finish: " + finish : "";
     bubble.append(note);
     bubble.dataset.done = "true";
-    $("send").disabled = false;
-    $("stop").disabled = true;
-    state.controller = null;
+    if (current()) {
+      scrollToBottom(); // the finish line made the bubble taller
+      $("send").disabled = false;
+      $("stop").disabled = true;
+      state.controller = null;
+    }
   }
+  if (!current()) return; // thrown away: nothing of it joins the new conversation
   if (failed) {
     state.messages.pop(); // a question that got no answer is not part of the conversation
+    state.elements.pop();
   } else {
     state.messages.push({ role: "assistant", content: reply });
+    state.elements.push(bubble);
   }
   state.lastReply = reply;
   await Promise.allSettled([showTokens(), showAttention()]);
@@ -202,6 +228,9 @@ function visible(text) {
   return text.replace(/\n/g, "↵").replace(/\t/g, "→").replace(/ /g, "·");
 }
 
+// The conversation view shows what the model reads: only the turns still sent (state.skip), and
+// at most the context's worth of tokens, the last ones (a reply and the end-of-turn markup after
+// it can take the rendered conversation a few tokens past the context).
 async function showTokens() {
   const source = $("token-source").value;
   const request = { model: state.model };
@@ -212,18 +241,27 @@ async function showTokens() {
     request.text = source === "draft" ? $("prompt").value : state.lastReply;
   }
   const box = $("tokens");
+  const chat = state.chat;
   try {
     const answer = await postJSON("/v1/tokenize", request);
+    if (chat !== state.chat) return; // "New chat" was pressed meanwhile
+    let tokens = answer.tokens;
+    let label = answer.count + " tokens";
+    const context = state.contextLength;
+    if (source === "conversation" && context && answer.count > context) {
+      tokens = tokens.length === answer.count ? tokens.slice(-context) : tokens.slice(0, context);
+      label = `${tokens.length} tokens (the last of ${answer.count}: as many as the context holds)`;
+    }
     box.replaceChildren();
-    for (const tok of answer.tokens) {
+    for (const tok of tokens) {
       const span = document.createElement("span");
       span.className = "tok" + (tok.special ? " special" : "");
       span.textContent = visible(tok.text);
       span.title = "id " + tok.id;
       box.append(span);
     }
-    $("token-count").textContent = answer.count + " tokens";
-    box.dataset.count = String(answer.count);
+    $("token-count").textContent = label;
+    box.dataset.count = String(tokens.length);
   } catch (err) {
     box.textContent = "error: " + err.message;
   }
@@ -233,19 +271,21 @@ async function showTokens() {
 
 async function showAttention() {
   if (!state.messages.length) return;
+  const chat = state.chat;
   try {
-    state.attention = await postJSON("/v1/attention", {
+    const a = await postJSON("/v1/attention", {
       model: state.model,
       messages: conversation(),
       layer: parseInt($("layer").value || "0", 10),
       head: parseInt($("head").value || "0", 10),
     });
-    const a = state.attention;
+    if (chat !== state.chat) return; // "New chat" was pressed meanwhile
+    state.attention = a;
     $("attention-note").textContent =
       a.tokens.length + " tokens" + (a.truncated ? " (the last ones: the conversation is longer)" : "");
     drawHeatmap();
   } catch (err) {
-    $("attention-note").textContent = "error: " + err.message;
+    if (chat === state.chat) $("attention-note").textContent = "error: " + err.message;
   }
 }
 
@@ -355,15 +395,32 @@ $("prompt").addEventListener("keydown", (event) => {
   }
 });
 $("stop").addEventListener("click", () => state.controller?.abort());
+// New chat: abort a reply still streaming (send() sees state.chat changed and throws it away),
+// and put the page back as it was when it loaded.
+const PRISTINE = {
+  messages: $("messages").innerHTML,
+  tokens: $("tokens").innerHTML,
+  heatInfo: $("heat-info").innerHTML,
+};
 $("reset").addEventListener("click", () => {
+  state.chat += 1;
+  state.controller?.abort();
+  state.controller = null;
   state.messages = [];
+  state.elements = [];
   state.skip = 0;
-  state.toldDropped = false;
   state.lastReply = "";
   state.attention = null;
-  $("messages").replaceChildren();
-  $("tokens").replaceChildren();
+  $("messages").innerHTML = PRISTINE.messages;
+  $("tokens").innerHTML = PRISTINE.tokens;
+  delete $("tokens").dataset.count;
+  $("heat-info").innerHTML = PRISTINE.heatInfo;
   $("token-count").textContent = "";
+  $("attention-note").textContent = "";
+  $("trim-note")?.remove();
+  $("send").disabled = false;
+  $("stop").disabled = true;
+  if (state.model) setStatus("ready");
   drawHeatmap();
 });
 $("temperature").addEventListener("input", () => ($("temperature-value").textContent = $("temperature").value));
