@@ -1,8 +1,6 @@
 """`buildlm prepare`, `buildlm train` and `buildlm generate` end to end, in subprocesses."""
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +10,9 @@ import torch
 from buildlm.data.corpora import load_corpus
 from buildlm.tokenizer import Tokenizer
 
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_run import assert_one_line_error, buildlm  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
     "--model.preset", "tiny", "--train.context_length", "32", "--model.d_model", "64", "--model.n_layers", "2",
@@ -19,25 +20,6 @@ TINY = [
     "--train.tensorboard", "false", "--train.peak_flops", "1e12", "--train.num_threads", "1",
     "--train.sample_tokens", "8", "--train.time_budget_s", "null",
 ]
-
-
-def buildlm(*args, cwd, check=True):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "buildlm", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"buildlm {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def assert_one_line_error(proc, *fragments):
-    assert proc.returncode == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_prepare_train_resume_generate(tmp_path):

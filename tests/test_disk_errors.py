@@ -24,6 +24,9 @@ from buildlm.model import GPT, ModelConfig
 from buildlm.tokenizer import Tokenizer
 from buildlm.train.checkpoint import save_checkpoint
 
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_run import assert_one_line_error  # noqa: E402
+
 LIMIT = 64 * 1024  # bytes: more than any config or tokenizer file here, less than the weights
 
 
@@ -38,15 +41,6 @@ def limited_buildlm(*args, cwd):
         [sys.executable, "-m", "buildlm", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
         timeout=300, preexec_fn=_limit_file_size,
     )  # fmt: skip
-
-
-def assert_one_line_error(proc, *fragments):
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,9 @@ import pytest
 from buildlm.errors import FolderInUseError
 from buildlm.lock import FolderLock, folder_lock, lock_path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_run import assert_one_line_error, buildlm  # noqa: E402
+
 TINY = [
     "--model.preset", "tiny", "--train.context_length", "32", "--model.d_model", "64", "--model.n_layers", "2",
     "--train.batch_size", "4", "--train.eval_batches", "2", "--train.progress", "false",
@@ -20,24 +23,6 @@ TINY = [
     "--train.time_budget_s", "null",
 ]  # fmt: skip
 
-
-def buildlm(*args, cwd, check=True):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "buildlm", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"buildlm {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def assert_one_line_error(proc, *fragments):
-    assert proc.returncode == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 HOLD = """
 import sys, time
