@@ -148,7 +148,7 @@ def test_explicit_model_type_is_checked():
             "type": "llama3", "factor": -1, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
             "original_context_length": 16}}, "factor'\\] must be a positive number"),
         ({"qkv_bias": "yes"}, "qkv_bias must be true, false or None"),
-        ({"d_head": 0}, "d_head must be a positive integer or None"),
+        ({"d_head": 0}, r"d_head must be a positive integer below 2\*\*31 or None"),
     ],
 )  # fmt: skip
 def test_new_model_config_fields_are_validated(overrides, message):
