@@ -1,5 +1,24 @@
-"""buildlm.infer: turning a trained model into text (stage 9 of the learning path)."""
+"""buildlm.infer: turning a trained model into text (stage 9 of the learning path).
 
+- ``generate.py``: `generate`, the readable decode loop (the reference the Engine is tested on);
+- ``processors.py``: penalties, temperature, top-k, top-p, min-p, and picking the next token;
+- ``sampling.py``: from logits to a chosen token, written out plainly (temperature, top-k, top-p);
+- ``kvcache.py``: the static key/value cache the Engine decodes with;
+- ``engine.py``: `Engine` and `SamplingParams`: batched prefill + decode with a KV cache,
+  per-request settings, stop strings, streaming;
+- ``static_decode.py``: the fixed-shape decode step replayed as a CUDA graph on a GPU;
+- ``weight_layout.py``: CPU weights re-laid out for matrix-vector products;
+- ``float32_matmuls.py``: half-precision products over many rows in float32 on CPUs without
+  16-bit instructions;
+- ``beam_search.py``: beam search, equal to ``transformers``';
+- ``detokenize.py``: ids to text as they stream, never splitting a character;
+- ``conversation.py``: fitting a conversation into the context (oldest turns dropped);
+- ``chat_format.py``: which chat format a tokenizer speaks;
+- ``load.py``: a run, checkpoint or Hugging Face folder -> model and tokenizer;
+- ``cli.py``, ``cli_args.py``, ``chat.py``: ``buildlm generate`` and ``buildlm chat``.
+"""
+
+from buildlm.infer.engine import Completion, Engine, SamplingParams
 from buildlm.infer.generate import generate
 
-__all__ = ["generate"]
+__all__ = ["Completion", "Engine", "SamplingParams", "generate"]
