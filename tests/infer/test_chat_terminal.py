@@ -213,10 +213,11 @@ def test_a_seed_repeats_the_whole_conversation_but_not_each_reply(checkpoint):
     again = run_seeded(checkpoint, "3", lines)
     assert first == again  # the same session, the same transcript
     one, two, after_reset = replies(first, ["Hello", "Hello", "Hello"])
-    # Each reply samples its own draws: no two start alike, even the same question asked
-    # again after /reset (the old chat seeded every reply with the same seed).
-    assert one.strip() and two.strip() and after_reset.strip()
-    assert len({one[:8], two[:8], after_reset[:8]}) == 3
+    # Each reply samples its own draws, even the same question asked again after /reset: the
+    # old chat seeded every reply with the same seed, so that one repeated the first reply word
+    # for word. (A reply may be empty: a random model can draw end-of-text first.)
+    assert one != after_reset, (one, after_reset)
+    assert len({one, two, after_reset}) == 3, (one, two, after_reset)
     other = run_seeded(checkpoint, "4", lines)
     assert other != first
     assert "(conversation reset)" in first
