@@ -8,6 +8,7 @@ tiny, and the other core is left to the clients.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -156,3 +157,20 @@ def chat_checkpoints(checkpoint, tmp_path_factory) -> dict[str, Path]:
         )
         for name, tokens in specials.items()
     }
+
+
+CHROMIUM = os.environ.get("BUILDLM_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium driven by Playwright (never ``playwright install``)."""
+    from playwright.sync_api import sync_playwright
+
+    # A missing browser is a failure (CI installs it), never a skip.
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} not found: `apt-get install -y chromium`"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

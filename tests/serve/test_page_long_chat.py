@@ -11,12 +11,7 @@ it).
 from __future__ import annotations
 
 import json
-import os
 
-import pytest
-
-CHROMIUM = os.environ.get("BUILDLM_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TURNS = 10
 
 # Is the element in view: inside the window, and not scrolled out of the message panel?
@@ -31,16 +26,6 @@ IN_VIEW = """(el) => {
 AT_BOTTOM = """() => { const m = document.getElementById("messages");
   return m.scrollHeight - m.scrollTop - m.clientHeight; }"""
 
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert os.path.exists(CHROMIUM), f"{CHROMIUM} not found: `apt-get install -y chromium`"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 def test_ten_turns_with_a_128_token_context_all_get_replies(browser, server, tmp_path):

@@ -9,12 +9,6 @@ token view. Without Chromium this test fails rather than skips (CI installs it).
 from __future__ import annotations
 
 import json
-import os
-
-import pytest
-
-CHROMIUM = os.environ.get("BUILDLM_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 # Click a button ("reset" is "New chat") the moment the next chat response's headers are in,
 # before any of its body is read: the reply is certainly still streaming then, however fast the
@@ -32,16 +26,6 @@ CLICK_AT_HEADERS = """(button) => {
   };
 }"""
 
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert os.path.exists(CHROMIUM), f"{CHROMIUM} not found: `apt-get install -y chromium`"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 def ask(page, text: str, replies: int) -> None:
