@@ -8,6 +8,7 @@ tiny, and the other core is left to the clients.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -174,3 +175,22 @@ def browser():
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def chat_page(browser):
+    """A new page at a wide viewport that records what a user would not see: ``(page, errors,
+    sent)``, the page's uncaught JavaScript errors and the JSON bodies it posted to
+    ``/v1/chat/completions``, in order."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    sent: list[dict] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.on(
+        "request",
+        lambda r: sent.append(json.loads(r.post_data)) if r.url.endswith(CHAT_PATH) else None,
+    )
+    return page, errors, sent
+
+
+CHAT_PATH = "/v1/chat/completions"

@@ -23,7 +23,6 @@ PIXELS = """(canvas) => Array.from(
   canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data).join(",")"""
 
 
-
 def test_chromium_is_installed(browser):
     """The fixture fails (never skips) without Debian's chromium; with it, a browser runs."""
     assert browser.is_connected()

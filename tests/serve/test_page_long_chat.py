@@ -10,8 +10,6 @@ it).
 
 from __future__ import annotations
 
-import json
-
 TURNS = 10
 
 # Is the element in view: inside the window, and not scrolled out of the message panel?
@@ -27,18 +25,8 @@ AT_BOTTOM = """() => { const m = document.getElementById("messages");
   return m.scrollHeight - m.scrollTop - m.clientHeight; }"""
 
 
-
-def test_ten_turns_with_a_128_token_context_all_get_replies(browser, server, tmp_path):
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda err: errors.append(str(err)))
-    sent: list[dict] = []
-    page.on(
-        "request",
-        lambda r: (
-            sent.append(json.loads(r.post_data)) if r.url.endswith("/v1/chat/completions") else None
-        ),
-    )
+def test_ten_turns_with_a_128_token_context_all_get_replies(chat_page, server, tmp_path):
+    page, errors, sent = chat_page
     dropped: list[int] = []
     page.on(
         "response",
@@ -120,15 +108,11 @@ STOP_AT_HEADERS = """() => {
 
 
 def test_a_reply_stopped_before_its_first_chunk_still_drops_what_the_server_left_out(
-    browser, server
+    chat_page, server
 ):
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda err: errors.append(str(err)))
-    sent: list[dict] = []
+    page, errors, sent = chat_page
     dropped: list[int] = []
     chat = "/v1/chat/completions"
-    page.on("request", lambda r: sent.append(json.loads(r.post_data)) if r.url.endswith(chat) else None)
     page.on(
         "response",
         lambda r: dropped.append(int(r.headers["x-dropped-messages"])) if r.url.endswith(chat) else None,

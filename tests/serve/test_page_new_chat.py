@@ -8,8 +8,6 @@ token view. Without Chromium this test fails rather than skips (CI installs it).
 
 from __future__ import annotations
 
-import json
-
 # Click a button ("reset" is "New chat") the moment the next chat response's headers are in,
 # before any of its body is read: the reply is certainly still streaming then, however fast the
 # machine.
@@ -27,7 +25,6 @@ CLICK_AT_HEADERS = """(button) => {
 }"""
 
 
-
 def ask(page, text: str, replies: int) -> None:
     page.fill("#prompt", text)
     page.press("#prompt", "Enter")
@@ -38,17 +35,8 @@ def ask(page, text: str, replies: int) -> None:
     )
 
 
-def test_new_chat_while_streaming_aborts_and_starts_clean(browser, server):
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda err: errors.append(str(err)))
-    sent: list[dict] = []
-    page.on(
-        "request",
-        lambda r: (
-            sent.append(json.loads(r.post_data)) if r.url.endswith("/v1/chat/completions") else None
-        ),
-    )
+def test_new_chat_while_streaming_aborts_and_starts_clean(chat_page, server):
+    page, errors, sent = chat_page
     page.goto(server.url + "/")
     page.wait_for_selector("body[data-ready='true']", timeout=15_000)
     hint = page.inner_text("#empty-hint")

@@ -1,6 +1,7 @@
 """Fixtures for the train tests: a small BPE tokenizer trained on The Verdict, and for the
 fine-tuning tests a tiny GPT pretrained for two seconds on two plays."""
 
+import numpy as np
 import pytest
 
 from buildlm.data.corpora import load_corpus
@@ -85,3 +86,11 @@ def prepared_verdict(tmp_path_factory, small_tokenizer):
     folder = tmp_path_factory.mktemp("verdict-shards")
     prepare_shards(["the-verdict"], small_tokenizer, folder, num_workers=1, progress=False)
     return folder
+
+
+@pytest.fixture(scope="module")
+def verdict_tokens(small_tokenizer, verdict):
+    """The Verdict as ids: (train, val), split 90/10."""
+    ids = np.asarray(small_tokenizer.encode_ordinary(verdict), dtype=np.uint16)
+    cut = int(len(ids) * 0.9)
+    return ids[:cut], ids[cut:]

@@ -6,9 +6,7 @@ import sys
 import time
 from itertools import pairwise
 
-import numpy as np
 import pytest
-import torch
 
 from buildlm.model import GPT, ModelConfig
 from buildlm.train import checkpoint as ckpt
@@ -16,20 +14,6 @@ from buildlm.train.config import TrainConfig
 from buildlm.train.metrics import MetricsLogger
 from buildlm.train.report import against_baselines, suggest_prompt
 from buildlm.train.trainer import TrainData, Trainer, seed_everything
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokens(small_tokenizer, verdict):
-    ids = np.asarray(small_tokenizer.encode_ordinary(verdict), dtype=np.uint16)
-    cut = int(len(ids) * 0.9)
-    return ids[:cut], ids[cut:]
 
 
 def make_trainer(tokens, tokenizer, run_dir, model=None, **overrides):
@@ -81,9 +65,9 @@ def logged(run_dir, key):
     return [(int(r["step"]), float(r[key])) for r in rows if key in r]
 
 
-def test_deadline_holds_when_steps_slow_down_late(tmp_path, tokens, small_tokenizer):
+def test_deadline_holds_when_steps_slow_down_late(tmp_path, verdict_tokens, small_tokenizer):
     budget = 6.0
-    trainer = make_trainer(tokens, small_tokenizer, tmp_path, time_budget_s=budget)
+    trainer = make_trainer(verdict_tokens, small_tokenizer, tmp_path, time_budget_s=budget)
     # Fast for half the budget, then every step takes 0.15 s longer.
     trainer.train_batches = Slowed(trainer.train_batches, lambda t: 0.15 if t > 0.5 * budget else 0.0)
     t0 = time.perf_counter()
@@ -95,9 +79,9 @@ def test_deadline_holds_when_steps_slow_down_late(tmp_path, tokens, small_tokeni
     assert ckpt.resolve_checkpoint(tmp_path).name == f"step-{result.step:07d}"
 
 
-def test_lr_reaches_its_floor_and_never_rises_when_speed_changes(tmp_path, tokens, small_tokenizer):
+def test_lr_reaches_its_floor_and_never_rises_when_speed_changes(tmp_path, verdict_tokens, small_tokenizer):
     budget = 4.0
-    trainer = make_trainer(tokens, small_tokenizer, tmp_path, time_budget_s=budget)
+    trainer = make_trainer(verdict_tokens, small_tokenizer, tmp_path, time_budget_s=budget)
     # Slow for the first 40% of the budget, then fast: the step count cannot be planned ahead.
     trainer.train_batches = Slowed(trainer.train_batches, lambda t: 0.05 if t < 0.4 * budget else 0.0)
     t0 = time.perf_counter()
@@ -113,7 +97,7 @@ def test_lr_reaches_its_floor_and_never_rises_when_speed_changes(tmp_path, token
 
 
 def test_mfu_stays_at_or_below_100_percent_when_the_peak_is_measured_on_a_busy_machine(
-    tmp_path, tokens, small_tokenizer
+    tmp_path, verdict_tokens, small_tokenizer
 ):
     # Matmul-heavy: most of the step is the 256-wide linear layers, as in the peak measurement.
     config = ModelConfig.preset(
@@ -121,7 +105,7 @@ def test_mfu_stays_at_or_below_100_percent_when_the_peak_is_measured_on_a_busy_m
     )
     seed_everything(0)
     trainer = make_trainer(
-        tokens, small_tokenizer, tmp_path, model=GPT(config), peak_flops=None, time_budget_s=None, max_steps=24,
+        verdict_tokens, small_tokenizer, tmp_path, model=GPT(config), peak_flops=None, time_budget_s=None, max_steps=24,
         batch_size=16, eval_interval=1000, log_interval=4, checkpoint_interval=0,
     )  # fmt: skip
     # Processes that keep every core busy while fit() measures the peak; the first batch the
@@ -146,12 +130,12 @@ def test_mfu_stays_at_or_below_100_percent_when_the_peak_is_measured_on_a_busy_m
     assert all(0 < u <= 1.0 for u in utils), utils
 
 
-def test_extending_a_finished_run_never_raises_the_learning_rate(tmp_path, tokens, small_tokenizer):
-    first = make_trainer(tokens, small_tokenizer, tmp_path, time_budget_s=None, max_steps=12, eval_interval=6)
+def test_extending_a_finished_run_never_raises_the_learning_rate(tmp_path, verdict_tokens, small_tokenizer):
+    first = make_trainer(verdict_tokens, small_tokenizer, tmp_path, time_budget_s=None, max_steps=12, eval_interval=6)
     first.fit()
     assert first.lr < 1.5 * first.config.min_lr  # its cosine ended
 
-    more = make_trainer(tokens, small_tokenizer, tmp_path, time_budget_s=None, max_steps=24, eval_interval=6)
+    more = make_trainer(verdict_tokens, small_tokenizer, tmp_path, time_budget_s=None, max_steps=24, eval_interval=6)
     more.load_state(tmp_path)
     more.fit()
     lrs = dict(logged(tmp_path, "lr"))
@@ -160,15 +144,15 @@ def test_extending_a_finished_run_never_raises_the_learning_rate(tmp_path, token
     assert lrs[24] == pytest.approx(3e-4, rel=0.01)
 
 
-def test_extending_an_unfinished_run_decays_from_where_it_was(tmp_path, tokens, small_tokenizer):
-    first = make_trainer(tokens, small_tokenizer, tmp_path, time_budget_s=None, max_steps=40, eval_interval=6)
+def test_extending_an_unfinished_run_decays_from_where_it_was(tmp_path, verdict_tokens, small_tokenizer):
+    first = make_trainer(verdict_tokens, small_tokenizer, tmp_path, time_budget_s=None, max_steps=40, eval_interval=6)
     for _ in range(10):  # stopped at step 10 of 40, as an interrupted run would be
         first.train_step()
     first.save()
     at_stop = first.lr
     assert at_stop > 2 * first.config.min_lr
 
-    more = make_trainer(tokens, small_tokenizer, tmp_path, time_budget_s=None, max_steps=30, eval_interval=6)
+    more = make_trainer(verdict_tokens, small_tokenizer, tmp_path, time_budget_s=None, max_steps=30, eval_interval=6)
     more.load_state(tmp_path)
     more.fit()
     lrs = [lr for step, lr in sorted(logged(tmp_path, "lr"))]

@@ -23,13 +23,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def verdict_tokens(small_tokenizer, verdict):
-    ids = np.asarray(small_tokenizer.encode_ordinary(verdict), dtype=np.uint16)
-    cut = int(len(ids) * 0.9)
-    return ids[:cut], ids[cut:]
-
-
 def make_trainer(tokens, tokenizer, run_dir=None, dropout=0.0, **overrides):
     seed_everything(0)
     config = ModelConfig.preset("tiny", vocab_size=tokenizer.vocab_size, context_length=32, dropout=dropout)
