@@ -13,7 +13,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_trainer import make_trainer, verdict_tokens  # noqa: E402, F401  (a fixture)
+from test_trainer import make_trainer  # noqa: E402
 
 from buildlm.train import checkpoint as ckpt  # noqa: E402
 from buildlm.train.distributed import optimizer_state_by_name  # noqa: E402
