@@ -89,9 +89,9 @@ def parser_for(command: str) -> argparse.ArgumentParser:
     from buildlm.hub.convert import build_parser as convert
     from buildlm.infer.chat import build_parser as chat
     from buildlm.infer.cli import build_parser as generate
-    from buildlm.model.explain_cli import build_parser as explain
     from buildlm.tokenizer.cli import _parser as tokenizer
     from buildlm.train.cli import build_parser as train
+    from buildlm.viz.explain_cli import build_parser as explain
 
     top = {"generate": generate, "chat": chat, "explain": explain, "prepare": prepare,
            "convert": convert, "eval": eval_parser, "tokenizer": tokenizer,

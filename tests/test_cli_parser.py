@@ -21,8 +21,8 @@ ARGPARSE_COMMANDS = {
     "buildlm.eval.cli": "build_parser",
     "buildlm.data.cli": "build_parser",
     "buildlm.tokenizer.cli": "_parser",
-    "buildlm.train.classify_cli": "build_parser",
-    "buildlm.model.explain_cli": "build_parser",
+    "buildlm.finetune.classify_cli": "build_parser",
+    "buildlm.viz.explain_cli": "build_parser",
     "buildlm.hub.convert": "build_parser",
     "buildlm.hub.download": "build_parser",
 }
@@ -125,7 +125,7 @@ def test_train_and_finetune_take_dashes_too(tmp_path, monkeypatch):
     cfg = yaml.safe_load(proc.stdout)
     assert cfg["train"]["max_steps"] == 7 and cfg["tokenizer"]["vocab_size"] == 300
 
-    from buildlm.train.finetune_cli import parse
+    from buildlm.finetune.cli import parse
 
     monkeypatch.chdir(tmp_path)
     _, data, train, _, _, _ = parse("classify", ["--model", "m", "--data", "d.csv", "--val-data", "v.csv", "--train.max-steps", "4"])

@@ -1,11 +1,25 @@
 """buildlm: build a large language model from scratch, block by block, then really use it.
 
-The package mirrors the learning path: ``tokenizer`` (stage 2), ``data`` (stage 3),
-``model`` (stages 4-5), ``train`` (stages 6 and 8), ``hub`` (stage 7), ``infer`` (stage 9).
+The packages follow the learning path, each importing only the ones listed before it
+(docs/architecture.md, "Rules of the house"; ``tests/test_layers.py`` checks it):
 
-``buildlm.load(name_or_folder)`` (`buildlm/loader.py`) opens a model to write with: the shipped
-``"shakespeare-small"`` (`buildlm/pretrained/`) or any checkpoint, run or Hugging Face folder.
-It is imported on first use, so ``import buildlm`` stays light (no torch until it is needed).
+- ``tokenizer/`` (stage 2), ``data/`` (stage 3), ``model/`` (stages 4-5): the pieces;
+- ``hub/`` (stage 7): Hugging Face folders in and out; ``infer/`` (stage 9): generating text;
+- ``viz/``: pictures and printouts of a model; ``eval/``: measuring one;
+- ``train/`` (stage 6): pretraining; ``finetune/`` (stage 8); ``serve/``: the HTTP server.
+
+Shared helpers at the bottom, one job each:
+
+- ``errors.py``: one-line messages for user errors; ``atomic.py``: atomic writes, and which files
+  buildlm wrote; ``lock.py``: one writer per folder; ``device.py``: devices, dtypes, autocast,
+  seeds; ``cli_parser.py``: the argument parser every command uses;
+- ``checkpoint_format.py``: the checkpoint folder (config, weights, tokenizer) and loading it
+  for inference;
+- ``loader.py``: ``buildlm.load(name_or_folder)``, the one-line way in: the shipped
+  ``"shakespeare-small"`` (``pretrained/``), any checkpoint, run or Hugging Face folder, with
+  ``.generate``, ``.stream`` and ``.chat``. Imported on first use, so ``import buildlm`` stays
+  light (no torch until it is needed);
+- ``cli.py`` / ``__main__.py``: the ``buildlm`` command.
 """
 
 from typing import Any

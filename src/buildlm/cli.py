@@ -19,15 +19,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenizer": ("buildlm.tokenizer.cli", "train a BPE tokenizer, encode and decode text"),
     "prepare": ("buildlm.data.cli", "tokenize text files or bundled corpora into memmap shards"),
     "train": ("buildlm.train.cli", "pretrain a GPT (no arguments: a small model on Shakespeare)"),
-    "finetune": ("buildlm.train.finetune_cli", "fine-tune: classify, instruct (SFT) or dpo; LoRA or full"),
-    "classify": ("buildlm.train.classify_cli", "label texts with a classifier from `finetune classify`"),
+    "finetune": ("buildlm.finetune.cli", "fine-tune: classify, instruct (SFT) or dpo; LoRA or full"),
+    "classify": ("buildlm.finetune.classify_cli", "label texts with a classifier from `finetune classify`"),
     "generate": ("buildlm.infer.cli", "generate text from a checkpoint or Hugging Face folder"),
     "chat": ("buildlm.infer.chat", "chat with a model in the terminal, replies streamed"),
     "serve": ("buildlm.serve.cli", "serve a model: OpenAI-compatible HTTP API and a chat page"),
     "download": ("buildlm.hub.download", "download a model folder from the Hugging Face Hub"),
     "convert": ("buildlm.hub.convert", "convert Hugging Face folders <-> buildlm checkpoints"),
     "eval": ("buildlm.eval.cli", "perplexity, bits per byte, multiple choice, lm-eval tasks"),
-    "explain": ("buildlm.model.explain_cli", "print a model stage by stage: shapes, params, FLOPs"),
+    "explain": ("buildlm.viz.explain_cli", "print a model stage by stage: shapes, params, FLOPs"),
 }
 
 

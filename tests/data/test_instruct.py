@@ -18,7 +18,7 @@ from buildlm.data.instruct import (
     render,
 )
 from buildlm.data.records import Record, read_records
-from buildlm.hub.chat_templates import chatml_prompt, llama3_prompt
+from buildlm.tokenizer.chat_templates import chatml_prompt, llama3_prompt
 
 ALPACA = Record({"instruction": "Add the two numbers.", "input": "2 + 3", "output": "5"}, "mem:1")
 CHAT = Record(
@@ -71,7 +71,7 @@ def test_prompt_tokens_carry_no_loss(small_tokenizer):
 
 
 def test_sft_loss_ignores_prompt_positions_entirely(small_tokenizer):
-    from buildlm.train.instruct import sft_loss
+    from buildlm.finetune.instruct import sft_loss
 
     ids, labels, n_prompt = encode_rendered(render(ALPACA, "alpaca"), small_tokenizer)
     batch = collate_sft([SFTExample(ids, labels)])

@@ -17,7 +17,7 @@ import torch
 import transformers
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from buildlm.eval.choice import ChoiceItem
+from buildlm.eval.choice_items import ChoiceItem
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()

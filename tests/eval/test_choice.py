@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from buildlm.eval.bundled import _all_items, bundled_choice_items
-from buildlm.eval.choice import ChoiceItem, load_choice_file, load_choice_items, score_choices
+from buildlm.eval.choice import load_choice_items, score_choices
+from buildlm.eval.choice_items import ChoiceItem, load_choice_file
 from buildlm.eval.scoring import encode_pair
 from buildlm.infer.load import load_model
 

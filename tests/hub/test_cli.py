@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
+from buildlm.checkpoint_format import load_checkpoint
 from buildlm.hub.convert import main as convert
 from buildlm.hub.safetensors_io import SafetensorsReader
-from buildlm.train.checkpoint import load_checkpoint
 
 
 def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -7,12 +7,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from buildlm.checkpoint_format import load_checkpoint
 from buildlm.cli import main as cli_main
 from buildlm.data.corpora import load_corpus
 from buildlm.hub import load_hf, save_hf
 from buildlm.model import GPT, ModelConfig
 from buildlm.tokenizer import Tokenizer
-from buildlm.train.checkpoint import load_checkpoint, save_checkpoint
+from buildlm.train.checkpoint import save_checkpoint
 
 LLAMA_LIKE = dict(position="rope", norm="rmsnorm", mlp="swiglu", bias=False, norm_eps=1e-6)
 SCALING = {

@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from buildlm.data.corpora import load_corpus
-from buildlm.hub.chat_templates import chatml_prompt, llama3_prompt
 from buildlm.infer.chat_format import plain_prompt
 from buildlm.infer.conversation import ConversationTooLong, fit_conversation
 from buildlm.tokenizer import Tokenizer
+from buildlm.tokenizer.chat_templates import chatml_prompt, llama3_prompt
 
 FORMATS = {
     "plain": (plain_prompt, ("<|endoftext|>",)),

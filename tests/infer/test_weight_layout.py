@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from buildlm.checkpoint_format import load_weights, save_weights
 from buildlm.infer.engine import Engine
 from buildlm.infer.weight_layout import (
     HUGE_PAGE,
@@ -15,7 +16,6 @@ from buildlm.infer.weight_layout import (
 )
 from buildlm.model import GPT, ModelConfig
 from buildlm.model.quantize import quantize_int8
-from buildlm.train.checkpoint import load_weights, save_weights
 
 
 def _model(family: str = "gpt2", **overrides) -> GPT:

@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from test_trainer import make_trainer  # noqa: E402
 
-from buildlm.train import checkpoint as ckpt  # noqa: E402
+from buildlm import checkpoint_format  # noqa: E402
 from buildlm.train.distributed import optimizer_state_by_name  # noqa: E402
 from buildlm.train.trainer import NonFiniteLossError  # noqa: E402
 
@@ -72,10 +72,10 @@ def test_k_bad_steps_in_a_row_stop_with_a_loadable_checkpoint(tmp_path, verdict_
     assert trainer.step == 6
     # Step 4's checkpoint holds the weights after step 3 (step 4 was skipped); the one written
     # when the run stopped (step 6) holds the same, finite weights, and loads.
-    last = ckpt.resolve_checkpoint(tmp_path)
+    last = checkpoint_format.resolve_checkpoint(tmp_path)
     assert last.name == "step-0000006"
-    loaded = ckpt.load_checkpoint(last).model.state_dict()
-    at_4 = ckpt.load_checkpoint(tmp_path / "checkpoints" / "step-0000004").model.state_dict()
+    loaded = checkpoint_format.load_checkpoint(last).model.state_dict()
+    at_4 = checkpoint_format.load_checkpoint(tmp_path / "checkpoints" / "step-0000004").model.state_dict()
     assert_same(loaded, at_4)
     assert all(torch.isfinite(t).all() for t in loaded.values())
 
@@ -97,4 +97,4 @@ def test_a_diverging_cli_run_exits_1_with_the_reason(prepared_verdict, tmp_path)
     assert "buildlm train: error: 3 steps in a row had a non-finite loss" in done.stderr
     assert "--train.lr" in done.stderr  # the fix is named
     assert "skipped" in done.stdout
-    ckpt.load_checkpoint(tmp_path / "boom")  # the last good weights, saved
+    checkpoint_format.load_checkpoint(tmp_path / "boom")  # the last good weights, saved

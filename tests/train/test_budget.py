@@ -8,6 +8,7 @@ from itertools import pairwise
 
 import pytest
 
+from buildlm import checkpoint_format
 from buildlm.model import GPT, ModelConfig
 from buildlm.train import checkpoint as ckpt
 from buildlm.train.config import TrainConfig
@@ -76,7 +77,7 @@ def test_deadline_holds_when_steps_slow_down_late(tmp_path, verdict_tokens, smal
     assert result.step > 5
     # The final evaluation, checkpoint and loss plot are inside the budget; one slow step of slack.
     assert took <= budget + 0.5, f"{took:.2f}s for a {budget}s budget ({result.step} steps)"
-    assert ckpt.resolve_checkpoint(tmp_path).name == f"step-{result.step:07d}"
+    assert checkpoint_format.resolve_checkpoint(tmp_path).name == f"step-{result.step:07d}"
 
 
 def test_lr_reaches_its_floor_and_never_rises_when_speed_changes(tmp_path, verdict_tokens, small_tokenizer):
@@ -92,7 +93,7 @@ def test_lr_reaches_its_floor_and_never_rises_when_speed_changes(tmp_path, verdi
     assert all(b <= a * (1 + 1e-12) for a, b in pairwise(lrs)), "the learning rate rose"
     assert lrs[-1] == pytest.approx(trainer.config.min_lr)  # the last step trains at the floor
     assert lrs[len(lrs) // 2] > 1.5 * trainer.config.min_lr  # and it was not there all along
-    state = ckpt.load_trainer_state(ckpt.resolve_checkpoint(tmp_path))
+    state = ckpt.load_trainer_state(checkpoint_format.resolve_checkpoint(tmp_path))
     assert state["finished"] and state["step"] == result.step
 
 

@@ -76,7 +76,7 @@ def test_train_loads_a_bundled_config_by_name_from_an_empty_folder(tmp_path):
 
 
 def test_finetune_loads_a_bundled_config_by_short_name(tmp_path, monkeypatch):
-    from buildlm.train.finetune_cli import parse
+    from buildlm.finetune.cli import parse
 
     monkeypatch.chdir(tmp_path)
     model, data, train, _, config, _ = parse("classify", ["--config", "classify", "--model", "m"])

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from buildlm import checkpoint_format
 from buildlm.train import checkpoint as ckpt
 
 STEPS = 75
@@ -45,11 +46,11 @@ def losses(run: Path) -> list[tuple[str, str]]:
 
 
 def saved_steps(run: Path) -> list[int]:
-    return [int(p.name.split("-")[1]) for p in ckpt.list_checkpoints(run)]
+    return [int(p.name.split("-")[1]) for p in checkpoint_format.list_checkpoints(run)]
 
 
 def temporaries(run: Path) -> list[str]:
-    folder = run / ckpt.CHECKPOINTS
+    folder = run / checkpoint_format.CHECKPOINTS
     return [p.name for p in folder.iterdir() if p.name.startswith(".tmp-")] if folder.is_dir() else []
 
 
@@ -105,8 +106,8 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_losses(pr
             break
         mid_save += kill_soon(proc, run, rng, during_save=kills % 2 == 1)
         kills += 1
-        newest = ckpt.resolve_checkpoint(run)  # the newest complete checkpoint always loads
-        ckpt.load_checkpoint(newest)
+        newest = checkpoint_format.resolve_checkpoint(run)  # the newest complete checkpoint always loads
+        checkpoint_format.load_checkpoint(newest)
         ckpt.load_trainer_state(newest)
         if saved_steps(run)[-1] >= STEPS:
             break

@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from distributed_setup import ACCUM, PROBE, STEPS, tiny_setup  # noqa: E402
 
-from buildlm.train.checkpoint import load_checkpoint, read_config  # noqa: E402
+from buildlm.checkpoint_format import load_checkpoint, read_config  # noqa: E402
 from buildlm.train.trainer import Trainer  # noqa: E402
 
 HERE = Path(__file__).parent

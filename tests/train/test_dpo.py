@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from buildlm.data.instruct import IGNORE
-from buildlm.model.lora import LoRAConfig
-from buildlm.train.dpo import (
+from buildlm.finetune.dpo import (
     DPOConfig,
     PreferencePair,
     collate_pairs,
@@ -16,7 +15,8 @@ from buildlm.train.dpo import (
     run_dpo,
     sequence_logprobs,
 )
-from buildlm.train.finetune import FinetuneData
+from buildlm.finetune.run import FinetuneData
+from buildlm.model.lora import LoRAConfig
 
 
 def test_dpo_loss_equals_the_direct_formula():
@@ -80,9 +80,9 @@ def test_dpo_raises_the_reward_margin(tiny_base, ft_train, tmp_path, rank):
 
 
 def test_logits_at_answer_positions_only_give_the_same_logprobs_and_sft_loss():
+    from buildlm.finetune.dpo import model_sequence_logprobs
+    from buildlm.finetune.instruct import InstructTask, sft_loss
     from buildlm.model import GPT, ModelConfig
-    from buildlm.train.dpo import model_sequence_logprobs
-    from buildlm.train.instruct import InstructTask, sft_loss
 
     torch.manual_seed(0)
     model = GPT(ModelConfig.preset("tiny", vocab_size=50, context_length=16, d_model=32, n_layers=1, n_heads=2))

@@ -7,9 +7,7 @@ import torch
 
 from buildlm.data.classify import ClassifyExample, LabelSet, collate_classify, majority_baseline
 from buildlm.eval.classification import classification_report
-from buildlm.model import GPT, ModelConfig
-from buildlm.model.lora import LoRAConfig
-from buildlm.train.classify import (
+from buildlm.finetune.classify import (
     ClassifyConfig,
     GPTClassifier,
     classify_texts,
@@ -17,7 +15,9 @@ from buildlm.train.classify import (
     run_classify,
     set_trainable,
 )
-from buildlm.train.finetune import FinetuneData
+from buildlm.finetune.run import FinetuneData
+from buildlm.model import GPT, ModelConfig
+from buildlm.model.lora import LoRAConfig
 
 
 def tiny_classifier(pooling: str) -> GPTClassifier:

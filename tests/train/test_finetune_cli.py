@@ -22,7 +22,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("task", ["classify", "instruct", "dpo"])
 def test_presets_parse(task):
-    from buildlm.train.finetune_cli import parse
+    from buildlm.finetune.cli import parse
 
     model, data, train, lora, config, out = parse(task, ["--config", str(ROOT / f"src/buildlm/configs/finetune/{task}.yaml"), "--model", "m"])
     assert model == "m" and data.data and train.time_budget_s is None and lora.rank == 0

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
+from buildlm.finetune.classify import ClassifyConfig, run_classify
+from buildlm.finetune.dpo import DPOConfig, run_dpo
+from buildlm.finetune.instruct import InstructConfig, run_instruct
+from buildlm.finetune.run import FinetuneData
 from buildlm.model.lora import LoRAConfig
-from buildlm.train.classify import ClassifyConfig, run_classify
-from buildlm.train.dpo import DPOConfig, run_dpo
-from buildlm.train.finetune import FinetuneData
-from buildlm.train.instruct import InstructConfig, run_instruct
 
 transformers = pytest.importorskip("transformers")
 

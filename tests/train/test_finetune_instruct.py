@@ -4,9 +4,9 @@ import json
 
 import torch
 
+from buildlm.finetune.instruct import InstructConfig, run_instruct
+from buildlm.finetune.run import FinetuneData
 from buildlm.model.lora import LoRAConfig, LoRALinear
-from buildlm.train.finetune import FinetuneData
-from buildlm.train.instruct import InstructConfig, run_instruct
 
 SHORT = "{instruction} {input} ="  # a short prompt: the tiny test model has a 128-token context
 
@@ -34,9 +34,9 @@ def test_sft_raises_exact_match_on_a_bundled_subtask(tiny_base, ft_train, tmp_pa
 
 
 def test_lora_sft_saves_an_adapter_and_loads_as_a_merged_gpt(tiny_base, ft_train, tmp_path):
+    from buildlm import checkpoint_format
     from buildlm.infer.load import load_model
     from buildlm.model.lora import load_lora
-    from buildlm.train import checkpoint as ckpt
 
     out = tmp_path / "lora"
     lora = LoRAConfig(rank=4, alpha=8, targets=["attn.qkv", "attn.proj"])
@@ -49,7 +49,7 @@ def test_lora_sft_saves_an_adapter_and_loads_as_a_merged_gpt(tiny_base, ft_train
         out=str(out),
         log=lambda m: None,
     )
-    config = ckpt.read_config(result.checkpoint)
+    config = checkpoint_format.read_config(result.checkpoint)
     assert config["lora"]["rank"] == 4 and config["finetune"]["task"] == "instruct"
     merged, tokenizer = load_model(out)
     assert tokenizer is not None and not any(isinstance(m, LoRALinear) for m in merged.modules())

@@ -136,6 +136,7 @@ def test_bad_targets_and_settings_are_clear_errors():
 
 
 def test_a_lora_checkpoint_loads_as_a_plain_merged_gpt(tmp_path):
+    from buildlm import checkpoint_format
     from buildlm.train import checkpoint as ckpt
 
     model = tiny_gpt()
@@ -144,6 +145,6 @@ def test_a_lora_checkpoint_loads_as_a_plain_merged_gpt(tmp_path):
     randomize_b(model)
     expected = model(IDS)
     folder = ckpt.save_checkpoint(tmp_path, 1, model, {"model": model.config.to_dict(), "lora": lora.to_dict()})
-    loaded = ckpt.load_checkpoint(folder).model
+    loaded = checkpoint_format.load_checkpoint(folder).model
     assert not any(isinstance(m, LoRALinear) for m in loaded.modules())
     torch.testing.assert_close(loaded(IDS), expected, rtol=1e-5, atol=1e-5)

@@ -84,8 +84,9 @@ def test_checkpoint_problems_name_what_is_wrong(tmp_path):
 
 
 def test_pruning_old_checkpoints_keeps_one_holding_a_user_file(tmp_path):
+    from buildlm.checkpoint_format import list_checkpoints
     from buildlm.model import GPT, ModelConfig
-    from buildlm.train.checkpoint import list_checkpoints, save_checkpoint
+    from buildlm.train.checkpoint import save_checkpoint
 
     model = GPT(ModelConfig.preset("tiny", vocab_size=300, context_length=16, d_model=32, n_layers=1))
     config = {"model": model.config.to_dict()}

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from buildlm import checkpoint_format
 from buildlm.model import GPT, ModelConfig
 from buildlm.train import checkpoint as ckpt
 from buildlm.train.baselines import bigram_loss, unigram_loss
@@ -82,7 +83,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, verdict_tokens, small
     common = dict(dropout=0.1, grad_accum_steps=2)
     full = make_trainer(verdict_tokens, small_tokenizer, run_dir=tmp_path / "full", **common)
     full_result = full.fit()
-    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "full")] == ["step-0000004", "step-0000008"]
+    assert [p.name for p in checkpoint_format.list_checkpoints(tmp_path / "full")] == ["step-0000004", "step-0000008"]
 
     resumed = make_trainer(verdict_tokens, small_tokenizer, run_dir=tmp_path / "resumed", **common)
     torch.manual_seed(999)  # disturb the RNG: the checkpoint must put it back
@@ -98,7 +99,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, verdict_tokens, small
 def test_checkpoint_round_trip(tmp_path, verdict_tokens, small_tokenizer):
     trainer = make_trainer(verdict_tokens, small_tokenizer, run_dir=tmp_path, max_steps=2, checkpoint_interval=0)
     trainer.fit()
-    loaded = ckpt.load_checkpoint(tmp_path)  # the run folder resolves to its newest checkpoint
+    loaded = checkpoint_format.load_checkpoint(tmp_path)  # the run folder resolves to its newest checkpoint
     assert loaded.path.name == "step-0000002"
     files = sorted(p for p in os.listdir(loaded.path) if p != ".buildlm-outputs.json")  # + the list of them
     assert files == ["config.json", "model.safetensors", "tokenizer.json", "trainer_state.pt"]
@@ -128,9 +129,9 @@ def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path, verdict_token
     with pytest.raises(OSError, match="simulated"):
         trainer.save()
     monkeypatch.undo()
-    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-0000001"]
+    assert [p.name for p in checkpoint_format.list_checkpoints(tmp_path)] == ["step-0000001"]
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["step-0000001"]  # no temporary folder left
-    loaded = ckpt.load_checkpoint(tmp_path)
+    loaded = checkpoint_format.load_checkpoint(tmp_path)
     for name, value in loaded.model.state_dict().items():
         assert torch.equal(value, saved[name]), name
     assert ckpt.load_trainer_state(loaded.path)["step"] == 1
@@ -139,19 +140,19 @@ def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path, verdict_token
 def test_damaged_files_are_named(tmp_path, verdict_tokens, small_tokenizer):
     trainer = make_trainer(verdict_tokens, small_tokenizer, run_dir=tmp_path, max_steps=1)
     trainer.fit()
-    folder = ckpt.resolve_checkpoint(tmp_path)
+    folder = checkpoint_format.resolve_checkpoint(tmp_path)
     weights = folder / "model.safetensors"
     with open(weights, "r+b") as f:
         f.truncate(weights.stat().st_size // 2)
     with pytest.raises(ValueError, match=r"model\.safetensors.*truncated"):
-        ckpt.load_checkpoint(folder)
+        checkpoint_format.load_checkpoint(folder)
     state = folder / "trainer_state.pt"
     with open(state, "r+b") as f:
         f.truncate(state.stat().st_size // 3)
     with pytest.raises(ValueError, match=r"trainer_state\.pt.*truncated"):
         ckpt.load_trainer_state(folder)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        ckpt.resolve_checkpoint(tmp_path / "checkpoints")
+        checkpoint_format.resolve_checkpoint(tmp_path / "checkpoints")
 
 
 def test_keep_last_k(tmp_path, verdict_tokens, small_tokenizer):
@@ -159,7 +160,7 @@ def test_keep_last_k(tmp_path, verdict_tokens, small_tokenizer):
         verdict_tokens, small_tokenizer, run_dir=tmp_path, max_steps=5, checkpoint_interval=1, keep_checkpoints=3
     )
     trainer.fit()
-    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-0000003", "step-0000004", "step-0000005"]
+    assert [p.name for p in checkpoint_format.list_checkpoints(tmp_path)] == ["step-0000003", "step-0000004", "step-0000005"]
 
 
 def test_time_budget_state_is_kept_for_resumption(tmp_path, verdict_tokens, small_tokenizer):
@@ -169,7 +170,7 @@ def test_time_budget_state_is_kept_for_resumption(tmp_path, verdict_tokens, smal
     )
     result = trainer.fit()
     assert 12 < result.step < 100_000
-    state = ckpt.load_trainer_state(ckpt.resolve_checkpoint(tmp_path))
+    state = ckpt.load_trainer_state(checkpoint_format.resolve_checkpoint(tmp_path))
     assert state["finished"] and state["plan"]["time_budget_s"] == 3.0 and 0 < state["budget_spent"] <= 3.0
     assert state["plan"]["from_step"] == trainer.config.warmup_steps  # the cosine began after warm-up
     again = make_trainer(verdict_tokens, small_tokenizer, run_dir=tmp_path, max_steps=100_000, time_budget_s=3.0)

@@ -2,8 +2,8 @@
 
 Each check calls your code first (so an unfinished stub says ``NotImplementedError`` before
 anything else), then compares it with buildlm's: ``pool_hidden`` and ``GPTClassifier``
-(``buildlm.train.classify``), ``set_trainable``, ``collate_sft`` (``buildlm.data.instruct``),
-``LoRALinear`` (``buildlm.model.lora``) and ``dpo_loss`` (``buildlm.train.dpo``). A failure
+(``buildlm.finetune.classify``), ``set_trainable``, ``collate_sft`` (``buildlm.data.instruct``),
+``LoRALinear`` (``buildlm.model.lora``) and ``dpo_loss`` (``buildlm.finetune.dpo``). A failure
 raises ``AssertionError`` with what was expected, what came out, and a hint.
 """
 
@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from buildlm.data.instruct import collate_sft
+from buildlm.finetune.classify import ClassifyConfig, GPTClassifier, pool_hidden, set_trainable
+from buildlm.finetune.dpo import dpo_loss
 from buildlm.model.lora import LoRAConfig, LoRALinear
-from buildlm.train.classify import ClassifyConfig, GPTClassifier, pool_hidden, set_trainable
-from buildlm.train.dpo import dpo_loss
 
 
 def _fail(what: str, expected: object, got: object, hint: str) -> AssertionError:

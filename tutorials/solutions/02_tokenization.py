@@ -58,9 +58,7 @@ def vocab_from_merges(merges: list[tuple[int, int]]) -> dict[int, bytes]:
 
 
 # %% exercise: encode
-import regex
 
-from buildlm.tokenizer.patterns import GPT2
 
 
 def encode(text: str, ranks: dict[bytes, int]) -> list[int]:

@@ -27,9 +27,7 @@ class SelfAttention(nn.Module):
 
 
 # %% exercise: causal_attention
-import math
 
-import torch
 from torch import nn
 
 
@@ -55,9 +53,7 @@ class CausalAttention(nn.Module):
 
 
 # %% exercise: multi_head_attention
-import math
 
-import torch
 from torch import nn
 
 
@@ -90,7 +86,6 @@ class MultiHeadAttention(nn.Module):
 
 
 # %% exercise: changed_positions
-import torch
 
 
 def changed_positions(module, x, t):

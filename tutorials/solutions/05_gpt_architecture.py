@@ -26,8 +26,6 @@ class LayerNorm(nn.Module):
 # %% exercise: gelu
 import math
 
-import torch
-
 
 def gelu(x):
     """GPT-2's GELU, the tanh approximation of x * Phi(x)."""
@@ -70,9 +68,7 @@ class TransformerBlock(nn.Module):
 
 
 # %% exercise: gpt_model
-import math
 
-import torch
 from torch import nn
 
 

@@ -9,7 +9,7 @@ A *template* turns an example into the exact text the model sees:
 
 - ``alpaca``: the Stanford Alpaca format (``### Instruction:`` ... ``### Response:``), the
   response followed by the tokenizer's end-of-text token so the model learns to stop;
-- ``chatml`` (Qwen) and ``llama3``: the chat formats of `buildlm.hub.chat_templates`, so a model
+- ``chatml`` (Qwen) and ``llama3``: the chat formats of `buildlm.tokenizer.chat_templates`, so a model
   fine-tuned here speaks the format its family expects; the turn-end marker (``<|im_end|>``,
   ``<|eot_id|>``) ends the response;
 - any Python format string with ``{field}`` names, e.g. ``"Q: {instruction} {input}\\nA: "``:
@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from buildlm.data.records import Record
-from buildlm.hub.chat_templates import ROLES, chatml_prompt, llama3_prompt
+from buildlm.tokenizer.chat_templates import ROLES, chatml_prompt, llama3_prompt
 
 IGNORE = -100  # the target of tokens that carry no loss (F.cross_entropy's ignore_index)
 

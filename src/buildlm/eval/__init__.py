@@ -1,8 +1,10 @@
 """buildlm.eval: measure a model.
 
+- `metrics`: perplexity and bits per byte from a loss (training reports the same);
 - `perplexity`: sliding-window loss, perplexity and bits per byte of a long text;
 - `scoring`: the log-likelihood of a continuation given a context, batched;
-- `choice`: multiple-choice benchmarks in the HellaSwag format (acc, acc_norm);
+- `choice_items`: a multiple-choice item (HellaSwag format) and the JSONL file of them;
+- `choice`: how a model answers them, by likelihood (acc, acc_norm);
 - `bundled`: ``shakespeare-next-line``, a multiple-choice set made from the bundled corpus;
 - `report`: several models side by side in one Markdown table;
 - `harness`: the model class for EleutherAI's lm-evaluation-harness (needs ``lm_eval``);
@@ -19,7 +21,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "ChoiceItem": "choice",
+    "ChoiceItem": "choice_items",
     "ChoiceResult": "choice",
     "load_choice_items": "choice",
     "score_choices": "choice",

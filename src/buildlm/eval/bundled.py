@@ -19,7 +19,7 @@ import os
 import random
 from functools import lru_cache
 
-from buildlm.eval.choice import ChoiceItem
+from buildlm.eval.choice_items import ChoiceItem
 
 NAME = "shakespeare-next-line"
 SEED = 1616

@@ -3,7 +3,7 @@
     buildlm convert --from hf HF_DIR --out CKPT_DIR     # then: buildlm generate --model CKPT_DIR
     buildlm convert --to hf CKPT_DIR --out HF_DIR       # then: transformers' from_pretrained
 
-A buildlm checkpoint folder is what training writes (see `buildlm.train.checkpoint`):
+A buildlm checkpoint folder is what training writes (see `buildlm.checkpoint_format`):
 ``config.json`` with the ModelConfig under ``"model"``, ``model.safetensors`` under buildlm's
 names, and ``tokenizer.json``. Both directions write a temporary folder and rename it, holding
 the lock of ``--out`` (`buildlm.lock`). Files of yours already in ``--out`` are never replaced
@@ -50,7 +50,7 @@ def hf_to_checkpoint(
 
     ``force`` replaces an earlier buildlm output in ``out``; files of yours there are kept.
     """
-    from buildlm.train.checkpoint import CONFIG, TOKENIZER, WEIGHTS, save_weights
+    from buildlm.checkpoint_format import CONFIG, TOKENIZER, WEIGHTS, save_weights
 
     model_type = model_type_of(read_hf_config(src))
     model, tokenizer = load_hf(src, dtype=dtype)
@@ -73,7 +73,7 @@ def checkpoint_to_hf(
     force: bool = False,
 ) -> Path:
     """Export a buildlm checkpoint (or a run folder's newest one) as a Hugging Face folder."""
-    from buildlm.train.checkpoint import load_checkpoint
+    from buildlm.checkpoint_format import load_checkpoint
 
     loaded = load_checkpoint(src)
     return save_hf(loaded.model, loaded.tokenizer, out, model_type=model_type, force=force)

@@ -98,7 +98,7 @@ def model_type_of(hf: dict[str, Any]) -> str:
     if model_type is None and isinstance(hf.get("model"), dict):
         raise ValueError(
             "this config.json is a buildlm checkpoint's, not a Hugging Face one: load it with "
-            "buildlm.train.checkpoint.load_checkpoint, or export it with `buildlm convert --to hf`"
+            "buildlm.checkpoint_format.load_checkpoint, or export it with `buildlm convert --to hf`"
         )
     if model_type not in SUPPORTED:
         raise ValueError(

@@ -1,7 +1,7 @@
 """Which chat format a model speaks, told from its tokenizer's special tokens.
 
 Instruction-tuned Llama 3 models know ``<|eot_id|>``, Qwen models ``<|im_start|>``; their chat
-formats live in `buildlm.hub.chat_templates`. A model trained here from scratch has neither, so
+formats live in `buildlm.tokenizer.chat_templates`. A model trained here from scratch has neither, so
 it gets a plain transcript ("User: ...\\nAssistant: ..."), which a base model can at least
 continue. The end-of-turn token is returned too: generation stops there.
 
@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from buildlm.hub.chat_templates import (
+from buildlm.tokenizer.chat_templates import (
     CHATML_END,
     LLAMA3_EOT,
     Message,

@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from buildlm.hub.chat_templates import Message
+from buildlm.tokenizer.chat_templates import Message
 
 
 class ConversationTooLong(ValueError):

@@ -42,7 +42,7 @@ def load_model(
 
         model, tokenizer = load_hf(folder, dtype=dtype, device=device)
     else:
-        from buildlm.train.checkpoint import load_checkpoint
+        from buildlm.checkpoint_format import load_checkpoint
 
         loaded = load_checkpoint(folder, device=device)
         model, tokenizer = loaded.model, loaded.tokenizer

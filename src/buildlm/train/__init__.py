@@ -2,26 +2,28 @@
 
 - ``config.py``: ``TrainConfig``, ``DataConfig``, ``TokenizerConfig`` (the ``--train.*`` ... flags);
 - ``optim.py``: AdamW parameter groups and the warmup + cosine learning-rate schedule;
+- ``task.py``: what a task gives the `Trainer` (batches, a loss, an evaluation);
 - ``trainer.py``: the training loop (:class:`Trainer`);
 - ``budget.py``: the time budget as a deadline, and the learning-rate plan that follows it;
-- ``checkpoint.py``: atomic checkpoint folders, exact resumption, loading for inference;
+- ``checkpoint.py``: the trainer's state, exact resumption, which checkpoints a run keeps (the
+  folder format and loading for inference: `buildlm.checkpoint_format`);
 - ``checkpoint_health.py``: damaged checkpoints found, set aside, resuming from the newest good one;
 - ``fits.py``: whether training a model fits in memory, asked before it is allocated;
 - ``metrics.py``: loss, perplexity, bits per byte, MFU, CSV/TensorBoard logging, loss plots;
 - ``baselines.py``: the uniform, unigram and bigram losses a model must beat;
 - ``report.py``: the run's last line against each baseline, and a prompt from its own text;
-- ``run.py``: a whole run from raw text (what ``buildlm train`` does).
+- ``activation_checkpointing.py``: recompute activations in backward to save memory;
+- ``distributed.py``: data-parallel training (DDP or FSDP) launched by ``torchrun``;
+- ``bundled_configs.py``: the YAML settings files shipped in the package, found by name;
+- ``run.py``: a whole run from raw text (what ``buildlm train`` does);
+- ``cli.py``: ``buildlm train``.
 
-Stage 8, fine-tuning, on the same `Trainer` through a `task.Task` (batches, loss, evaluation):
-
-- ``finetune.py``: the starting model, data splits, LoRA or full training, the run folder;
-- ``classify.py``: a GPT with an n-classes head (``buildlm finetune classify``, ``buildlm classify``);
-- ``instruct.py``: instruction tuning with the loss on response tokens (``finetune instruct``);
-- ``dpo.py``: preference tuning against a frozen reference (``finetune dpo``);
-- ``finetune_cli.py``, ``classify_cli.py``: the commands.
+Fine-tuning (stage 8) runs on the same `Trainer` through a `task.Task` and lives in
+`buildlm.finetune`.
 """
 
-from buildlm.train.checkpoint import load_checkpoint, save_checkpoint
+from buildlm.checkpoint_format import load_checkpoint
+from buildlm.train.checkpoint import save_checkpoint
 from buildlm.train.config import DataConfig, TokenizerConfig, TrainConfig
 from buildlm.train.trainer import TrainData, Trainer, TrainResult
 

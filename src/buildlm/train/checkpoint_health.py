@@ -25,14 +25,16 @@ import struct
 import zipfile
 from pathlib import Path
 
-from buildlm.train.checkpoint import (
+from buildlm.checkpoint_format import (
     CONFIG,
-    DAMAGED,
     TRAINER_STATE,
     WEIGHTS,
     list_checkpoints,
     read_config,
+    resolve_checkpoint,
 )
+
+DAMAGED = ".damaged"
 
 
 def checkpoint_problem(folder: str | os.PathLike, resumable: bool = True) -> str | None:
@@ -107,8 +109,6 @@ def resolve_resumable(path: str | os.PathLike, log=print, set_aside_damaged: boo
     """
     path = Path(path)
     if (path / CONFIG).is_file() or not path.is_dir():
-        from buildlm.train.checkpoint import resolve_checkpoint
-
         return resolve_checkpoint(path)
     found = list_checkpoints(path)
     skipped = []
@@ -120,8 +120,6 @@ def resolve_resumable(path: str | os.PathLike, log=print, set_aside_damaged: boo
             set_aside(folder, problem, log)
         skipped.append(f"{folder.name}: {problem}")
     if not found:
-        from buildlm.train.checkpoint import resolve_checkpoint
-
         return resolve_checkpoint(path)  # raises: no checkpoint at all
     raise ValueError(
         f"run folder {str(path)!r} holds no checkpoint that can be resumed ({'; '.join(skipped)}); "

@@ -129,8 +129,8 @@ def build_parser():
 
 
 def main(argv: list[str]) -> None:
+    from buildlm import checkpoint_format
     from buildlm.cli_parser import underscore_flags
-    from buildlm.train import checkpoint as ckpt
     from buildlm.train.budget import process_started
     from buildlm.train.bundled_configs import resolve_config_args
     from buildlm.train.config import DataConfig, TokenizerConfig, TrainConfig
@@ -149,7 +149,7 @@ def main(argv: list[str]) -> None:
         # The saved settings become the defaults; flags given now still override them.
         from buildlm.train.checkpoint_health import resolve_resumable
 
-        saved = ckpt.read_config(resolve_resumable(target, set_aside_damaged=False))
+        saved = checkpoint_format.read_config(resolve_resumable(target, set_aside_damaged=False))
         flat: dict = {}
         for group in ("train", "data", "tokenizer", "model"):
             _flatten(group, saved.get(group, {}), flat)

@@ -210,6 +210,7 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
          started: float | None = None):  # fmt: skip
     import torch
 
+    from buildlm import checkpoint_format
     from buildlm.data.shards import load_manifest, load_split
     from buildlm.model import GPT
     from buildlm.tokenizer import Tokenizer
@@ -233,8 +234,8 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
     if resume is not None:
         given = Path(resume)
         if not given.is_dir():
-            ckpt.resolve_checkpoint(given)  # raises: not found
-        run_dir = given.parent.parent if (given / ckpt.CONFIG).is_file() else given
+            checkpoint_format.resolve_checkpoint(given)  # raises: not found
+        run_dir = given.parent.parent if (given / checkpoint_format.CONFIG).is_file() else given
         _lock_run(held, run_dir, dist, log, "resume it once that run has ended")
         from buildlm.train.checkpoint_health import resolve_resumable
 
@@ -246,7 +247,7 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
         if done is not None:
             log(done)
             return TrainResult(step=int(state["step"]), val_loss=state.get("last_val_loss"))
-        saved = ckpt.read_config(resume_from)
+        saved = checkpoint_format.read_config(resume_from)
         data_dir = Path(saved.get("data_dir") or "")
         if not (data_dir / "manifest.json").is_file():
             data_dir = _rank0_first(dist, lambda: prepare_data(data, tok, train.out_dir, log))
@@ -256,7 +257,7 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
             name = dist.broadcast(name)
         run_dir = Path(train.out_dir) / name
         _lock_run(held, run_dir, dist, log, "pick another --train.name")
-        if ckpt.list_checkpoints(run_dir):
+        if checkpoint_format.list_checkpoints(run_dir):
             raise ValueError(
                 f"run folder {str(run_dir)!r} already holds checkpoints; continue it with "
                 f"--resume {run_dir}, or pick another --train.name"

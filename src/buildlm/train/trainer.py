@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from buildlm import checkpoint_format
 from buildlm.data.dataset import RandomWindowBatches
 from buildlm.device import resolve_device
 from buildlm.train import checkpoint as ckpt
@@ -428,7 +429,7 @@ class Trainer:
         state = self.state_dict()
         sharded = self.dist is not None and self.dist.sharded
         weights = self.dist.full_model_state(self.model) if sharded else None  # else model's own
-        folder = ckpt.checkpoint_folder(self.run_dir, self.step)
+        folder = checkpoint_format.checkpoint_folder(self.run_dir, self.step)
         if self.is_main:
             ckpt.save_checkpoint(
                 self.run_dir,
@@ -446,10 +447,10 @@ class Trainer:
 
     def load_state(self, path: str | os.PathLike) -> Path:
         """Load weights and trainer state from a checkpoint (or a run's newest) to continue exactly."""
-        folder = ckpt.resolve_checkpoint(path)
+        folder = checkpoint_format.resolve_checkpoint(path)
         state = ckpt.load_trainer_state(folder)
         sharded = self.dist is not None and self.dist.sharded
-        weights = ckpt.read_weights(self.model, folder / ckpt.WEIGHTS)
+        weights = checkpoint_format.read_weights(self.model, folder / checkpoint_format.WEIGHTS)
         if sharded:
             self.dist.load_full_model_state(self.model, weights)
         else:
@@ -467,7 +468,7 @@ class Trainer:
             self.train_batches.load_state_dict(state["data"])
         except (KeyError, RuntimeError) as err:
             raise ValueError(
-                f"{str(folder / ckpt.TRAINER_STATE)!r} does not match this run ({err}); resume with "
+                f"{str(folder / checkpoint_format.TRAINER_STATE)!r} does not match this run ({err}); resume with "
                 "the model and train settings the checkpoint was written with"
             ) from None
         self.step = int(state["step"])
@@ -480,7 +481,7 @@ class Trainer:
         if state.get("plan") is not None:
             self.plan = DecayPlan(**state["plan"])
         else:  # written before plans were kept: the step-count cosine its config.json names
-            saved = ckpt.read_config(folder).get("train", {})
+            saved = checkpoint_format.read_config(folder).get("train", {})
             self.plan = DecayPlan(int(saved.get("max_steps", self.config.max_steps)), None, self.config.warmup_steps)
         cfg = self.config
         last = max(self.step - 1, 0)

@@ -4,9 +4,11 @@
 - ``losses.py``: `plot_loss_curves`, train/val loss against step of one or several runs;
 - ``embeddings.py``: `plot_embeddings`, chosen token embeddings projected to 2-D by PCA;
 - ``tokens.py``: `plot_tokens`, a text as coloured boxes, one per token (token boundaries);
-- ``figure.py``: what they share (figure size, token labels, atomic PNG writing).
+- ``figure.py``: what they share (figure size, token labels, atomic PNG writing);
+- ``explain.py``: a model printed stage by stage (shapes, parameters, FLOPs), in text;
+  ``explain_cli.py``: ``buildlm explain``.
 
-Each function writes a PNG of ``figsize`` x ``dpi`` pixels to the path given and returns the
+Each ``plot_*`` function writes a PNG of ``figsize`` x ``dpi`` pixels to the path given and returns the
 matplotlib ``Figure`` (shown inline in Jupyter). Nothing opens a window: figures are drawn on
 matplotlib's Agg canvas, so they work on a server or in a test.
 """

@@ -1,8 +1,8 @@
 """What every fine-tuning run shares: the starting model, the data splits, what trains, the run folder.
 
 Stage 8 of the learning path turns a pretrained model into something useful: a classifier
-(`buildlm.train.classify`), an instruction follower (`buildlm.train.instruct`), a model that
-prefers good answers to bad ones (`buildlm.train.dpo`). Each is a `buildlm.train.task.Task`
+(`buildlm.finetune.classify`), an instruction follower (`buildlm.finetune.instruct`), a model that
+prefers good answers to bad ones (`buildlm.finetune.dpo`). Each is a `buildlm.train.task.Task`
 run by the same `Trainer` as pretraining; this file holds the steps around it:
 
 1. **the starting model**: a buildlm checkpoint or run folder, or a Hugging Face folder
@@ -160,10 +160,10 @@ def describe_trainable(model: nn.Module) -> str:
 
 def resolve_run_dir(out: str | None, train: TrainConfig, kind: str) -> Path:
     """``out``, or ``<train.out_dir>/<train.name or kind-date-time>``; never one with checkpoints."""
-    from buildlm.train import checkpoint as ckpt
+    from buildlm import checkpoint_format
 
     run_dir = Path(out) if out else Path(train.out_dir) / (train.name or f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if ckpt.list_checkpoints(run_dir):
+    if checkpoint_format.list_checkpoints(run_dir):
         raise ValueError(
             f"run folder {str(run_dir)!r} already holds checkpoints; pick another --out or --train.name"
         )

@@ -65,14 +65,14 @@ def _usage() -> str:
 
 def task_config_class(task: str) -> type:
     if task == "classify":
-        from buildlm.train.classify import ClassifyConfig
+        from buildlm.finetune.classify import ClassifyConfig
 
         return ClassifyConfig
     if task == "instruct":
-        from buildlm.train.instruct import InstructConfig
+        from buildlm.finetune.instruct import InstructConfig
 
         return InstructConfig
-    from buildlm.train.dpo import DPOConfig
+    from buildlm.finetune.dpo import DPOConfig
 
     return DPOConfig
 
@@ -80,10 +80,10 @@ def task_config_class(task: str) -> type:
 def build_parser(task: str):
     from jsonargparse import ActionConfigFile, ArgumentParser
 
+    from buildlm.finetune.run import FinetuneData
     from buildlm.model.lora import LoRAConfig
     from buildlm.train.bundled_configs import bundled_names
     from buildlm.train.config import TrainConfig
-    from buildlm.train.finetune import FinetuneData
 
     parser = ArgumentParser(prog=f"buildlm finetune {task}", description=DESCRIPTIONS[task], exit_on_error=False)
     parser.add_argument(
@@ -109,11 +109,11 @@ def build_parser(task: str):
 def parse(task: str, argv: list[str]):
     """(model, data, train, lora, task config, out) from the command line."""
     from buildlm.cli_parser import underscore_flags
+    from buildlm.finetune.run import FinetuneData
     from buildlm.model.lora import LoRAConfig
     from buildlm.train.bundled_configs import resolve_config_args
     from buildlm.train.cli import parse_in_one_line
     from buildlm.train.config import TrainConfig
-    from buildlm.train.finetune import FinetuneData
 
     argv = resolve_config_args(underscore_flags(argv), "finetune")
     cfg = parse_in_one_line(build_parser(task), argv)
@@ -158,9 +158,9 @@ def main(argv: list[str]) -> None:
         print(msg, file=sys.stdout, flush=True)
 
     if task == "classify":
-        from buildlm.train.classify import run_classify as run
+        from buildlm.finetune.classify import run_classify as run
     elif task == "instruct":
-        from buildlm.train.instruct import run_instruct as run
+        from buildlm.finetune.instruct import run_instruct as run
     else:
-        from buildlm.train.dpo import run_dpo as run
+        from buildlm.finetune.dpo import run_dpo as run
     run(model, data, train, task_config, lora, out=out, log=log)

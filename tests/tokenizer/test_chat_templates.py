@@ -11,8 +11,8 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from buildlm.hub import chatml_prompt, llama3_prompt, qwen2_prompt
 from buildlm.tokenizer import Tokenizer
+from buildlm.tokenizer.chat_templates import chatml_prompt, llama3_prompt, qwen2_prompt
 
 LLAMA3 = (
     "{% set loop_messages = messages %}{% for message in loop_messages %}"

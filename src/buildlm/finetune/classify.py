@@ -134,7 +134,7 @@ class GPTClassifier(nn.Module):
 
 def set_trainable(model: GPTClassifier, config: ClassifyConfig, lora: LoRAConfig) -> None:
     """Freeze and unfreeze parameters as ``config.trainable`` says (LoRA adapters are added here)."""
-    from buildlm.train.finetune import apply_lora
+    from buildlm.finetune.run import apply_lora
 
     if config.trainable is None:
         config.trainable = "lora" if lora.rank > 0 else "all"
@@ -206,7 +206,7 @@ def run_classify(
 ):
     """Fine-tune a classifier (what ``buildlm finetune classify`` does); returns a FinetuneResult."""
     from buildlm.eval.classification import classification_report, format_report, plot_confusion
-    from buildlm.train import finetune as ft
+    from buildlm.finetune import run as ft
     from buildlm.train.trainer import seed_everything
 
     run = ft.FinetuneRun.start("classify", model_path, data, train, out)
@@ -274,14 +274,14 @@ class LoadedClassifier:
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> LoadedClassifier:
     """Rebuild a classifier from a ``buildlm finetune classify`` run or checkpoint folder."""
+    from buildlm import checkpoint_format
+    from buildlm.finetune.run import context_limit
     from buildlm.model import ModelConfig
     from buildlm.model.lora import inject_lora, remove_lora
     from buildlm.tokenizer import Tokenizer
-    from buildlm.train import checkpoint as ckpt
-    from buildlm.train.finetune import context_limit
 
-    folder = ckpt.resolve_checkpoint(path)
-    config = ckpt.read_config(folder)
+    folder = checkpoint_format.resolve_checkpoint(path)
+    config = checkpoint_format.read_config(folder)
     ft = config.get("finetune") or {}
     if ft.get("task") != "classify":
         raise ValueError(f"{str(folder)!r} is not a classifier; train one with `buildlm finetune classify`")
@@ -290,11 +290,11 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> Loa
     lora = config.get("lora") or {}
     if lora.get("rank") and ft.get("trainable") == "lora":
         inject_lora(model, lora["rank"], lora["alpha"], 0.0, lora["targets"])
-    ckpt.load_weights(model, folder / ckpt.WEIGHTS)
+    checkpoint_format.load_weights(model, folder / checkpoint_format.WEIGHTS)
     remove_lora(model)
-    if not (folder / ckpt.TOKENIZER).is_file():
-        raise FileNotFoundError(f"{str(folder / ckpt.TOKENIZER)!r} not found; the classifier needs its tokenizer")
-    tokenizer = Tokenizer.load(folder / ckpt.TOKENIZER)
+    if not (folder / checkpoint_format.TOKENIZER).is_file():
+        raise FileNotFoundError(f"{str(folder / checkpoint_format.TOKENIZER)!r} not found; the classifier needs its tokenizer")
+    tokenizer = Tokenizer.load(folder / checkpoint_format.TOKENIZER)
     max_length = context_limit(ft.get("max_length"), gpt)
     return LoadedClassifier(model.to(device).eval(), tokenizer, list(ft["labels"]), max_length, folder)
 

@@ -7,9 +7,9 @@ import torch
 
 from buildlm.cli import main
 from buildlm.model import GPT, ModelConfig
-from buildlm.model.explain import next_token_probabilities, trace_model
 from buildlm.tokenizer import Tokenizer
 from buildlm.train.checkpoint import save_checkpoint
+from buildlm.viz.explain import next_token_probabilities, trace_model
 
 
 def _meta_gpt(config: ModelConfig) -> GPT:

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> None:
     from buildlm.device import resolve_device
-    from buildlm.train.classify import classify_texts, load_classifier
+    from buildlm.finetune.classify import classify_texts, load_classifier
 
     args = build_parser().parse_args(argv)
     texts = []

@@ -173,7 +173,7 @@ def run_instruct(
     log=print,
 ):
     """Instruction-tune a model (what ``buildlm finetune instruct`` does); returns a FinetuneResult."""
-    from buildlm.train import finetune as ft
+    from buildlm.finetune import run as ft
     from buildlm.train.trainer import seed_everything
 
     run = ft.FinetuneRun.start("instruct", model_path, data, train, out)

@@ -5,7 +5,7 @@
     buildlm explain --model runs/<date-time> --text "ROMEO."
     buildlm explain --preset gpt2-124m --text "The capital of France is" --top-k 10
 
-The trace (`buildlm.model.explain.trace_model`) runs the network on the meta device, so even
+The trace (`buildlm.viz.explain.trace_model`) runs the network on the meta device, so even
 GPT-2 XL is traced in a moment without allocating its weights. ``--text`` needs real weights and
 a tokenizer: a model folder brings both; a preset is built with random weights (``--seed``)
 and uses GPT-2's tokenizer when its vocabulary is GPT-2's (50,257 ids).
@@ -20,8 +20,8 @@ import torch
 
 from buildlm.cli_parser import Parser
 from buildlm.model.config import ModelConfig
-from buildlm.model.explain import next_token_probabilities, trace_model
 from buildlm.model.gpt import GPT
+from buildlm.viz.explain import next_token_probabilities, trace_model
 
 GPT2_VOCAB_SIZE = 50257
 

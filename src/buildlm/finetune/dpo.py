@@ -83,7 +83,7 @@ def sequence_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
 
 def model_sequence_logprobs(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """`sequence_logprobs` of ``model(x)``, computing logits only at the answer positions. (N,)"""
-    from buildlm.train.instruct import response_logits
+    from buildlm.finetune.instruct import response_logits
 
     logits, targets = response_logits(model, x, y)  # (M, V), (M,) over all rows' answer tokens
     picked = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (M,)
@@ -300,7 +300,7 @@ def run_dpo(
     log=print,
 ):
     """Preference-tune a model with DPO (what ``buildlm finetune dpo`` does); returns a FinetuneResult."""
-    from buildlm.train import finetune as ft
+    from buildlm.finetune import run as ft
     from buildlm.train.trainer import seed_everything
 
     run = ft.FinetuneRun.start("dpo", model_path, data, train, out)

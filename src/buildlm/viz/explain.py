@@ -203,7 +203,7 @@ class _Accounting:
         ]
         if wrong:
             raise RuntimeError(
-                "buildlm.model.explain does not account for these parameters: "
+                "buildlm.viz.explain does not account for these parameters: "
                 f"{', '.join(wrong)}; the model code changed, update explain.py to match"
             )
 
@@ -227,7 +227,7 @@ def trace_model(config: ModelConfig, seq_len: int | None = None) -> Trace:
     expected = model.flops_per_token(t)
     if trace.total_flops != expected:
         raise RuntimeError(
-            f"buildlm.model.explain counts {trace.total_flops:,} FLOPs per token, but "
+            f"buildlm.viz.explain counts {trace.total_flops:,} FLOPs per token, but "
             f"GPT.flops_per_token({t}) says {expected:,}; update explain.py to match the model"
         )
     return trace
