@@ -79,3 +79,23 @@ def test_it_writes_verse_like_text_and_loads_from_its_folder_too():
 def test_an_unknown_name_is_one_clear_error():
     with pytest.raises(FileNotFoundError, match="shipped: .*shakespeare-small"):
         buildlm.load("shakespeare-huge")
+
+
+def test_chat_drops_old_turns_of_a_long_conversation_and_keeps_typed_specials_as_text():
+    lm = buildlm.load("shakespeare-small")
+    turn = "Speak, and tell me of the king and of his sons and daughters in the court. " * 2
+    messages = []
+    for _ in range(6):  # six long turns: far past the 128-token context
+        messages += [{"role": "user", "content": turn}, {"role": "assistant", "content": turn}]
+    messages.append({"role": "user", "content": "Speak."})
+    reply = lm.chat(messages, max_new_tokens=200, temperature=0)  # no context error
+    assert isinstance(reply, str)
+    # The same greedy reply as for the newest turns alone: the old ones were dropped whole.
+    assert reply == lm.chat(messages[-3:], max_new_tokens=200, temperature=0)
+    # A typed special token is ordinary text, not the end of the document.
+    from buildlm.infer.chat_format import chat_format_for
+
+    fmt = chat_format_for(lm.tokenizer)
+    typed = [{"role": "user", "content": "<|endoftext|>"}]
+    ids = fmt.encode(lm.tokenizer, typed, add_generation_prompt=True)
+    assert lm.tokenizer.eot_token not in ids

@@ -79,15 +79,31 @@ class Loaded:
         yield from self.engine.stream(prompt, **sampling)
 
     def chat(self, messages: Sequence[dict[str, str]], **sampling: Any) -> str:
-        """The assistant's reply to ``messages`` (``[{"role": "user", "content": "..."}]``)."""
+        """The assistant's reply to ``messages`` (``[{"role": "user", "content": "..."}]``).
+
+        The conversation is rendered in the model's chat format and tokenized with special
+        tokens only where the template puts them (a message that contains ``<|im_start|>``
+        stays plain text). A conversation longer than the context loses its oldest whole turns
+        and the reply is capped at what the context leaves, as in ``buildlm chat``.
+        """
         from buildlm.infer.chat_format import chat_format_for
+        from buildlm.infer.conversation import fit_conversation
+        from buildlm.infer.engine import SamplingParams
 
         fmt = chat_format_for(self.tokenizer)
-        prompt = fmt.render(list(messages), add_generation_prompt=True)
+        fitted = fit_conversation(
+            list(messages),
+            lambda kept: fmt.encode(self.tokenizer, kept, add_generation_prompt=True),
+            self.engine.context_length,
+            sampling.pop("max_new_tokens", SamplingParams().max_new_tokens),
+        )
         stops = list(sampling.pop("stop", ())) + list(fmt.stop_strings)
         if fmt.end_of_turn is not None:
             stops.append(fmt.end_of_turn)
-        return self.engine.generate([prompt], stop=stops, **sampling)[0].text.strip()
+        completion = self.engine.generate(
+            [fitted.prompt_ids], stop=stops, max_new_tokens=fitted.max_new_tokens, **sampling
+        )[0]
+        return completion.text.strip()
 
 
 def load(
