@@ -1,8 +1,13 @@
 """`atomic_file` and `atomic_folder`: old or whole new, no trace of a failed write, and never a user's file lost."""
 
+import errno
 import json
+import os
+import resource
+import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import pytest
 
@@ -33,6 +38,55 @@ def test_a_failed_write_keeps_the_old_file_and_removes_its_temporary(tmp_path):
         raise RuntimeError("disk full")
     assert path.read_text(encoding="utf-8") == "step,loss\n1,2.0\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"]
+
+
+@contextmanager
+def _files_limited_to(limit: int):
+    """Make the kernel refuse writes past ``limit`` bytes (``ulimit -f``), as a full disk would.
+
+    ``EFBIG`` comes back from the write that crosses the limit (``SIGXFSZ``, which would kill
+    the process, is ignored meanwhile); both are restored after the block.
+    """
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_a_text_write_that_fails_midway_keeps_the_old_file(tmp_path):
+    path = tmp_path / "tok.json"
+    atomic_write_text(path, "old\n")
+    # The disk refuses the write after 64 KiB of the 1 MB: a real half-written file.
+    with _files_limited_to(64 * 1024), pytest.raises(OSError) as info:
+        atomic_write_text(path, "x" * 1_000_000)
+    assert info.value.errno == errno.EFBIG and info.value.filename == str(path)
+    # A character UTF-8 cannot encode (a lone surrogate) fails the write too.
+    with pytest.raises(UnicodeEncodeError):
+        atomic_write_text(path, "y" * 100_000 + "\ud800")
+    assert path.read_text(encoding="utf-8") == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tok.json"]
+
+
+def test_a_text_write_is_flushed_to_disk_with_its_folder(tmp_path, monkeypatch):
+    # Durability cannot be observed without a power cut, so watch which files and folders are
+    # synced (the real os.fsync still runs): the new file before it replaces the old one, and
+    # the folder after, so that the rename itself is on disk.
+    synced = []
+    fsync = os.fsync
+
+    def watched_fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        fsync(fd)
+
+    path = tmp_path / "tok.json"
+    atomic_write_text(path, "old\n")
+    monkeypatch.setattr(os, "fsync", watched_fsync)
+    atomic_write_text(path, "new\n")
+    assert synced == [path.stat().st_ino, tmp_path.stat().st_ino]
 
 
 # --- writers never delete what they did not write -------------------------------------------

@@ -207,6 +207,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, final)
+        _fsync_dir(final.parent)  # the rename itself survives a power cut
     except OSError as err:
         named = _final_name(err.filename, tmp, final)
         if named != err.filename and err.errno is not None:  # the user's name, not our temporary
@@ -217,7 +218,12 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically (`atomic_file`)."""
+    """Write ``text`` (UTF-8) to ``path`` atomically (`atomic_file`): the one text writer.
+
+    A temporary file beside ``path`` is written, flushed and ``fsync``-ed, renamed over
+    ``path``, and the folder is ``fsync``-ed. A failure part-way (an unencodable character,
+    a full disk) leaves the old file as it was. A missing folder is created.
+    """
     with atomic_file(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)

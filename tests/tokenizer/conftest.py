@@ -15,6 +15,7 @@ import pytest
 
 from buildlm.data.corpora import load_corpus
 from buildlm.tokenizer import Tokenizer
+from buildlm.tokenizer.openai_files import read_gpt2, read_tiktoken
 from buildlm.tokenizer.patterns import CL100K, GPT2, O200K
 
 SPECIALS = {
@@ -110,6 +111,14 @@ def cl100k() -> Tokenizer:
 @pytest.fixture(scope="session")
 def o200k() -> Tokenizer:
     return Tokenizer.from_tiktoken(_rank_file_gz("o200k"), "o200k", SPECIALS["o200k"])
+
+
+@pytest.fixture(scope="session")
+def ranks(gpt2_files) -> dict[str, dict[bytes, int]]:
+    """name -> {token bytes: id} for the three vocabularies, read from their files."""
+    tables = {"gpt2": read_gpt2(*gpt2_files)[0]}
+    tables |= {name: read_tiktoken(_rank_file_gz(name)) for name in ("cl100k", "o200k")}
+    return {name: {token: i for i, token in vocab.items()} for name, vocab in tables.items()}
 
 
 @pytest.fixture(scope="session")

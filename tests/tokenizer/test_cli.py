@@ -130,3 +130,20 @@ def test_block_encoding_equals_whole_text(pairs, shakespeare, name):
     assert len(blocks) > 50 and "".join(blocks) == text
     ids = [i for block in blocks for i in tok.encode(block, allowed_special="all")]
     assert ids == ref.encode(text, allowed_special="all")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--input", "the-verdict", "--vocab-size", "300", "--quiet"],
+        ["encode", "--tokenizer", "gpt2"],
+        ["decode", "--tokenizer", "gpt2"],
+    ],
+)
+def test_out_in_a_missing_folder_is_refused_before_any_work(tmp_path, command):
+    from buildlm.tokenizer.cli import main
+
+    out = tmp_path / "typo" / "out.txt"
+    with pytest.raises(FileNotFoundError, match=r"the folder .*typo' does not exist"):
+        main([*command, "--out", str(out)])  # encode/decode would wait on stdin if it got there
+    assert not (tmp_path / "typo").exists()

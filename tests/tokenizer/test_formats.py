@@ -10,12 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from buildlm.tokenizer import Tokenizer
-from buildlm.tokenizer.formats import (
-    escape_bytes,
-    gpt2_bytes_to_unicode,
-    read_tiktoken,
-    unescape_bytes,
-)
+from buildlm.tokenizer.buildlm_json import escape_bytes, unescape_bytes
+from buildlm.tokenizer.openai_files import gpt2_bytes_to_unicode, read_tiktoken
 
 
 def test_gpt2_byte_map_matches_transformers():

@@ -34,7 +34,7 @@ from buildlm.hub.hf_weights import Link, canonical_name, is_ignored, weight_link
 from buildlm.hub.weight_files import TensorFile, open_weights
 from buildlm.model import GPT, ModelConfig
 from buildlm.tokenizer import Tokenizer
-from buildlm.tokenizer.formats import read_json
+from buildlm.tokenizer.files import read_json
 
 
 def load_hf(

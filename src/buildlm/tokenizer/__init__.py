@@ -1,10 +1,23 @@
-"""Stage 2 of the learning path: turning text into token ids and back.
+"""buildlm.tokenizer: turning text into token ids and back (stage 2 of the learning path).
 
-- :class:`Tokenizer` (``bpe.py``): byte-level BPE, trained here (``training.py``) or loaded from
-  GPT-2, tiktoken or Hugging Face ``tokenizer.json`` files (``formats.py``).
-- :class:`CharTokenizer`, :class:`WordTokenizer` (``simple.py``): the small tokenizers a learner
-  meets first.
-- ``patterns.py``: the pre-tokenization regexes; ``merge.py``: the merge loop; ``formats.py``: files.
+:class:`Tokenizer` is a byte-level BPE, trained here or loaded from GPT-2, tiktoken or Hugging
+Face files; :class:`CharTokenizer` and :class:`WordTokenizer` are the small tokenizers a learner
+meets first. One concept per file:
+
+- ``simple.py``: character and word tokenizers
+- ``bpe.py``: the ``Tokenizer`` class, its plain encode (one chunk, a text, special tokens) first
+- ``patterns.py``: the pre-tokenization regexes that cut text into chunks
+- ``merge.py``: the merge loop on one chunk (lowest rank first), its batched numpy form, and
+  merges recovered from ranks
+- ``fast_encode.py``: encoding's speed machinery (chunk cache, garbage-collector pause, lock,
+  process pool), the same ids as the plain loop
+- ``training.py``: learning merges from text (``train_chunks.py``: counting chunks;
+  ``train_merges.py``: the merge loop)
+- ``files.py``: reading the files a user names (gzip, UTF-8, JSON)
+- ``openai_files.py``: GPT-2's ``encoder.json`` + ``vocab.bpe`` and tiktoken rank files
+- ``hf_json.py``: Hugging Face ``tokenizer.json``, read and written
+- ``buildlm_json.py``: buildlm's own readable tokenizer file
+- ``cli.py``: the ``buildlm tokenizer`` command
 """
 
 from buildlm.tokenizer.bpe import Tokenizer

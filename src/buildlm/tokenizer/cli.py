@@ -14,16 +14,16 @@ as one line.
 from __future__ import annotations
 
 import argparse
-import io
 import re
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
+from buildlm.atomic import atomic_file, atomic_write_text
 from buildlm.cli_parser import Parser
 from buildlm.tokenizer.bpe import Tokenizer
-from buildlm.tokenizer.formats import atomic_write_bytes, atomic_write_text, read_text
+from buildlm.tokenizer.files import read_text
 from buildlm.tokenizer.patterns import pattern_name
 
 
@@ -96,7 +96,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> None:
     args = _parser().parse_args(argv)
+    if args.out is not None:
+        _check_out(args.out)
     {"train": _train, "encode": _encode, "decode": _decode}[args.command](args)
+
+
+def _check_out(out: str) -> None:
+    """Refuse an ``--out`` in a folder that does not exist, before any work is done.
+
+    The user named this file, so a typo in its folder is reported as such rather than created.
+    """
+    folder = Path(out).parent
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"the folder {str(folder)!r} does not exist; create it first or choose another "
+            f"place for {Path(out).name!r}"
+        )
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -212,9 +227,8 @@ def _encode(args: argparse.Namespace) -> None:
         ) from None
     if args.out and args.out.endswith(".npy"):
         dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
-        buffer = io.BytesIO()
-        np.save(buffer, np.asarray(ids, dtype=dtype))
-        atomic_write_bytes(args.out, buffer.getvalue())
+        with atomic_file(args.out) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.asarray(ids, dtype=dtype))
     elif args.out:
         atomic_write_text(args.out, " ".join(map(str, ids)) + "\n")
     else:

@@ -23,7 +23,8 @@ Two implementations, one result:
   stale are detected when popped and skipped ("lazy deletion"). It is used for chunks longer
   than ``LARGE_CHUNK`` bytes.
 
-Both return ids; :func:`split_parts` exposes the merged byte strings for deriving merge lists.
+Both return ids; :func:`split_parts` exposes the merged byte strings, from which
+:func:`merges_from_ranks` recovers the ordered merges of a rank table (a tiktoken file has none).
 
 An optimisation, same result: :class:`BatchMerger` runs :func:`merge_small`'s loop for *many*
 chunks at once with numpy. Encoding a fresh text meets tens of thousands of distinct chunks that
@@ -54,7 +55,7 @@ def split_parts(piece: bytes, ranks: dict[bytes, int], max_rank: int = _INF) -> 
     """Merge ``piece`` with the lowest-rank-first rule, using only tokens of rank < ``max_rank``.
 
     Returns the final parts (byte strings). With ``max_rank`` set to a token's own rank this
-    recovers the pair that created the token (see ``formats.merges_from_ranks``).
+    recovers the pair that created the token (see :func:`merges_from_ranks`).
     """
     parts = list(map(_SINGLE_BYTES.__getitem__, piece))
     get = ranks.get
@@ -78,6 +79,26 @@ def split_parts(piece: bytes, ranks: dict[bytes, int], max_rank: int = _INF) -> 
 def merge_small(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
     """Token ids of one chunk (quadratic in its length; fastest for short chunks)."""
     return list(map(ranks.__getitem__, split_parts(piece, ranks)))
+
+
+def merges_from_ranks(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
+    """Recover the ordered merges from a rank table (the standard way, as tiktoken's docs do).
+
+    For every multi-byte token in rank order, run BPE on its bytes allowing only tokens of lower
+    rank; BPE stops exactly one merge short of the token, leaving the two parts that made it.
+    """
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
+        if len(token) < 2:
+            continue
+        parts = split_parts(token, ranks, max_rank=rank)
+        if len(parts) != 2:
+            raise ValueError(
+                f"token {token!r} (rank {rank}) cannot be built by merging two lower-ranked tokens; "
+                "this rank table is not a BPE merge list"
+            )
+        merges.append((parts[0], parts[1]))
+    return merges
 
 
 def merge_large(piece: bytes, ranks: dict[bytes, int]) -> list[int]:

@@ -20,7 +20,8 @@ import os
 import re
 from collections.abc import Iterable
 
-from buildlm.tokenizer.formats import atomic_write_text, read_text
+from buildlm.atomic import atomic_write_text
+from buildlm.tokenizer.files import read_text
 
 UNK = "<|unk|>"
 EOT = "<|endoftext|>"
