@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from buildlm.data.records import Record
-from buildlm.tokenizer.chat_templates import ROLES, chatml_prompt, llama3_prompt
+from buildlm.tokenizer.chat_templates import chatml_prompt, check_messages, llama3_prompt
 
 IGNORE = -100  # the target of tokens that carry no loss (F.cross_entropy's ignore_index)
 
@@ -88,18 +88,13 @@ class Rendered:
 
 def _messages(record: Record) -> list[dict[str, str]]:
     messages = record.data.get("messages")
-    if not isinstance(messages, list) or not messages:
+    if not isinstance(messages, list):
         raise ValueError(f"{record.where}: 'messages' must be a non-empty list of {{role, content}}")
-    out = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("content"), str):
-            raise ValueError(f"{record.where}: message {i} must be an object with a string 'content'")
-        if m.get("role") not in ROLES:
-            raise ValueError(
-                f"{record.where}: message {i} has role {m.get('role')!r}; use one of {', '.join(ROLES)}"
-            )
-        out.append({"role": m["role"], "content": m["content"]})
-    return out
+    try:
+        check_messages(messages)
+    except ValueError as err:
+        raise ValueError(f"{record.where}: {err}") from None
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def _user_text(record: Record) -> str:

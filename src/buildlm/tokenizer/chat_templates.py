@@ -38,7 +38,8 @@ CHATML_END = "<|im_end|>"
 QWEN2_DEFAULT_SYSTEM = "You are a helpful assistant."
 
 
-def _check(messages: Sequence[Message]) -> None:
+def check_messages(messages: Sequence[Message]) -> None:
+    """Raise ``ValueError`` naming the first message that is not ``{role, content}`` with a known role."""
     if isinstance(messages, (str, bytes)):
         raise ValueError("messages must be a list of {'role': ..., 'content': ...} dicts")
     if not messages:
@@ -58,7 +59,7 @@ class Special(str):
 
 def llama3_parts(messages: Sequence[Message], add_generation_prompt: bool = False) -> list[str]:
     """`llama3_prompt` as parts: the template's special tokens as `Special`, the rest as text."""
-    _check(messages)
+    check_messages(messages)
     start, end = Special("<|start_header_id|>"), Special("<|end_header_id|>")
     parts: list[str] = [Special(LLAMA3_BOS)]
     for m in messages:
@@ -79,7 +80,7 @@ def chatml_parts(
     default_system: str | None = None,
 ) -> list[str]:
     """`chatml_prompt` as parts: the template's special tokens as `Special`, the rest as text."""
-    _check(messages)
+    check_messages(messages)
     if default_system is not None and messages[0]["role"] != "system":
         messages = [{"role": "system", "content": default_system}, *messages]
     start, end = Special("<|im_start|>"), Special(CHATML_END)
