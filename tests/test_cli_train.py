@@ -32,7 +32,7 @@ def test_prepare_train_resume_generate(tmp_path):
 
     out = buildlm(
         "train", *TINY, "--data.prepared_dir", "data", "--train.max_steps", "4", "--train.eval_interval", "2",
-        "--train.checkpoint_interval", "2", "--train.name", "run", cwd=tmp_path,
+        "--train.checkpoint_interval", "2", "--train.name", "run", "--model.head_dim", "8", cwd=tmp_path,
     ).stdout
     assert "baselines (val loss, nats/token): uniform" in out and "bigram" in out
     assert "final val loss" in out and "--- sample ---" in out
@@ -40,12 +40,20 @@ def test_prepare_train_resume_generate(tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000002", "step-0000004"]
     config = json.loads((run / "checkpoints" / "step-0000004" / "config.json").read_text())
     assert config["model"]["d_model"] == 64 and config["model"]["vocab_size"] == tok.vocab_size
+    assert config["model"]["head_dim"] == 8 and config["model"]["n_kv_heads"] == 4  # resolved
     assert config["train"]["max_steps"] == 4
+
+    # a run saved before ModelConfig resolved its automatic sizes (null, and d_head for head_dim)
+    model = config["model"]
+    old_style = {k: v for k, v in model.items() if k != "head_dim"}
+    old_style.update(n_kv_heads=None, d_ff=None, d_head=8, qkv_bias=None)
+    (run / "checkpoints" / "step-0000004" / "config.json").write_text(json.dumps({**config, "model": old_style}))
 
     # continue to step 6: the saved settings come back, the new max_steps overrides them
     out = buildlm("train", "--resume", "runs/run", "--train.max_steps", "6", cwd=tmp_path).stdout
     assert "resumed from" in out and "step-0000004" in out
     assert (run / "checkpoints" / "step-0000006").is_dir()
+    assert json.loads((run / "checkpoints" / "step-0000006" / "config.json").read_text())["model"] == model
     metrics = (run / "metrics.csv").read_text().splitlines()
     assert metrics[0].startswith("step,train_loss")
     val_steps = [line.split(",")[0] for line in metrics[1:] if line.split(",")[6]]
@@ -126,3 +134,21 @@ def test_every_config_preset_parses(path):
     TokenizerConfig(**vars(cfg.tokenizer))
     model = build_model_config(model_args_class()(**vars(cfg.model)), cfg.tokenizer.vocab_size, train.context_length)
     assert model.context_length >= (train.context_length or 0)
+
+
+def test_the_no_argument_run_is_the_bundled_shakespeare_small_config():
+    from buildlm.train.bundled_configs import resolve_config
+    from buildlm.train.cli import build_parser
+    from buildlm.train.config import TrainConfig
+
+    plain = build_parser().parse_args([])
+    spelled_out = build_parser().parse_args(["--config", resolve_config("shakespeare-small")])
+    for group in ("model", "train", "data", "tokenizer"):
+        assert vars(plain[group]) == vars(spelled_out[group]), group
+    # the run README.md describes: 32 windows of 128 tokens for 300 s, where the library's
+    # TrainConfig says 16 windows of the model's length
+    assert (plain.train.batch_size, plain.train.context_length, plain.train.time_budget_s) == (32, 128, 300)
+    assert (TrainConfig().batch_size, TrainConfig().context_length) == (16, None)
+    # flags still win over the no-argument run's settings
+    flags = build_parser().parse_args(["--train.batch_size", "4"])
+    assert flags.train.batch_size == 4 and flags.train.context_length == 128

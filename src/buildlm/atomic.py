@@ -229,6 +229,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def atomic_write_json(path: str | os.PathLike, obj: object) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (`atomic_write_text`).
+
+    Indented by two spaces with a final newline, and non-ASCII text written as itself (UTF-8),
+    so a person can read the config.json and manifest.json files buildlm writes.
+    """
+    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
 def _fsync_tree(folder: Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file():

@@ -25,13 +25,13 @@ def test_family_switches():
         "swiglu",
         False,
     )
-    assert llama.kv_heads == 2 and llama.ff_dim == 96 and llama.norm_eps == 1e-6
+    assert llama.n_kv_heads == 2 and llama.d_ff == 96 and llama.norm_eps == 1e-6
     qwen2 = config_from_hf({**LLAMA, "model_type": "qwen2"})
-    assert qwen2.has_qkv_bias and not qwen2.bias
+    assert qwen2.qkv_bias and not qwen2.bias
     qwen3 = config_from_hf({**LLAMA, "model_type": "qwen3", "head_dim": 32})
-    assert qwen3.qk_norm and qwen3.head_dim == 32 and qwen3.d_head == 32
+    assert qwen3.qk_norm and qwen3.head_dim == 32
     same = config_from_hf({**LLAMA, "model_type": "qwen3", "head_dim": 16})
-    assert same.d_head is None and same.head_dim == 16
+    assert same == config_from_hf({**LLAMA, "model_type": "qwen3", "head_dim": None})
 
 
 @pytest.mark.parametrize(
@@ -98,7 +98,7 @@ def test_load_hf_reports_config_problems(tmp_path):
             "type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
             "original_context_length": 16}),
         dict(qkv_bias=True),
-        dict(qk_norm=True, d_head=24),
+        dict(qk_norm=True, head_dim=24),
         dict(bias=True),
     ],
 )  # fmt: skip
@@ -117,6 +117,7 @@ def test_config_round_trip(cfg):
         (dict(position="sinusoidal"), "position='sinusoidal'"),
         (dict(position="rope", norm="layernorm", mlp="swiglu"), "norm='layernorm'"),
         (dict(n_kv_heads=2), "n_kv_heads=2"),
+        (dict(head_dim=8), "head_dim=8"),
     ],
 )
 def test_configs_without_a_transformers_family(cfg, message):
@@ -148,7 +149,7 @@ def test_explicit_model_type_is_checked():
             "type": "llama3", "factor": -1, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
             "original_context_length": 16}}, "factor'\\] must be a positive number"),
         ({"qkv_bias": "yes"}, "qkv_bias must be true, false or None"),
-        ({"d_head": 0}, r"d_head must be a positive integer below 2\*\*31 or None"),
+        ({"head_dim": 0}, r"head_dim must be a positive integer below 2\*\*31 or None"),
     ],
 )  # fmt: skip
 def test_new_model_config_fields_are_validated(overrides, message):
@@ -157,6 +158,7 @@ def test_new_model_config_fields_are_validated(overrides, message):
         ModelConfig(**{**base, **overrides})
 
 
-def test_d_head_lifts_the_divisibility_rule():
-    cfg = ModelConfig(vocab_size=64, context_length=16, d_model=36, n_layers=1, n_heads=4, d_head=8)
+def test_head_dim_lifts_the_divisibility_rule():
+    shape = dict(vocab_size=64, context_length=16, d_model=36, n_layers=1, n_heads=4)
+    cfg = ModelConfig(**shape, head_dim=8)
     assert cfg.head_dim == 8

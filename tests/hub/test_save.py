@@ -27,7 +27,7 @@ STYLES = {
     "llama-scaled": ("llama", dict(**LLAMA_LIKE, n_kv_heads=1, rope_scaling=SCALING)),
     "llama-bias": ("llama", dict(**LLAMA_LIKE | {"bias": True}, tie_embeddings=False)),
     "qwen2": ("qwen2", dict(**LLAMA_LIKE, n_kv_heads=2, qkv_bias=True)),
-    "qwen3": ("qwen3", dict(**LLAMA_LIKE, n_kv_heads=2, qk_norm=True, d_head=16)),
+    "qwen3": ("qwen3", dict(**LLAMA_LIKE, n_kv_heads=2, qk_norm=True, head_dim=16)),
 }
 
 

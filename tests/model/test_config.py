@@ -1,5 +1,8 @@
 """ModelConfig: validation, presets, serialisation."""
 
+import json
+from importlib.resources import files
+
 import pytest
 import torch
 
@@ -32,14 +35,48 @@ def test_invalid_configs_name_the_value(overrides, message):
         ModelConfig(**{**base, **overrides})
 
 
-def test_defaults_resolve():
-    cfg = ModelConfig(vocab_size=10, context_length=8, d_model=64, n_layers=1, n_heads=4)
-    assert cfg.kv_heads == 4 and cfg.head_dim == 16 and cfg.ff_dim == 256
+def test_automatic_settings_are_resolved_to_numbers():
+    shape = dict(vocab_size=10, context_length=8, d_model=64, n_layers=1, n_heads=4, bias=False)
+    cfg = ModelConfig(**shape)
+    assert (cfg.n_kv_heads, cfg.head_dim, cfg.d_ff, cfg.qkv_bias) == (4, 16, 256, False)
+    assert cfg.to_dict()["n_kv_heads"] == 4  # config.json holds what the network uses
     swiglu = ModelConfig(
         vocab_size=10, context_length=8, d_model=4096, n_layers=1, n_heads=32, mlp="swiglu"
     )
-    assert swiglu.ff_dim == 11008  # Llama-2 7B's published hidden size
+    assert swiglu.d_ff == 11008  # Llama-2 7B's published hidden size
     assert swiglu_hidden_size(512) == 1536
+    spelled_out = ModelConfig(**shape, n_kv_heads=4, head_dim=16, d_ff=256, qkv_bias=False)
+    assert spelled_out == cfg  # the same network, however it is spelled
+
+
+# A config.json "model" as buildlm wrote it before the automatic sizes were resolved: None for
+# "automatic" and the old name d_head (this is the shipped shakespeare-small model's).
+OLD_STYLE = dict(
+    vocab_size=4096, context_length=128, d_model=128, n_layers=4, n_heads=4, n_kv_heads=None,
+    d_ff=None, d_head=None, dropout=0.0, bias=True, qkv_bias=None, norm="layernorm",
+    norm_eps=1e-05, position="learned", rope_theta=10000.0, rope_scaling=None, mlp="gelu",
+    norm_placement="pre", tie_embeddings=True, qk_norm=False, attention="sdpa", init_std=0.02,
+)  # fmt: skip
+
+
+def test_old_style_config_dicts_load_to_the_same_config():
+    old = ModelConfig.from_dict(OLD_STYLE)
+    assert (old.n_kv_heads, old.d_ff, old.head_dim, old.qkv_bias) == (4, 512, 32, True)
+    new_style = old.to_dict()
+    assert "d_head" not in new_style and new_style["head_dim"] == 32
+    assert ModelConfig.from_dict(new_style) == old
+    assert ModelConfig(**new_style) == old  # asdict -> ModelConfig(**d) round-trips
+    explicit = ModelConfig.from_dict({**OLD_STYLE, "d_head": 16, "n_heads": 8, "n_kv_heads": 2})
+    assert (explicit.head_dim, explicit.n_kv_heads) == (16, 2)
+
+
+def test_the_shipped_model_config_loads_unchanged():
+    shipped = files("buildlm") / "pretrained" / "shakespeare-small" / "config.json"
+    saved = json.loads(shipped.read_text(encoding="utf-8"))["model"]
+    assert saved["d_head"] is None and saved["n_kv_heads"] is None  # written before the change
+    assert ModelConfig.from_dict(saved) == ModelConfig.from_dict(OLD_STYLE)
+    tiny = ModelConfig.preset("tiny", vocab_size=4096, context_length=128)
+    assert ModelConfig.from_dict(saved) == tiny
 
 
 def test_unknown_preset_lists_names():

@@ -27,8 +27,8 @@ CONFIGS = {
     "rope,mqa,qk-norm,untied,bias": ModelConfig(
         **SMALL, position="rope", n_kv_heads=1, qk_norm=True, tie_embeddings=False
     ),
-    "swiglu,qkv-bias-only,d_head": ModelConfig(
-        **SMALL, mlp="swiglu", bias=False, qkv_bias=True, d_head=16, position="rope"
+    "swiglu,qkv-bias-only,head_dim": ModelConfig(
+        **SMALL, mlp="swiglu", bias=False, qkv_bias=True, head_dim=16, position="rope"
     ),
 }
 

@@ -60,7 +60,7 @@ class TransformerBlock(nn.Module):
         self.norm1 = LayerNorm(config.d_model, config.norm_eps)
         self.attn = MultiHeadAttention(config.d_model, config.n_heads, config.context_length)
         self.norm2 = LayerNorm(config.d_model, config.norm_eps)
-        self.mlp = FeedForward(config.d_model, config.ff_dim)
+        self.mlp = FeedForward(config.d_model, config.d_ff)
 
     def forward(self, x):
         x = x + self.attn(self.norm1(x))  # the residual stream is never normalised itself

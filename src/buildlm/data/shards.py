@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from buildlm.atomic import atomic_folder, atomic_write_text
+from buildlm.atomic import atomic_folder, atomic_write_json
 from buildlm.data.corpora import corpus_documents, is_corpus_name, list_corpora
 
 MANIFEST = "manifest.json"
@@ -330,7 +330,7 @@ def prepare_shards(
             "splits": stats,
             "sources": [{"name": s.name, "bytes": s.size()} for s in sources],
         }
-        _write_json(tmp / MANIFEST, manifest)
+        atomic_write_json(tmp / MANIFEST, manifest)
     return manifest
 
 
@@ -338,10 +338,6 @@ def _progress_bar(total: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not enabled)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def load_manifest(data_dir: str | os.PathLike) -> dict:

@@ -68,10 +68,6 @@ class Window:
     end: int
     first_target: int
 
-    @property
-    def n_targets(self) -> int:
-        return self.end - self.first_target
-
 
 def sliding_windows(n_tokens: int, context: int, stride: int) -> list[Window]:
     """The windows of the sliding-window evaluation of ``n_tokens`` tokens (see the module)."""

@@ -18,8 +18,9 @@ GPT-2 configs omit ``tie_word_embeddings``, for instance). A setting buildlm can
 (another activation, sliding-window attention, a RoPE scaling other than Llama 3's) raises
 ``ValueError``: loading it anyway would give a model that silently computes something else.
 Dropout rates are training settings, not architecture; a loaded model gets ``dropout=0``.
-Sizes that equal buildlm's automatic ones (``n_kv_heads == n_heads``, the default MLP width,
-``head_dim == d_model / n_heads``) are stored as ``None``, so equal networks get equal configs.
+A size a file leaves out or sets to ``null`` (``num_key_value_heads``, ``n_inner``,
+``head_dim``) is buildlm's automatic one, which `ModelConfig` resolves to a number, so equal
+networks get equal configs however the file spells them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from buildlm.model import ModelConfig
-from buildlm.model.config import swiglu_hidden_size
 
 SUPPORTED = ("gpt2", "llama", "qwen2", "qwen3")
 ARCHITECTURES = {
@@ -141,7 +141,7 @@ def _gpt2_from_hf(c: dict[str, Any]) -> ModelConfig:
         d_model=c["n_embd"],
         n_layers=c["n_layer"],
         n_heads=c["n_head"],
-        d_ff=None if c["n_inner"] == 4 * c["n_embd"] else c["n_inner"],
+        d_ff=c["n_inner"],
         bias=True,
         norm="layernorm",
         norm_eps=float(c["layer_norm_epsilon"]),
@@ -173,22 +173,16 @@ def _llama_like_from_hf(model_type: str, c: dict[str, Any]) -> ModelConfig:
         bias = bool(c["attention_bias"])
     elif c["attention_bias"]:  # qwen3: attention biases but never MLP biases
         raise _unsupported(model_type, "attention_bias=true")
-    n_heads = c["num_attention_heads"]
-    head_dim = c["head_dim"]
     theta, scaling = _rope_from_hf(model_type, c)
     return ModelConfig(
         vocab_size=c["vocab_size"],
         context_length=c["max_position_embeddings"],
         d_model=c["hidden_size"],
         n_layers=c["num_hidden_layers"],
-        n_heads=n_heads,
-        n_kv_heads=None
-        if c["num_key_value_heads"] in (None, n_heads)
-        else c["num_key_value_heads"],
-        d_ff=None
-        if c["intermediate_size"] == swiglu_hidden_size(c["hidden_size"])
-        else c["intermediate_size"],
-        d_head=None if head_dim is None or head_dim * n_heads == c["hidden_size"] else head_dim,
+        n_heads=c["num_attention_heads"],
+        n_kv_heads=c["num_key_value_heads"],
+        d_ff=c["intermediate_size"],
+        head_dim=c["head_dim"],
         bias=bias,
         qkv_bias=qkv_bias,
         norm="rmsnorm",
@@ -249,7 +243,7 @@ def _mismatches(cfg: ModelConfig, model_type: str) -> list[str]:
     want: dict[str, Any] = {
         "gpt2": dict(
             position="learned", norm="layernorm", mlp="gelu", bias=True, qk_norm=False,
-            rope_scaling=None, d_head=None,
+            rope_scaling=None,
         ),
         "llama": dict(**llama_like, qk_norm=False),
         "qwen2": dict(**llama_like, qk_norm=False, bias=False, qkv_bias=True),
@@ -259,9 +253,11 @@ def _mismatches(cfg: ModelConfig, model_type: str) -> list[str]:
     problems = [
         f"{k}={getattr(cfg, k)!r} (needs {v!r})" for k, v in want.items() if getattr(cfg, k) != v
     ]
-    if model_type == "gpt2" and cfg.kv_heads != cfg.n_heads:
+    if model_type == "gpt2" and cfg.n_kv_heads != cfg.n_heads:
         problems.append(f"n_kv_heads={cfg.n_kv_heads} (GPT-2 has one key/value head per head)")
-    if model_type in ("gpt2", "llama", "qwen3") and cfg.has_qkv_bias != cfg.bias:
+    if model_type == "gpt2" and cfg.head_dim * cfg.n_heads != cfg.d_model:
+        problems.append(f"head_dim={cfg.head_dim} (GPT-2's heads split d_model={cfg.d_model})")
+    if model_type in ("gpt2", "llama", "qwen3") and cfg.qkv_bias != cfg.bias:
         problems.append(f"qkv_bias={cfg.qkv_bias} differs from bias={cfg.bias}")
     return problems
 
@@ -335,10 +331,10 @@ def config_to_hf(
         )
     out.update(
         hidden_size=cfg.d_model,
-        intermediate_size=cfg.ff_dim,
+        intermediate_size=cfg.d_ff,
         num_hidden_layers=cfg.n_layers,
         num_attention_heads=cfg.n_heads,
-        num_key_value_heads=cfg.kv_heads,
+        num_key_value_heads=cfg.n_kv_heads,
         head_dim=cfg.head_dim,
         hidden_act="silu",
         max_position_embeddings=cfg.context_length,

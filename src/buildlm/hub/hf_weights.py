@@ -67,12 +67,12 @@ def _gpt2_links(cfg: ModelConfig) -> list[Link]:
 
 def _llama_links(cfg: ModelConfig) -> list[Link]:
     links = [Link("tok_emb.weight", ("model.embed_tokens.weight",))]
-    q_rows, kv_rows = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+    q_rows, kv_rows = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
     for i in range(cfg.n_layers):
         ours, theirs = f"blocks.{i}.", f"model.layers.{i}."
         links.append(Link(f"{ours}norm1.weight", (f"{theirs}input_layernorm.weight",)))
         links.append(Link(f"{ours}norm2.weight", (f"{theirs}post_attention_layernorm.weight",)))
-        qkv_params = ["weight"] + (["bias"] if cfg.has_qkv_bias else [])
+        qkv_params = ["weight"] + (["bias"] if cfg.qkv_bias else [])
         for p in qkv_params:
             names = tuple(f"{theirs}self_attn.{n}_proj.{p}" for n in ("q", "k", "v"))
             links.append(Link(f"{ours}attn.qkv.{p}", names, rows=(q_rows, kv_rows, kv_rows)))

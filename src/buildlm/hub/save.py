@@ -15,13 +15,12 @@ the folder are kept (`buildlm.atomic`).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
-from buildlm.atomic import atomic_folder
+from buildlm.atomic import atomic_folder, atomic_write_json
 from buildlm.hub.hf_config import config_to_hf, hf_model_type
 from buildlm.hub.hf_weights import buildlm_to_hf
 from buildlm.hub.safetensors_io import write_safetensors
@@ -29,10 +28,6 @@ from buildlm.model import GPT
 from buildlm.tokenizer import Tokenizer
 
 HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-
-
-def _write_json(path: Path, obj: object) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def save_hf(
@@ -64,7 +59,7 @@ def save_hf(
     eos = tokenizer.eot_token if tokenizer is not None else None
     hf_config = config_to_hf(cfg, model_type, dtype=dtype, eos_token_id=eos)
     with atomic_folder(path, force=force, will_write=HF_FILES) as tmp:
-        _write_json(tmp / "config.json", hf_config)
+        atomic_write_json(tmp / "config.json", hf_config)
         with torch.no_grad():
             write_safetensors(
                 tmp / "model.safetensors",
@@ -74,7 +69,7 @@ def save_hf(
         if tokenizer is not None:
             tokenizer.save_hf(tmp / "tokenizer.json")
             eot = "<|endoftext|>" if eos is not None else None
-            _write_json(
+            atomic_write_json(
                 tmp / "tokenizer_config.json",
                 {
                     "tokenizer_class": "PreTrainedTokenizerFast",

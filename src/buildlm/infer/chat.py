@@ -30,7 +30,7 @@ from buildlm.infer.cli_args import (
     add_sampling_args,
     format_stats,
     open_engine,
-    sampling_params,
+    sampling_params_from_args,
 )
 from buildlm.infer.conversation import ConversationTooLong, fit_conversation
 from buildlm.infer.engine import Engine, SamplingParams
@@ -117,7 +117,7 @@ def main(argv: list[str]) -> None:
         stop_ids = (engine.tokenizer.special_tokens[fmt.end_of_turn],)
     elif engine.tokenizer.eot_token is not None:
         stop_ids = (engine.tokenizer.eot_token,)
-    params = sampling_params(
+    params = sampling_params_from_args(
         args, stop=tuple(args.stop) + fmt.stop_strings, stop_token_ids=stop_ids
     )
     session = ChatSession(engine, fmt, params, args.system)

@@ -11,7 +11,7 @@ from buildlm.infer.cli_args import (
     add_sampling_args,
     format_stats,
     open_engine,
-    sampling_params,
+    sampling_params_from_args,
 )
 
 SAMPLES_PER_BATCH = 64
@@ -43,7 +43,7 @@ def main(argv: list[str]) -> None:
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
     engine = open_engine(args)
-    params = sampling_params(args, stop_token_ids=None if args.stop_at_eot else ())
+    params = sampling_params_from_args(args, stop_token_ids=None if args.stop_at_eot else ())
     if args.num_samples == 1 and not args.no_stream:
         pieces = engine.stream(args.prompt, params)
         first = next(pieces, "")  # a prompt the engine refuses fails here, before it is echoed
@@ -57,7 +57,7 @@ def main(argv: list[str]) -> None:
         for first in range(0, args.num_samples, SAMPLES_PER_BATCH):
             batch = range(first, min(first + SAMPLES_PER_BATCH, args.num_samples))
             seeds = [None if args.seed is None else args.seed + i for i in batch]
-            per_sample = [sampling_params(args, stop_token_ids=params.stop_token_ids, seed=s) for s in seeds]
+            per_sample = [sampling_params_from_args(args, stop_token_ids=params.stop_token_ids, seed=s) for s in seeds]
             for i, out in zip(batch, engine.generate([args.prompt] * len(batch), per_sample), strict=True):
                 if args.num_samples > 1:
                     print(f"--- sample {i + 1} ---")

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from buildlm.infer.engine import Engine, EngineStats, SamplingParams
+from buildlm.infer.sampling import DEFAULT_TEMPERATURE
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +30,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def add_sampling_args(parser: argparse.ArgumentParser, max_new_tokens: int = 200) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
-    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="0 = greedy")
     parser.add_argument(
         "--top-k", type=int, default=None, help="sample from the k likeliest tokens (default: off)"
     )
@@ -51,7 +52,8 @@ def add_sampling_args(parser: argparse.ArgumentParser, max_new_tokens: int = 200
     parser.add_argument("--seed", type=int, default=None, help="fix the sampling for a repeatable output (default: random)")
 
 
-def sampling_params(args: argparse.Namespace, **overrides: Any) -> SamplingParams:
+def sampling_params_from_args(args: argparse.Namespace, **overrides: Any) -> SamplingParams:
+    """The `SamplingParams` that the flags of `add_sampling_args` ask for; ``overrides`` win."""
     fields = dict(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
         top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty,

@@ -65,7 +65,7 @@ class StaticKVCache:
             dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
         device = next(model.parameters()).device
         max_len = cfg.context_length if max_len is None else min(max_len, cfg.context_length)
-        return cls(cfg.n_layers, batch_size, cfg.kv_heads, cfg.head_dim, max_len, dtype, device)
+        return cls(cfg.n_layers, batch_size, cfg.n_kv_heads, cfg.head_dim, max_len, dtype, device)
 
     @property
     def batch_size(self) -> int:

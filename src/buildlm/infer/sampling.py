@@ -22,18 +22,14 @@ from __future__ import annotations
 
 import torch
 
-from buildlm.infer.processors import (
-    TopK,
-    TopP,
-    build_processors,
-    choose_next,
-    validate_processor_settings,
-)
+from buildlm.infer.processors import TopK, TopP, build_processors, choose_next
 
-
-def validate_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Raise ValueError for settings that have no meaning."""
-    validate_processor_settings(temperature, top_k, top_p)
+DEFAULT_TEMPERATURE = 0.8
+"""The temperature buildlm samples at unless told otherwise: ``buildlm generate`` and ``buildlm
+chat`` (``--temperature``), the chat page's slider and the trainer's samples. A little below 1
+cuts the unlikely tail that makes a small model ramble, and keeps the text varied. The library
+calls (`SamplingParams`, `generate`) default to 1.0, the model's own distribution, and so does
+the HTTP API, as OpenAI's does (`buildlm.serve.schemas`)."""
 
 
 def _no_ids(logits: torch.Tensor) -> torch.Tensor:

@@ -129,14 +129,14 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.n_heads = config.n_heads
-        self.n_kv_heads = config.kv_heads
+        self.n_kv_heads = config.n_kv_heads
         self.head_dim = config.head_dim
         self.dropout = config.dropout
         self.use_sdpa = config.attention == "sdpa"
         qkv_out = (self.n_heads + 2 * self.n_kv_heads) * self.head_dim
-        self.qkv = nn.Linear(config.d_model, qkv_out, bias=config.has_qkv_bias)
+        self.qkv = nn.Linear(config.d_model, qkv_out, bias=config.qkv_bias)
         self.proj = nn.Linear(self.n_heads * self.head_dim, config.d_model, bias=config.bias)
-        self.proj.residual_projection = True  # GPT-2 init scales this layer (see GPT._init)
+        self.proj.residual_projection = True  # scaled at init: GPT.reset_parameters
         self.resid_dropout = nn.Dropout(config.dropout)
         if config.qk_norm:  # per-head norm of q and k (Qwen3, OLMo2): keeps scores well scaled
             self.q_norm = make_norm(config.norm, self.head_dim, config.norm_eps, bias=config.bias)

@@ -31,7 +31,7 @@ class Block(nn.Module):
         self.norm1 = make_norm(config.norm, config.d_model, config.norm_eps, bias=config.bias)
         self.attn = CausalSelfAttention(config, layer_idx)
         self.norm2 = make_norm(config.norm, config.d_model, config.norm_eps, bias=config.bias)
-        self.mlp = make_mlp(config.mlp, config.d_model, config.ff_dim, config.bias, config.dropout)
+        self.mlp = make_mlp(config.mlp, config.d_model, config.d_ff, config.bias, config.dropout)
 
     def forward(
         self,

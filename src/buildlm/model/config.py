@@ -21,6 +21,10 @@ POSITIONS = ("learned", "sinusoidal", "rope")
 MLPS = ("gelu", "swiglu")
 NORM_PLACEMENTS = ("pre", "post")
 ATTENTIONS = ("sdpa", "manual")
+# The sizes that may be given as None (automatic) and are resolved in __post_init__.
+AUTOMATIC_SIZES = ("n_kv_heads", "d_ff", "head_dim")
+# Fields that config.json files written by older versions spell differently: old -> new.
+RENAMED_FIELDS = {"d_head": "head_dim"}
 # RoPE frequency scalings and the parameters each one takes (see position.rope_frequency_scaling).
 ROPE_SCALINGS: dict[str, tuple[str, ...]] = {
     "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_context_length"),
@@ -90,21 +94,31 @@ PRESETS: dict[str, dict[str, Any]] = {
 class ModelConfig:
     """The shape and the architectural switches of a decoder-only transformer.
 
-    ``n_kv_heads=None`` means one key/value head per query head (ordinary multi-head attention);
-    fewer key/value heads give grouped-query attention (GQA), one gives multi-query attention.
-    ``d_ff=None`` picks 4*d_model for the GELU MLP and the Llama rule for SwiGLU.
-    ``d_head=None`` gives each head d_model/n_heads dimensions; a checkpoint may choose another
-    width (Qwen3-0.6B: d_model=1024, 16 heads of 128), and attention then works in
-    n_heads*d_head dimensions before ``proj`` maps back to d_model.
-    ``bias`` switches the biases of every Linear and LayerNorm; ``qkv_bias`` overrides it for the
-    query/key/value projection alone (Qwen2 has biases there and nowhere else). ``None``: follow
-    ``bias``.
+    Four settings may be left as ``None`` ("automatic") and are resolved once, in
+    ``__post_init__``: after construction each holds the value the network uses, so code reads
+    ``config.n_kv_heads`` and never has to ask what ``None`` meant, and two configs that
+    describe the same network compare equal however they were spelled.
+
+    ``n_kv_heads`` (None: n_heads, one key/value head per query head, ordinary multi-head
+    attention); fewer key/value heads give grouped-query attention (GQA), one gives multi-query
+    attention.
+    ``d_ff``: hidden width of the MLP (None: 4*d_model for GELU, the Llama rule for SwiGLU).
+    ``head_dim``: dimensions per attention head (None: d_model/n_heads); a checkpoint may choose
+    another width (Qwen3-0.6B: d_model=1024, 16 heads of 128), and attention then works in
+    n_heads*head_dim dimensions before ``proj`` maps back to d_model.
+    ``bias`` switches the biases of every Linear and LayerNorm; ``qkv_bias`` (None: follow
+    ``bias``) overrides it for the query/key/value projection alone (Qwen2 has biases there and
+    nowhere else).
     ``rope_scaling`` stretches RoPE to longer contexts than the model was trained on, as Llama
     3.1/3.2 do: ``{"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
     "high_freq_factor": 4.0, "original_context_length": 8192}``. ``None``: plain RoPE.
     ``dropout`` is used on the embeddings, on the attention weights and on each residual branch.
     ``attention="manual"`` runs the explicit softmax(QK^T/sqrt(d))V code (slower, can return the
     weights); ``"sdpa"`` calls PyTorch's fused kernel.
+
+    Because the automatic settings are resolved at construction, ``dataclasses.replace(config,
+    d_model=...)`` keeps the old ``d_ff`` and ``head_dim``; build a changed shape with
+    ``ModelConfig.preset(name, **overrides)`` or pass those fields as ``None`` again.
     """
 
     vocab_size: int = 50257
@@ -112,12 +126,12 @@ class ModelConfig:
     d_model: int = 768
     n_layers: int = 12
     n_heads: int = 12
-    n_kv_heads: int | None = None
-    d_ff: int | None = None
-    d_head: int | None = None
+    n_kv_heads: int | None = None  # None: automatic (see above); a number once constructed
+    d_ff: int | None = None  # None: automatic; a number once constructed
+    head_dim: int | None = None  # None: automatic; a number once constructed
     dropout: float = 0.0
     bias: bool = True
-    qkv_bias: bool | None = None
+    qkv_bias: bool | None = None  # None: follow bias; a bool once constructed
     norm: str = "layernorm"
     norm_eps: float = 1e-5
     position: str = "learned"
@@ -137,7 +151,7 @@ class ModelConfig:
                 raise ValueError(
                     f"ModelConfig.{name} must be a positive integer below 2**31, got {value!r}"
                 )
-        for name in ("n_kv_heads", "d_ff", "d_head"):
+        for name in AUTOMATIC_SIZES:
             value = getattr(self, name)
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31
@@ -171,14 +185,10 @@ class ModelConfig:
                 f"ModelConfig.qkv_bias must be true, false or None (follow bias), "
                 f"got {self.qkv_bias!r}"
             )
-        if self.d_head is None and self.d_model % self.n_heads:
+        self._resolve_automatic_sizes()
+        if self.n_heads % self.n_kv_heads:
             raise ValueError(
-                f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; each head "
-                f"gets d_model/n_heads dimensions, so pick n_heads dividing {self.d_model}"
-            )
-        if self.n_heads % self.kv_heads:
-            raise ValueError(
-                f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.kv_heads}; each "
+                f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}; each "
                 "key/value head serves a whole group of query heads, so pick a divisor of n_heads"
             )
         if self.position == "rope" and self.head_dim % 2:
@@ -222,28 +232,23 @@ class ModelConfig:
                 f"{scaling['high_freq_factor']!r} <= {scaling['low_freq_factor']!r}"
             )
 
-    # ---- derived sizes -------------------------------------------------------------------
-    @property
-    def head_dim(self) -> int:
-        """Dimensions per attention head (d_head, or d_model / n_heads when None)."""
-        return self.d_model // self.n_heads if self.d_head is None else self.d_head
-
-    @property
-    def has_qkv_bias(self) -> bool:
-        """Whether the query/key/value projection has a bias (qkv_bias, or bias when None)."""
-        return self.bias if self.qkv_bias is None else self.qkv_bias
-
-    @property
-    def kv_heads(self) -> int:
-        """Number of key/value heads actually used (n_kv_heads, or n_heads when None)."""
-        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
-
-    @property
-    def ff_dim(self) -> int:
-        """Hidden width of the MLP actually used (d_ff, or the default for the MLP kind)."""
-        if self.d_ff is not None:
-            return self.d_ff
-        return 4 * self.d_model if self.mlp == "gelu" else swiglu_hidden_size(self.d_model)
+    def _resolve_automatic_sizes(self) -> None:
+        """Replace each ``None`` size by the value it stands for (once, in __post_init__)."""
+        if self.head_dim is None:
+            if self.d_model % self.n_heads:
+                raise ValueError(
+                    f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; each head "
+                    f"gets d_model/n_heads dimensions, so pick n_heads dividing {self.d_model} "
+                    "(or set head_dim)"
+                )
+            self.head_dim = self.d_model // self.n_heads
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.d_ff is None:
+            gelu = self.mlp == "gelu"
+            self.d_ff = 4 * self.d_model if gelu else swiglu_hidden_size(self.d_model)
+        if self.qkv_bias is None:
+            self.qkv_bias = self.bias
 
     # ---- presets and serialisation -------------------------------------------------------
     @staticmethod
@@ -264,7 +269,12 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        """Rebuild a config from `to_dict` output; unknown keys are an error, not silently dropped."""
+        """Rebuild a config from `to_dict` output; unknown keys are an error, not silently dropped.
+
+        Also reads what older buildlm versions wrote: ``None`` for an automatic size (resolved
+        here as in any construction) and the old name ``d_head`` for ``head_dim``.
+        """
+        d = {RENAMED_FIELDS.get(key, key): value for key, value in d.items()}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

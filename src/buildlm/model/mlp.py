@@ -28,7 +28,7 @@ class GeluMLP(nn.Module):
         super().__init__()
         self.fc = nn.Linear(d_model, d_ff, bias=bias)
         self.proj = nn.Linear(d_ff, d_model, bias=bias)
-        self.proj.residual_projection = True  # GPT-2 init scales this layer (see GPT._init)
+        self.proj.residual_projection = True  # scaled at init: GPT.reset_parameters
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,7 @@ from buildlm.infer.processors import MIN_TEMPERATURE
 from buildlm.serve.errors import APIError
 from buildlm.serve.limits import ServeLimits
 from buildlm.serve.schemas import (
+    API_DEFAULT_TEMPERATURE,
     SEED_MAX,
     SEED_MIN,
     ChatCompletionRequest,
@@ -91,7 +92,7 @@ def check_prompt(ids: list[int], limits: ServeLimits, context_length: int, vocab
         raise APIError(400, f"token id {bad} is not in the vocabulary (0..{vocab_size - 1})", param)
 
 
-def sampling_params(
+def sampling_params_from_request(
     req: _GenerationRequest,
     limits: ServeLimits,
     stop: list[str],
@@ -110,7 +111,7 @@ def sampling_params(
         )  # fmt: skip
     if req.n > limits.max_n:
         raise APIError(400, f"n={req.n} is more than this server allows ({limits.max_n})", "n")
-    temperature = 1.0 if req.temperature is None else req.temperature
+    temperature = API_DEFAULT_TEMPERATURE if req.temperature is None else req.temperature
     if temperature > limits.max_temperature:
         raise APIError(
             400, f"temperature={temperature} is above the maximum {limits.max_temperature}",
@@ -157,11 +158,11 @@ def chat_work(
         stop_ids = (tokenizer.special_tokens[fmt.end_of_turn],)
     stop = list(fmt.stop_strings) + req.stop_list
     if req.trim_history:
-        params = sampling_params(req, limits, stop, stop_ids)
+        params = sampling_params_from_request(req, limits, stop, stop_ids)
         return trimmed_chat_work(req, tokenizer, fmt, limits, context_length, vocab_size, params)
     ids = encode_chat(tokenizer, fmt, req.messages, add_generation_prompt=True)
     check_prompt(ids, limits, context_length, vocab_size, "messages")
-    params = sampling_params(req, limits, stop, stop_ids)
+    params = sampling_params_from_request(req, limits, stop, stop_ids)
     return Work([ids] * req.n, params, len(ids))
 
 
@@ -198,7 +199,7 @@ def completion_work(
     if req.echo:
         raise APIError(400, "echo is not supported by this server", param="echo")
     # OpenAI's default for the legacy completions endpoint is 16 new tokens.
-    params = sampling_params(req, limits, req.stop_list, None, default_max_tokens=16)
+    params = sampling_params_from_request(req, limits, req.stop_list, None, default_max_tokens=16)
     prompts = req.prompt_list()
     if len(prompts) * req.n > limits.max_batch_size:
         raise APIError(

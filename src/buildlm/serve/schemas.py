@@ -21,6 +21,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Absent or null, a request samples at temperature 1.0, the model's own distribution, as
+# OpenAI's API does; buildlm's chat page and CLI start lower (infer.sampling.DEFAULT_TEMPERATURE).
+API_DEFAULT_TEMPERATURE = 1.0
 # torch.Generator.manual_seed takes a signed or unsigned 64-bit integer.
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 StopStrings = Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=16)]
@@ -41,7 +44,9 @@ class _GenerationRequest(_Strict):
 
     model: str
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0)
+    temperature: float | None = Field(
+        None, ge=0, description=f"0: greedy; absent or null: {API_DEFAULT_TEMPERATURE}, as OpenAI"
+    )
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=-1, description="-1 or 0: no top-k (buildlm extra)")
     min_p: float | None = Field(None, ge=0, le=1)

@@ -21,6 +21,8 @@ from pathlib import Path
 from buildlm.errors import undecodable_file
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+# The run `buildlm train` makes when given no arguments (`buildlm.train.cli`).
+NO_ARGUMENT_CONFIG = "shakespeare-small"
 
 
 def bundled_names(subdir: str = "") -> list[str]:

@@ -21,7 +21,6 @@ model for inference) is `buildlm.checkpoint_format`. This module adds what only 
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 import random
@@ -37,6 +36,7 @@ from buildlm.atomic import (
     OUTPUTS,
     adopt_files,
     atomic_folder,
+    atomic_write_json,
     foreign_entries,
     remove_folder,
     remove_stale_temporaries,
@@ -150,10 +150,6 @@ def restore_rng(state: dict[str, Any]) -> None:
 # --- checkpoint folders ---------------------------------------------------------------------
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-
-
 def save_checkpoint(
     run_dir: str | os.PathLike,
     step: int,
@@ -181,7 +177,7 @@ def save_checkpoint(
         elif not (final / OUTPUTS).is_file() and not foreign_entries(final) - FILES:
             adopt_files(final, foreign_entries(final))  # saved before buildlm listed its files
     with atomic_folder(final, force=True, will_write=FILES) as tmp:
-        _write_json(tmp / CONFIG, {**config, "step": step})
+        atomic_write_json(tmp / CONFIG, {**config, "step": step})
         save_weights(model if weights is None else weights, tmp / WEIGHTS)
         if tokenizer is not None:
             tokenizer.save(tmp / TOKENIZER)

@@ -3,6 +3,9 @@
 Settings come from four dataclasses (``--model.*``, ``--train.*``, ``--data.*``,
 ``--tokenizer.*``), set from a YAML file (``--config my.yaml``, or a bundled one by name:
 ``--config verdict-tiny``, see ``buildlm.train.bundled_configs``) and/or the command line; later flags override earlier ones. ``--print_config`` shows the result as YAML.
+The no-argument run is a bundled config too (``NO_ARGUMENT_CONFIG``, ``shakespeare-small``):
+its settings are the parser's starting values, so ``buildlm train`` and ``buildlm train
+--config shakespeare-small`` are the same run, and every other ``--config`` or flag overrides it.
 ``--resume RUN_OR_CHECKPOINT`` continues a run with its saved settings.
 
 Data-parallel training: ``torchrun --nproc-per-node N -m buildlm train ...`` (any torchrun
@@ -13,12 +16,6 @@ torchrun on this machine. ``--train.distributed fsdp`` shards the model instead 
 from __future__ import annotations
 
 import sys
-
-# The zero-argument run differs from the library defaults in two places: 128-token windows in
-# batches of 32 (the "tiny" preset's 256 tokens cost more attention per token and, in a five-minute
-# run, learn less than twice the windows of half the length). The model is built with the
-# training context_length unless --model.context_length is given.
-CLI_DEFAULTS = {"train.context_length": 128, "train.batch_size": 32}
 
 
 def _flatten(prefix: str, d: dict, out: dict) -> dict:
@@ -95,7 +92,7 @@ def parse_in_one_line(parser, argv: list[str]):
 def build_parser():
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from buildlm.train.bundled_configs import bundled_names
+    from buildlm.train.bundled_configs import NO_ARGUMENT_CONFIG, bundled_names, resolve_config
     from buildlm.train.config import DataConfig, TokenizerConfig, TrainConfig
     from buildlm.train.run import model_args_class
 
@@ -116,7 +113,8 @@ def build_parser():
     parser.add_class_arguments(TrainConfig, "train", instantiate=False)
     parser.add_class_arguments(DataConfig, "data", instantiate=False)
     parser.add_class_arguments(TokenizerConfig, "tokenizer", instantiate=False)
-    parser.set_defaults(CLI_DEFAULTS)
+    no_argument_run = parser.parse_path(resolve_config(NO_ARGUMENT_CONFIG), defaults=False)
+    parser.set_defaults(dict(no_argument_run.items()))
     parser.add_argument(
         "--resume", type=str | None, default=None,
         help="continue a run: its folder (newest checkpoint) or one checkpoint folder",
@@ -147,9 +145,12 @@ def main(argv: list[str]) -> None:
     target = _resume_target(argv)
     if target is not None:
         # The saved settings become the defaults; flags given now still override them.
+        from buildlm.model import ModelConfig
         from buildlm.train.checkpoint_health import resolve_resumable
 
         saved = checkpoint_format.read_config(resolve_resumable(target, set_aside_damaged=False))
+        # as this version names the fields (an older run may say d_head, or null for automatic)
+        saved["model"] = ModelConfig.from_dict(saved["model"]).to_dict()
         flat: dict = {}
         for group in ("train", "data", "tokenizer", "model"):
             _flatten(group, saved.get(group, {}), flat)

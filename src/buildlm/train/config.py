@@ -2,9 +2,10 @@
 
 ``buildlm train`` exposes these (and the model's fields) through jsonargparse, so a YAML file
 (one of yours, or a bundled one from ``buildlm/configs/`` by name) and command-line flags (``--train.max_steps 100 --model.preset small``) set
-the same fields, and ``--help`` lists them with their defaults. The defaults are the zero-argument
-run: a BPE tokenizer and a small GPT trained on the bundled Shakespeare in about five minutes
-on a two-core CPU.
+the same fields, and ``--help`` lists them with their defaults. Each default lives here, on its
+field. The zero-argument run (a BPE tokenizer and a small GPT trained on the bundled Shakespeare
+in about five minutes on a two-core CPU) is the bundled config ``shakespeare-small``, which
+changes two of them: 128-token windows in batches of 32.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from buildlm.infer.sampling import DEFAULT_TEMPERATURE
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -85,7 +88,7 @@ class TrainConfig:
         sample_interval: steps between sample generations (0: only at the end).
         sample_prompt: prompt of the sample generations.
         sample_tokens: tokens per sample.
-        sample_temperature: sampling temperature of the samples.
+        sample_temperature: sampling temperature of the samples (buildlm generate's default).
         sample_top_k: top-k of the samples (null: no cut).
         checkpoint_interval: steps between checkpoints (0: only at the end).
         keep_checkpoints: how many recent checkpoints to keep.
@@ -130,7 +133,7 @@ class TrainConfig:
     sample_interval: int = 500
     sample_prompt: str = "\n"
     sample_tokens: int = 120
-    sample_temperature: float = 0.8
+    sample_temperature: float = DEFAULT_TEMPERATURE
     sample_top_k: int | None = 50
     checkpoint_interval: int = 500
     keep_checkpoints: int = 2

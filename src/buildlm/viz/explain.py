@@ -325,7 +325,7 @@ class _Builder:
 
     def attention(self, attn: nn.Module, i: int) -> None:
         p, cfg, acct = f"blocks.{i}.attn", self.cfg, self.acct
-        h, kv, d = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        h, kv, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         attn_in = self.calls[p][0][0][0]  # (1, T, d_model)
         weights = self.calls[p][0][1][1]  # (1, H, T, T): the output's second tensor
         b, t = attn_in[0], attn_in[1]
@@ -372,7 +372,7 @@ class _Builder:
 
     def mlp(self, mlp: nn.Module, i: int) -> None:
         p, cfg = f"blocks.{i}.mlp", self.cfg
-        note = f"{cfg.mlp}, hidden width {cfg.ff_dim}"
+        note = f"{cfg.mlp}, hidden width {cfg.d_ff}"
         self.add("MLP", 1, self.shapes(p), note=note, layer=i, group=True)
 
         def linear(name: str, attr: str, note: str) -> None:

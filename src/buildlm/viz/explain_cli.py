@@ -112,8 +112,8 @@ def _open(args: argparse.Namespace) -> tuple[GPT, Any, str]:
 
 
 def _describe(name: str, c: ModelConfig) -> str:
-    mlp = f"{c.mlp} MLP of width {c.ff_dim}"
-    heads = f"{c.n_heads} heads x {c.head_dim} dims ({c.kv_heads} key/value heads)"
+    mlp = f"{c.mlp} MLP of width {c.d_ff}"
+    heads = f"{c.n_heads} heads x {c.head_dim} dims ({c.n_kv_heads} key/value heads)"
     head = "tied LM head" if c.tie_embeddings else "separate LM head"
     return (
         f"{name}: {c.n_layers} blocks, d_model {c.d_model}, {heads}, {mlp},\n"
