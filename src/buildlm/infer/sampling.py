@@ -22,18 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from buildlm.infer.processors import (
-    TopK,
-    TopP,
-    build_processors,
-    choose_next,
-    validate_processor_settings,
-)
-
-
-def validate_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Raise ValueError for settings that have no meaning."""
-    validate_processor_settings(temperature, top_k, top_p)
+from buildlm.infer.processors import TopK, TopP, build_processors, choose_next
 
 
 def _no_ids(logits: torch.Tensor) -> torch.Tensor:
