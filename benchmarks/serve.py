@@ -35,8 +35,9 @@ import numpy as np
 import torch
 
 from buildlm.data.corpora import load_corpus
-from buildlm.infer.engine import Engine, SamplingParams
+from buildlm.infer.engine import Engine
 from buildlm.infer.load import load_model
+from buildlm.infer.requests import SamplingParams
 from buildlm.model import GPT, ModelConfig
 from buildlm.tokenizer import Tokenizer
 from buildlm.train.checkpoint import save_checkpoint

@@ -52,7 +52,7 @@ def pretrained_path(name: str) -> Path:
 class Loaded:
     """A model with its tokenizer, ready to write: ``.generate``, ``.stream``, ``.chat``.
 
-    Keyword arguments of the three methods are `buildlm.infer.engine.SamplingParams` fields
+    Keyword arguments of the three methods are `buildlm.infer.requests.SamplingParams` fields
     (``max_new_tokens``, ``temperature`` (0: greedy), ``top_k``, ``top_p``, ``seed``, ``stop``...).
     """
 

@@ -6,8 +6,9 @@ import torch
 from buildlm.infer import generate
 from buildlm.infer.beam_search import beam_search
 from buildlm.infer.detokenize import IncrementalDetokenizer
-from buildlm.infer.engine import Engine, SamplingParams
+from buildlm.infer.engine import Engine
 from buildlm.infer.kvcache import StaticKVCache
+from buildlm.infer.requests import SamplingParams
 from buildlm.model import GPT, ModelConfig
 from buildlm.tokenizer import Tokenizer
 
@@ -56,21 +57,35 @@ def test_batch_of_different_lengths_equals_each_prompt_alone(family, make_model)
 
 
 @pytest.mark.parametrize("static_decode", [None, True])
-def test_compiled_decode_step_gives_the_eager_tokens(make_model, static_decode):
+def test_compiled_decode_step_gives_the_eager_tokens(make_model, static_decode, monkeypatch):
     """``Engine(compile=True)``: the decode step through torch.compile, padded and unpadded;
     on the CPU by default the growing-cache step (dynamic shapes), or the fixed-shape one."""
     model = make_model("llama")
     eager = Engine(model)
+    runs: list[int] = []  # per function handed to torch.compile: how often its compiled code ran
+    real_compile = torch.compile
+
+    def counting_compile(fn, **options):
+        compiled, index = real_compile(fn, **options), len(runs)
+        runs.append(0)
+
+        def run(*args, **kwargs):
+            runs[index] += 1
+            return compiled(*args, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
     compiled = Engine(model, compile=True, static_decode=static_decode)
+    steps = built = 0
     for prompts in ([[1, 2, 3], [5, 6, 7, 8, 9, 10, 11]], [[4, 8, 15], [16, 23, 42]]):
         want = eager.generate(prompts, max_new_tokens=12, temperature=0, stop_token_ids=())
         got = compiled.generate(prompts, max_new_tokens=12, temperature=0, stop_token_ids=())
         assert [c.token_ids for c in got] == [c.token_ids for c in want]
-    steps = list(compiled._static_steps.values())
-    if static_decode:  # really the compiled fixed-shape step
-        assert steps and all(step._forward != step._logits for step in steps)
-    else:  # really the compiled growing-cache step
-        assert not steps and compiled._decode_hidden != model.hidden_states
+        steps += compiled.stats.decode_steps
+        built += compiled.stats.static_steps_built
+    assert steps == 22 and sum(runs) == steps  # every decode step ran compiled code
+    assert built == (1 if static_decode else 0)  # the fixed-shape step, or the growing one
 
 
 def test_generation_past_the_context_slides_the_window(make_model):

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from buildlm.infer.batch import DecodeBatch
 from buildlm.infer.engine import STATIC_CACHE_BLOCK, Engine
 from buildlm.infer.kvcache import SlotWriter, StaticKVCache
 from buildlm.infer.static_decode import StaticDecodeStep
@@ -13,8 +14,6 @@ DEVICES = [
     "cpu",
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")),
 ]
-
-
 
 
 def test_mask_lets_a_real_query_see_only_real_keys_at_or_before_it():
@@ -57,22 +56,20 @@ def test_static_step_logits_equal_each_prompt_alone(family, device, make_model):
     """Left-padded prompts, prefilled, then 10 fixed-shape steps: the logits of each row equal
     a plain forward pass over that row's own tokens (a CUDA graph replays them on a GPU)."""
     model = make_model(family, device=device)
-    prompts = [[5, 9, 2], [7, 1, 4, 4, 8, 3, 6]]
-    engine = Engine(model, static_decode=True)
-    rows = engine._rows(prompts, None, dict(max_new_tokens=10, temperature=0, stop_token_ids=()))
+    batch = DecodeBatch(model)
+    rows = batch.make_rows([[5, 9, 2], [7, 1, 4, 4, 8, 3, 6]], max_new_tokens=10, temperature=0,
+                           stop_token_ids=())  # fmt: skip
     step = StaticDecodeStep(model, StaticKVCache.for_model(model, 2, max_len=24))
     assert (step.graph is not None) == (device == "cuda")
-    sequences = [list(p) for p in prompts]
-    with torch.inference_mode():
-        logits, _, _ = engine._prefill(rows, step.cache, step)
-        for _ in range(10):
-            nxt = logits.argmax(dim=-1)
-            for seq, tok in zip(sequences, nxt.tolist(), strict=True):
-                seq.append(tok)
-            logits = step(nxt).clone()
-            for i, seq in enumerate(sequences):
-                alone = model(torch.tensor([seq], device=device))[0, -1].float()
-                torch.testing.assert_close(logits[i], alone, atol=1e-4, rtol=1e-4)
+    batch.prefill(rows, step)
+    for _ in range(10):
+        batch.advance(batch.pick())
+        batch.decode()
+        assert batch.cache is step.cache  # the recorded step's own cache, not a new one
+        with torch.inference_mode():
+            for i, row in enumerate(rows):
+                alone = model(torch.tensor([row.sequence], device=device))[0, -1].float()
+                torch.testing.assert_close(batch.logits[i], alone, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -80,11 +77,15 @@ def test_static_step_logits_equal_each_prompt_alone(family, device, make_model):
 def test_engine_tokens_equal_with_and_without_static_steps(family, device, make_model):
     model = make_model(family, device=device)
     plain, static = Engine(model, static_decode=False), Engine(model, static_decode=True)
+    built = {plain: [], static: []}
     for prompts in ([[1, 2, 3], [5, 6, 7, 8, 9, 10, 11]], [[4, 8, 15], [16, 23, 42]], [[3]]):
         want = plain.generate(prompts, max_new_tokens=12, temperature=0, stop_token_ids=())
         got = static.generate(prompts, max_new_tokens=12, temperature=0, stop_token_ids=())
         assert [c.token_ids for c in got] == [c.token_ids for c in want]
-    assert static._static_steps and not plain._static_steps  # each engine took its own path
+        for engine in built:
+            built[engine].append(engine.stats.static_steps_built)
+    # Each engine took its own path; a step is kept per batch size (2, then 1) and reused.
+    assert built == {plain: [0, 0, 0], static: [1, 0, 1]}
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -96,7 +97,7 @@ def test_static_steps_slide_the_window_like_the_plain_engine(device, make_model)
     got = static.generate([[3, 1, 4], [1, 5]], **args)
     assert [c.token_ids for c in got] == [c.token_ids for c in want]
     assert all(len(c.token_ids) == 40 for c in got)
-    assert [step.cache.max_len for step in static._static_steps.values()] == [16]
+    assert static.stats.static_steps_built == 1  # slides prefill the same step's cache again
 
 
 def test_seeded_sampling_with_penalties_is_unchanged_by_static_steps(make_model):
@@ -107,23 +108,27 @@ def test_seeded_sampling_with_penalties_is_unchanged_by_static_steps(make_model)
     static = Engine(model, static_decode=True)
     got = static.generate([[2, 7], [9, 9, 9, 1]], **args)
     assert [c.token_ids for c in got] == [c.token_ids for c in want]
-    assert static._static_steps
+    assert static.stats.static_steps_built == 1
 
 
 def test_recorded_steps_are_reused_and_dropped_when_the_weights_move(make_model):
     model = make_model("gpt2", context_length=1024)
     engine = Engine(model, static_decode=True)
     args = dict(temperature=0, stop_token_ids=())
-    engine.generate([[1, 2]], max_new_tokens=10, **args)
-    first = engine._static_steps[(1, STATIC_CACHE_BLOCK)]
-    engine.generate([[1, 2, 3, 4]], max_new_tokens=30, **args)  # same block: same step
-    assert list(engine._static_steps.values()) == [first]
-    engine.generate([[1, 2]], max_new_tokens=STATIC_CACHE_BLOCK, **args)  # one block more
-    engine.generate([[1, 2]], max_new_tokens=2 * STATIC_CACHE_BLOCK, **args)
-    assert len(engine._static_steps) == 2 and first not in engine._static_steps.values()
+
+    def built(prompt: list[int], max_new_tokens: int) -> int:
+        engine.generate([prompt], max_new_tokens=max_new_tokens, **args)
+        return engine.stats.static_steps_built
+
+    assert built([1, 2], 10) == 1
+    assert built([1, 2, 3, 4], 30) == 0  # the same block of STATIC_CACHE_BLOCK: the same step
+    assert built([1, 2], STATIC_CACHE_BLOCK) == 1  # one block more
+    assert built([1, 2], 2 * STATIC_CACHE_BLOCK) == 1  # and another: only two are kept
+    assert built([1, 2], 10) == 1  # so the first one was dropped
+    assert built([1, 2], 10) == 0
     model.to(torch.float64)  # new tensors: a step recorded on the old ones must not be used
     got = engine.generate([[1, 2]], max_new_tokens=10, **args)
-    assert all(step.cache.k[0].dtype == torch.float64 for step in engine._static_steps.values())
+    assert engine.stats.static_steps_built == 1
     want = Engine(model, static_decode=False).generate([[1, 2]], max_new_tokens=10, **args)
     assert got[0].token_ids == want[0].token_ids
 
@@ -133,8 +138,10 @@ def test_recorded_steps_are_reused_and_dropped_when_the_weights_move(make_model)
 def test_compiled_graph_tokens_equal_eager_on_a_gpu(family, make_model):
     model = make_model(family, device="cuda")
     plain, compiled = Engine(model, static_decode=False), Engine(model, compile=True)
+    built = 0
     for prompts in ([[1, 2, 3], [5, 6, 7, 8, 9, 10, 11]], [[4, 8, 15], [16, 23, 42]]):
         want = plain.generate(prompts, max_new_tokens=12, temperature=0, stop_token_ids=())
         got = compiled.generate(prompts, max_new_tokens=12, temperature=0, stop_token_ids=())
         assert [c.token_ids for c in got] == [c.token_ids for c in want]
-    assert all(step.graph is not None for step in compiled._static_steps.values())
+        built += compiled.stats.static_steps_built
+    assert built == 1  # on a GPU the fixed-shape step (a CUDA graph) is the default

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import httpx
 import pytest
 import torch
@@ -61,3 +64,42 @@ def test_attention_keeps_the_last_tokens_of_a_long_text(http, engine):
     ids = engine.tokenizer.encode(long_text)
     assert answer["truncated"] is True
     assert [t["id"] for t in answer["tokens"]] == ids[-128:]  # the context length
+
+
+def test_attention_runs_on_the_scheduler_thread_beside_a_generation(http, server, engine, model_name):
+    """The heatmap's forward pass is a job of the scheduler thread (the only one that runs the
+    model): asked while a long generation runs, it gives what it gives alone, and the
+    generation gives what it gives alone."""
+    ask = {"text": TEXT, "layer": 1, "head": 2}
+    alone = http.post("/v1/attention", json=ask).json()
+    prompt = engine.tokenizer.encode(TEXT)
+    expected = engine.generate([prompt], max_new_tokens=600, temperature=0, stop_token_ids=())
+    body = {"model": model_name, "prompt": prompt, "max_tokens": 600, "temperature": 0,
+            "ignore_eos": True}  # fmt: skip
+    got: list[str] = []
+
+    def generate() -> None:
+        answer = httpx.post(f"{server.url}/v1/completions", json=body, timeout=120)
+        got.append(answer.json()["choices"][0]["text"])
+
+    scheduler = server.scheduler
+    threads: set[str] = set()
+    hook = scheduler.engine.model.tok_emb.register_forward_hook(
+        lambda *_: threads.add(threading.current_thread().name)
+    )
+    jobs = scheduler.stats.jobs_run
+    worker = threading.Thread(target=generate)
+    try:
+        worker.start()
+        deadline = time.monotonic() + 60
+        while scheduler.active_rows == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        for _ in range(5):
+            assert http.post("/v1/attention", json=ask).json() == alone
+        assert worker.is_alive()  # they really ran while it was generating
+        worker.join(120)
+    finally:
+        hook.remove()
+    assert got == [expected[0].text]
+    assert threads == {"buildlm-scheduler"}  # every forward pass, generation and attention
+    assert scheduler.stats.jobs_run - jobs == 5

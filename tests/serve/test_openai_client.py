@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from buildlm.infer.chat_format import chat_format_for
-from buildlm.infer.engine import SamplingParams
+from buildlm.infer.requests import SamplingParams
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},

@@ -44,7 +44,8 @@ def generate_answers(
     batch_size: int = 64,
 ) -> list[str]:
     """Greedy completions of every item's prompt, batched (prompts of similar length together)."""
-    from buildlm.infer.engine import Engine, SamplingParams
+    from buildlm.infer.engine import Engine
+    from buildlm.infer.requests import SamplingParams
 
     was_training = model.training
     engine = Engine(model, tokenizer, truncate_prompts=True)

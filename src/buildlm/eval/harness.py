@@ -161,7 +161,8 @@ class BuildlmLM(LM):
 
     def generate_until(self, requests: list[Any]) -> list[str]:
         """Continue each context until one of its ``until`` strings (not included) or the budget."""
-        from buildlm.infer.engine import Engine, SamplingParams
+        from buildlm.infer.engine import Engine
+        from buildlm.infer.requests import SamplingParams
 
         engine = Engine(self.model, self.tokenizer, truncate_prompts=True)
         results = []

@@ -4,8 +4,11 @@
 - ``processors.py``: penalties, temperature, top-k, top-p, min-p, and picking the next token;
 - ``sampling.py``: from logits to a chosen token, written out plainly (temperature, top-k, top-p);
 - ``kvcache.py``: the static key/value cache the Engine decodes with;
-- ``engine.py``: `Engine` and `SamplingParams`: batched prefill + decode with a KV cache,
-  per-request settings, stop strings, streaming;
+- ``requests.py``: `SamplingParams`, `Completion`, `EngineStats`: what a request asks and gets;
+- ``row.py``: `Row`, one sequence being decoded: its settings, stop conditions, slide rule;
+- ``batch.py``: `DecodeBatch`, the one decode loop: prefill, pick, advance, decode, rows
+  joining and leaving (what the Engine and the server's scheduler both drive);
+- ``engine.py``: `Engine`: batched, streaming generation with a KV cache over a `DecodeBatch`;
 - ``static_decode.py``: the fixed-shape decode step replayed as a CUDA graph on a GPU;
 - ``weight_layout.py``: CPU weights re-laid out for matrix-vector products;
 - ``float32_matmuls.py``: half-precision products over many rows in float32 on CPUs without
@@ -18,7 +21,8 @@
 - ``cli.py``, ``cli_args.py``, ``chat.py``: ``buildlm generate`` and ``buildlm chat``.
 """
 
-from buildlm.infer.engine import Completion, Engine, SamplingParams
+from buildlm.infer.engine import Engine
 from buildlm.infer.generate import generate
+from buildlm.infer.requests import Completion, SamplingParams
 
 __all__ = ["Completion", "Engine", "SamplingParams", "generate"]

@@ -33,7 +33,8 @@ from buildlm.infer.cli_args import (
     sampling_params_from_args,
 )
 from buildlm.infer.conversation import ConversationTooLong, fit_conversation
-from buildlm.infer.engine import Engine, SamplingParams
+from buildlm.infer.engine import Engine
+from buildlm.infer.requests import SamplingParams
 
 DEFAULT_MAX_NEW_TOKENS = 256
 

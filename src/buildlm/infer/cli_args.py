@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from buildlm.infer.engine import Engine, EngineStats, SamplingParams
+from buildlm.infer.engine import Engine
+from buildlm.infer.requests import EngineStats, SamplingParams
 from buildlm.infer.sampling import DEFAULT_TEMPERATURE
 
 

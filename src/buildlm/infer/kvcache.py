@@ -15,10 +15,13 @@ shapes, which is what CUDA graphs need. With grouped-query attention only the ``
 shared heads are stored: that is GQA's memory saving.
 
 The model talks to it through the `buildlm.model.attention.KVCache` protocol: ``offset`` (how
-many positions are cached) and ``update(layer, k, v)``.
+many positions are cached) and ``update(layer, k, v)``. A batch whose rows come and go (the
+server's) moves rows between caches with ``reorder``, ``resized`` and ``concat``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -105,6 +108,48 @@ class StaticKVCache:
     def reset(self) -> None:
         """Forget everything (the storage is reused; stale values are never read)."""
         self.offset = 0
+
+    # --- cache surgery for a batch whose rows come and go (`buildlm.infer.batch`) ---
+    #
+    # Rows of a batch sit *right-aligned*: every row's newest key is in slot ``offset - 1``, and
+    # the slots left of a shorter row are padding its key mask hides. These copies keep that.
+
+    def resized(self, max_len: int, drop: int = 0) -> StaticKVCache:
+        """A new cache of ``max_len`` positions holding this one's, less its first ``drop`` slots.
+
+        Dropping slots that are padding in every row (the shared left padding) changes nothing
+        a row computes: its keys keep their order, and each row carries its own positions.
+        """
+        kept = self.offset - drop
+        out = self._new(self.batch_size, max_len)
+        for dst, src in zip(out.k + out.v, self.k + self.v, strict=True):  # (B, KV, slots, d)
+            dst[:, :, :kept] = src[:, :, drop : self.offset]
+        out.offset = kept
+        return out
+
+    @classmethod
+    def concat(cls, caches: Sequence[StaticKVCache], max_len: int) -> StaticKVCache:
+        """The rows of ``caches`` one after another in one cache of ``max_len`` positions.
+
+        Each cache's ``offset`` slots are copied right-aligned to the widest one's: with widths
+        ``w_i`` and ``w = max(w_i)``, cache i's rows fill slots ``[w - w_i, w)``.
+        """
+        width = max(c.offset for c in caches)
+        out = caches[0]._new(sum(c.batch_size for c in caches), max_len)
+        row = 0
+        for c in caches:
+            rows = slice(row, row + c.batch_size)
+            for dst, src in zip(out.k + out.v, c.k + c.v, strict=True):  # (B, KV, slots, d)
+                dst[rows, :, width - c.offset : width] = src[:, :, : c.offset]
+            row += c.batch_size
+        out.offset = width
+        return out
+
+    def _new(self, batch_size: int, max_len: int) -> StaticKVCache:
+        """An empty cache like this one (layers, heads, dtype, device) of another size."""
+        _, kv_heads, _, head_dim = self.k[0].shape
+        dtype, device = self.k[0].dtype, self.k[0].device
+        return StaticKVCache(self.n_layers, batch_size, kv_heads, head_dim, max_len, dtype, device)
 
 
 class SlotWriter:

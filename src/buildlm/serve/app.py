@@ -17,7 +17,8 @@ any parsing) and a time limit (408 past ``body_timeout_s``), parsed and type-che
 turned into token ids and sampling settings (`prompts`), then handed to the `Scheduler`, whose
 thread batches it with every other request in flight. The handler only awaits the pieces of
 text the scheduler sends back and writes them out, so the event loop never runs torch and a
-thousand idle connections cost almost nothing. If the client disconnects, the handler cancels
+thousand idle connections cost almost nothing. ``/v1/attention``'s forward pass runs on that
+thread too (`Scheduler.call`), between two decode steps: the model is only ever run by it. If the client disconnects, the handler cancels
 its ticket and its rows leave the batch at the next step.
 
 A chat request may set ``"trim_history": true`` (a buildlm extension, which the chat page
@@ -224,8 +225,14 @@ def create_app(
     async def attention(request: Request):
         req = await parse(request, AttentionRequest)
         check_model(req.model)
+        ids, truncated = await run_in_threadpool(
+            introspect.attention_ids, req, cfg, tokenizer, fmt, limits.max_attention_tokens
+        )
+        # The forward pass on the scheduler thread, the only one that runs the model.
+        job = scheduler.call(introspect.attention_weights, engine.model, ids, req.layer, req.head)
+        matrix = await asyncio.wrap_future(job)
         return await run_in_threadpool(
-            introspect.attention, req, engine.model, tokenizer, fmt, limits.max_attention_tokens
+            introspect.attention_answer, req, cfg, tokenizer, ids, truncated, matrix
         )
 
     @app.get("/health")

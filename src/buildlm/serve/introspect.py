@@ -9,7 +9,10 @@ should see.
 explicit attention formula, so the weights exist) and answers one head's (T, T) matrix: row q
 says how much query position q attends to each key position (each row sums to 1; the upper
 triangle is 0 because attention is causal). Only the last ``max_attention_tokens`` tokens are
-used: the weights grow as T squared.
+used: the weights grow as T squared. It comes in three parts: checking and tokenizing
+(`attention_ids`) and writing the answer (`attention_answer`) run off the event loop like any
+other request's text work; the forward pass (`attention_weights`) runs on the scheduler's
+thread, as every use of the model does.
 """
 
 from __future__ import annotations
@@ -54,32 +57,46 @@ def tokenize(req: InspectRequest, tokenizer: Any, fmt: ChatFormat, max_tokens: i
     return {"count": len(ids), "tokens": token_pieces(tokenizer, ids[:max_tokens])}
 
 
-def attention(
-    req: AttentionRequest, model: Any, tokenizer: Any, fmt: ChatFormat, max_tokens: int
-) -> dict:
-    """One head's attention over the (last ``max_tokens``) tokens of the text."""
-    cfg = model.config
-    if req.layer >= cfg.n_layers:
-        raise APIError(400, f"layer {req.layer} does not exist (0..{cfg.n_layers - 1})", "layer")
-    if req.head >= cfg.n_heads:
-        raise APIError(400, f"head {req.head} does not exist (0..{cfg.n_heads - 1})", "head")
+def attention_ids(
+    req: AttentionRequest, config: Any, tokenizer: Any, fmt: ChatFormat, max_tokens: int
+) -> tuple[list[int], bool]:
+    """The ids whose attention is drawn (the last ``max_tokens``), and whether text was cut.
+
+    Checks the layer and head against the model's ``config`` first (a 400 for a wrong one).
+    """
+    if req.layer >= config.n_layers:
+        raise APIError(400, f"layer {req.layer} does not exist (0..{config.n_layers - 1})", "layer")
+    if req.head >= config.n_heads:
+        raise APIError(400, f"head {req.head} does not exist (0..{config.n_heads - 1})", "head")
     ids = inspect_ids(req, tokenizer, fmt)
     if not ids:
         raise APIError(400, "the text is empty; nothing to attend to", param="text")
-    limit = min(max_tokens, cfg.context_length)
-    kept = ids[-limit:]
-    if max(kept) >= cfg.vocab_size:
+    kept = ids[-min(max_tokens, config.context_length) :]
+    if max(kept) >= config.vocab_size:
         raise APIError(400, "the text has tokens the model does not know", param="text")
+    return kept, len(ids) > len(kept)
+
+
+def attention_weights(model: Any, ids: list[int], layer: int, head: int) -> torch.Tensor:
+    """One head's (T, T) attention weights over ``ids``: the model's forward pass, which the
+    server runs on its scheduler thread (`buildlm.serve.scheduler.Scheduler.call`)."""
     device = next(model.parameters()).device
     with torch.inference_mode():
-        weights = model.get_attention_weights(torch.tensor([kept], device=device))
-    matrix = weights[req.layer][0, req.head].float().cpu()  # (T, T)
+        weights = model.get_attention_weights(torch.tensor([ids], device=device))
+    return weights[layer][0, head].float().cpu()  # (T, T)
+
+
+def attention_answer(
+    req: AttentionRequest, config: Any, tokenizer: Any, ids: list[int], truncated: bool,
+    matrix: torch.Tensor,
+) -> dict:  # fmt: skip
+    """The JSON answer: the tokens, and the weights rounded to 4 decimals."""
     return {
         "layer": req.layer,
         "head": req.head,
-        "n_layers": cfg.n_layers,
-        "n_heads": cfg.n_heads,
-        "truncated": len(ids) > len(kept),
-        "tokens": token_pieces(tokenizer, kept),
+        "n_layers": config.n_layers,
+        "n_heads": config.n_heads,
+        "truncated": truncated,
+        "tokens": token_pieces(tokenizer, ids),
         "weights": [[round(w, 4) for w in row] for row in matrix.tolist()],
     }

@@ -30,8 +30,8 @@ from typing import Any
 
 from buildlm.infer.chat_format import ChatFormat
 from buildlm.infer.conversation import ConversationTooLong, fit_conversation
-from buildlm.infer.engine import SamplingParams
 from buildlm.infer.processors import MIN_TEMPERATURE
+from buildlm.infer.requests import SamplingParams
 from buildlm.serve.errors import APIError
 from buildlm.serve.limits import ServeLimits
 from buildlm.serve.schemas import (

@@ -1,0 +1,91 @@
+"""What a caller hands the engine and what it gets back: `SamplingParams`, `Completion`, `EngineStats`.
+
+These are plain records, shared by `buildlm.infer.engine.Engine`, the decode batch it drives
+(`buildlm.infer.batch`) and the server (`buildlm.serve`), so they live apart from the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from buildlm.infer.processors import LogitsProcessorList, build_processors
+
+
+@dataclass
+class SamplingParams:
+    """How one request is decoded. ``temperature=0`` is greedy.
+
+    ``stop_token_ids=None`` means the tokenizer's end-of-text token; ``()`` means none.
+    ``seed`` makes this request's sampling repeatable whatever else is in the batch.
+    """
+
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    stop: Sequence[str] = ()
+    stop_token_ids: Sequence[int] | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be a non-negative integer, got {self.max_new_tokens!r}")
+        if self.seed is not None and not (
+            isinstance(self.seed, int) and -(2**63) <= self.seed < 2**64
+        ):  # the range torch.Generator.manual_seed takes
+            raise ValueError(f"seed must be an integer from -2**63 to 2**64-1, got {self.seed!r}")
+        if isinstance(self.stop, str):
+            self.stop = (self.stop,)
+        self.processors()  # validates temperature, top_k, top_p, min_p and the penalties
+
+    def processors(self, prompt_length: int = 0) -> LogitsProcessorList:
+        """The logits processors of these settings (penalties count only generated tokens)."""
+        return build_processors(
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
+            prompt_length=prompt_length,
+        )
+
+
+@dataclass
+class Completion:
+    """One finished request: the new ids and text, and why it ended (``"stop"`` or ``"length"``)."""
+
+    prompt_ids: list[int]
+    token_ids: list[int]
+    text: str
+    finish_reason: str
+
+
+@dataclass
+class EngineStats:
+    """Where the time went in the last call (for ``--stats``).
+
+    ``static_steps_built`` counts the fixed-shape decode steps (`buildlm.infer.static_decode`)
+    the call had to build; 0 when it reused one an earlier call built, or decoded without them.
+    """
+
+    prefill_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_tokens: int = 0
+    decode_steps: int = 0
+    decode_s: float = 0.0
+    static_steps_built: int = 0
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return self.prefill_tokens / self.prefill_s if self.prefill_s else 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return self.decode_tokens / self.decode_s if self.decode_s else 0.0
