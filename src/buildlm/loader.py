@@ -88,7 +88,7 @@ class Loaded:
         """
         from buildlm.infer.chat_format import chat_format_for
         from buildlm.infer.conversation import fit_conversation
-        from buildlm.infer.engine import SamplingParams
+        from buildlm.infer.requests import SamplingParams
 
         fmt = chat_format_for(self.tokenizer)
         fitted = fit_conversation(
