@@ -44,10 +44,11 @@ import torch
 import torch.nn.functional as F
 
 from _hf_gpt2 import build_hf_gpt2
+from buildlm.device import DTYPES, autocast_context
 from buildlm.model import GPT, ModelConfig
+from buildlm.train import TrainData, Trainer
 from buildlm.train.config import TrainConfig
 from buildlm.train.optim import make_optimizer
-from buildlm.train.trainer import TrainData, Trainer
 
 # Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's data sheets, FLOP/s, matched against
 # torch.cuda.get_device_name() in this order ("NVIDIA H100 80GB HBM3" is the SXM part).
@@ -61,7 +62,7 @@ DATASHEET_BF16 = [
     ("L40S", 362e12),
     ("L4", 121e12),
 ]
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PRECISIONS = ("bf16", "fp32")  # of buildlm.device.DTYPES; no fp16: the raw loops have no GradScaler
 
 
 def datasheet_peak(name: str) -> float | None:
@@ -120,14 +121,11 @@ def raw_loop(
     device = batches[0][0].device
     params = [p for p in model.parameters() if p.requires_grad]
 
-    def autocast():
-        return torch.autocast(device.type, dtype=DTYPES[precision], enabled=precision != "fp32")
-
     def step(k: int) -> torch.Tensor:
         total = torch.zeros((), device=device)
         for i in range(grad_accum):
             x, y = batches[(k * grad_accum + i) % len(batches)]
-            with autocast():
+            with autocast_context(device, precision):
                 logits = logits_of(x)  # (B, T, vocab)
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
             (loss / grad_accum).backward()
@@ -233,7 +231,7 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=20, help="timed steps per loop")
     parser.add_argument(
-        "--precision", choices=sorted(DTYPES), default=None, help="default: bf16 (fp32 with --tiny)"
+        "--precision", choices=PRECISIONS, default=None, help="default: bf16 (fp32 with --tiny)"
     )
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile both models (default: on, off with --tiny)")  # fmt: skip

@@ -8,7 +8,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
+from buildlm.device import DTYPES
 from buildlm.hub import load_hf
+from buildlm.hub.hf_config import hf_dtype_name, parse_hf_dtype
 from buildlm.hub.safetensors_io import SafetensorsReader, write_safetensors
 
 
@@ -90,6 +92,17 @@ def test_bf16_checkpoint_stays_bf16(hub, tmp_path):
     assert half.blocks[0].attn.qkv.weight.dtype == torch.float16
     with pytest.raises(ValueError, match="unknown dtype 'float33'"):
         load_hf(tmp_path, dtype="float33")
+
+
+def test_hugging_face_dtype_names_translate_through_buildlms_table():
+    assert [hf_dtype_name(d) for d in DTYPES.values()] == ["float32", "bfloat16", "float16"]
+    for name, dtype in DTYPES.items():
+        assert parse_hf_dtype(name) is dtype  # buildlm's name
+        assert parse_hf_dtype(hf_dtype_name(dtype)) is dtype  # Hugging Face's, as config.json has it
+        assert parse_hf_dtype(str(dtype)) is dtype  # torch's, "torch.bfloat16"
+    assert parse_hf_dtype(None) is None and parse_hf_dtype(torch.float16) is torch.float16
+    with pytest.raises(ValueError, match="unknown dtype 'float64'; use fp32, bf16, fp16"):
+        parse_hf_dtype("float64")  # no model of buildlm computes in it
 
 
 def _rewrite(folder, change):

@@ -50,8 +50,9 @@ def tiny_base(tmp_path_factory, plays_tokenizer):
     import torch
 
     from buildlm.data.corpora import corpus_documents
+    from buildlm.device import seed_everything
     from buildlm.model import GPT, ModelConfig
-    from buildlm.train.trainer import TrainData, Trainer, seed_everything
+    from buildlm.train import TrainData, Trainer
 
     threads = torch.get_num_threads()
     docs = corpus_documents("shakespeare")

@@ -7,7 +7,7 @@ import torch
 
 from buildlm.model import GPT, ModelConfig
 from buildlm.train.config import TrainConfig
-from buildlm.train.trainer import TrainData
+from buildlm.train.windows import TrainData
 
 STEPS = 20
 ACCUM = 2

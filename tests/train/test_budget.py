@@ -1,6 +1,7 @@
 """The time budget is a deadline, the learning rate follows it down to its floor, MFU stays at or
 below 100%, and a finished run trained further never sees its learning rate rise."""
 
+import copy
 import subprocess
 import sys
 import time
@@ -9,12 +10,14 @@ from itertools import pairwise
 import pytest
 
 from buildlm import checkpoint_format
+from buildlm.device import seed_everything
 from buildlm.model import GPT, ModelConfig
 from buildlm.train import checkpoint as ckpt
 from buildlm.train.config import TrainConfig
 from buildlm.train.metrics import MetricsLogger
 from buildlm.train.report import against_baselines, suggest_prompt
-from buildlm.train.trainer import TrainData, Trainer, seed_everything
+from buildlm.train.trainer import Trainer
+from buildlm.train.windows import TrainData
 
 
 def make_trainer(tokens, tokenizer, run_dir, model=None, **overrides):
@@ -160,6 +163,37 @@ def test_extending_an_unfinished_run_decays_from_where_it_was(tmp_path, verdict_
     assert len(lrs) == 20
     assert lrs[0] <= at_stop and all(b <= a for a, b in pairwise(lrs))
     assert lrs[-1] < 1.1 * more.config.min_lr
+
+
+def test_a_budgeted_fit_leaves_its_config_as_passed_and_a_resumed_one_continues_its_plan(
+    tmp_path, verdict_tokens, small_tokenizer
+):
+    budget = 5.0
+    # Stopped by max_time_s (with a checkpoint) early in its budget, as an interrupted run is.
+    first = make_trainer(verdict_tokens, small_tokenizer, tmp_path, time_budget_s=budget, max_time_s=1.0)
+    passed = first.config
+    snapshot = copy.deepcopy(passed)
+    first.fit()
+    assert first.config is passed and passed == snapshot  # the plan and budget live elsewhere
+    stopped = ckpt.load_trainer_state(checkpoint_format.resolve_checkpoint(tmp_path))
+    assert not stopped["finished"] and 0 < stopped["plan"]["progress"] < 1
+    assert stopped["plan"]["from_step"] == passed.warmup_steps and stopped["plan"]["from_time"] is not None
+
+    more = make_trainer(verdict_tokens, small_tokenizer, tmp_path, time_budget_s=budget)
+    again = copy.deepcopy(more.config)
+    more.load_state(tmp_path)
+    more.fit()
+    assert more.config == again
+    done = ckpt.load_trainer_state(checkpoint_format.resolve_checkpoint(tmp_path))
+    assert done["finished"] and done["step"] > stopped["step"]
+    # The same cosine, where the first session left it: not a new one started at the resume.
+    assert {k: done["plan"][k] for k in ("from_step", "from_time", "from_lr", "time_budget_s")} == {
+        k: stopped["plan"][k] for k in ("from_step", "from_time", "from_lr", "time_budget_s")
+    }
+    assert stopped["budget_spent"] < done["budget_spent"] <= budget + 0.5
+    lrs = [lr for step, lr in sorted(logged(tmp_path, "lr")) if step > passed.warmup_steps]
+    assert len(lrs) == done["step"] - passed.warmup_steps
+    assert all(b <= a * (1 + 1e-12) for a, b in pairwise(lrs)), "the learning rate rose at the resume"
 
 
 def test_the_verdict_names_every_baseline_beaten_or_not():

@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from buildlm import checkpoint_format
+from buildlm.device import resolve_device, seed_everything
 from buildlm.model import GPT, ModelConfig
 from buildlm.train import checkpoint as ckpt
 from buildlm.train.baselines import bigram_loss, unigram_loss
 from buildlm.train.config import TrainConfig
 from buildlm.train.metrics import bits_per_byte
-from buildlm.train.trainer import TrainData, Trainer, resolve_device, seed_everything
+from buildlm.train.trainer import Trainer
+from buildlm.train.windows import TrainData
 
 
 @pytest.fixture(autouse=True)

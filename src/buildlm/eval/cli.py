@@ -95,8 +95,8 @@ def main(argv: list[str]) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from buildlm.device import resolve_device
-    from buildlm.infer.load import load_model, parse_dtype
+    from buildlm.device import parse_dtype, resolve_device
+    from buildlm.infer.load import load_model
 
     return load_model(args.model, resolve_device(args.device), parse_dtype(args.dtype))
 

@@ -112,8 +112,8 @@ class BuildlmLM(LM):
         **_ignored: Any,  # e.g. max_batch_size, which lm-eval passes to every model
     ) -> None:
         super().__init__()
-        from buildlm.device import resolve_device
-        from buildlm.infer.load import load_model, parse_dtype
+        from buildlm.device import parse_dtype, resolve_device
+        from buildlm.infer.load import load_model
 
         resolved = resolve_device(device if device not in (None, "auto") else "auto")
         self.model, self.tokenizer = load_model(pretrained, resolved, parse_dtype(str(dtype)))

@@ -205,9 +205,9 @@ def run_classify(
     log=print,
 ):
     """Fine-tune a classifier (what ``buildlm finetune classify`` does); returns a FinetuneResult."""
+    from buildlm.device import seed_everything
     from buildlm.eval.classification import classification_report, format_report, plot_confusion
     from buildlm.finetune import run as ft
-    from buildlm.train.trainer import seed_everything
 
     run = ft.FinetuneRun.start("classify", model_path, data, train, out)
     gpt, tokenizer, splits, device = run.model, run.tokenizer, run.splits, run.device

@@ -300,8 +300,8 @@ def run_dpo(
     log=print,
 ):
     """Preference-tune a model with DPO (what ``buildlm finetune dpo`` does); returns a FinetuneResult."""
+    from buildlm.device import seed_everything
     from buildlm.finetune import run as ft
-    from buildlm.train.trainer import seed_everything
 
     run = ft.FinetuneRun.start("dpo", model_path, data, train, out)
     model, tokenizer, splits, device = run.model, run.tokenizer, run.splits, run.device

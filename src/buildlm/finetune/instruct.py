@@ -173,8 +173,8 @@ def run_instruct(
     log=print,
 ):
     """Instruction-tune a model (what ``buildlm finetune instruct`` does); returns a FinetuneResult."""
+    from buildlm.device import seed_everything
     from buildlm.finetune import run as ft
-    from buildlm.train.trainer import seed_everything
 
     run = ft.FinetuneRun.start("instruct", model_path, data, train, out)
     model, tokenizer, splits, run_dir = run.model, run.tokenizer, run.splits, run.run_dir

@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("path", help="the folder to convert (a run folder works with --to hf)")
     parser.add_argument("--out", required=True, help="the folder to write")
     parser.add_argument(
-        "--dtype", default=None, help="with --from hf: convert the weights (e.g. bfloat16)"
+        "--dtype", default=None, help="with --from hf: convert the weights (fp32, bf16 or fp16)"
     )
     parser.add_argument(
         "--model-type",

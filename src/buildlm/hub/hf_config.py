@@ -30,6 +30,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from buildlm.device import DTYPES
 from buildlm.model import ModelConfig
 
 SUPPORTED = ("gpt2", "llama", "qwen2", "qwen3")
@@ -283,6 +286,24 @@ def hf_model_type(cfg: ModelConfig, model_type: str | None = None) -> str:
         "no Hugging Face architecture computes this model: "
         + " | ".join(f"{t}: {'; '.join(_mismatches(cfg, t))}" for t in SUPPORTED)
     )
+
+
+def hf_dtype_name(dtype: torch.dtype) -> str:
+    """How a Hugging Face ``config.json`` names ``dtype`` (its ``torch_dtype``): torch's own
+    name, ``"bfloat16"`` where buildlm says ``"bf16"``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def parse_hf_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    """A dtype named as buildlm names it (``"bf16"``, `buildlm.device.DTYPES`) or as Hugging Face
+    and torch do (``"bfloat16"``, ``"torch.bfloat16"``); a torch dtype or None passes through."""
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    hf_names = {hf_dtype_name(dtype): dtype for dtype in DTYPES.values()}
+    dtype = DTYPES.get(name) or hf_names.get(str(name).removeprefix("torch."))
+    if dtype is None:
+        raise ValueError(f"unknown dtype {name!r}; use {', '.join(DTYPES)} (or {', '.join(hf_names)})")
+    return dtype
 
 
 def config_to_hf(

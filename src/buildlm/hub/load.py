@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from buildlm.hub.hf_config import config_from_hf, model_type_of, read_hf_config
+from buildlm.hub.hf_config import config_from_hf, model_type_of, parse_hf_dtype, read_hf_config
 from buildlm.hub.hf_weights import Link, canonical_name, is_ignored, weight_links
 from buildlm.hub.weight_files import TensorFile, open_weights
 from buildlm.model import GPT, ModelConfig
@@ -45,7 +45,7 @@ def load_hf(
 ) -> tuple[GPT, Tokenizer | None]:
     """A Hugging Face model folder as ``(model, tokenizer)``; the model is in eval mode.
 
-    ``dtype`` converts the weights (``torch.bfloat16`` or ``"bfloat16"``); by default each
+    ``dtype`` converts the weights (``torch.bfloat16``, ``"bf16"`` or ``"bfloat16"``); by default each
     tensor keeps the checkpoint's dtype, so a bf16 checkpoint stays bf16. The tokenizer comes from
     ``tokenizer.json`` (byte-level BPE) or GPT-2's ``vocab.json`` + ``merges.txt``; it is ``None``
     when the folder has neither, or when ``tokenizer=False``.
@@ -54,7 +54,7 @@ def load_hf(
     hf = read_hf_config(folder)
     model_type = model_type_of(hf)
     config = config_from_hf(hf)
-    dtype = _resolve_dtype(dtype)
+    dtype = parse_hf_dtype(dtype)
     tok = load_hf_tokenizer(folder) if tokenizer else None
     if tok is not None and tok.vocab_size > config.vocab_size:
         raise ValueError(
@@ -134,15 +134,6 @@ def _tokenizer_caveats(data: dict) -> list[str]:
                     "add them yourself (the chat templates in buildlm.hub do)"
                 )
     return caveats
-
-
-def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    resolved = getattr(torch, str(dtype).removeprefix("torch."), None)
-    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
-        raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16', 'float16'")
-    return resolved
 
 
 def _match_names(

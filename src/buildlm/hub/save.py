@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from buildlm.atomic import atomic_folder, atomic_write_json
-from buildlm.hub.hf_config import config_to_hf, hf_model_type
+from buildlm.hub.hf_config import config_to_hf, hf_dtype_name, hf_model_type
 from buildlm.hub.hf_weights import buildlm_to_hf
 from buildlm.hub.safetensors_io import write_safetensors
 from buildlm.model import GPT
@@ -50,7 +50,7 @@ def save_hf(
     model_type = hf_model_type(cfg, model_type)
     state = model.state_dict()
     dtypes = {t.dtype for t in state.values()}
-    dtype = str(next(iter(dtypes))).removeprefix("torch.") if len(dtypes) == 1 else "float32"
+    dtype = hf_dtype_name(next(iter(dtypes))) if len(dtypes) == 1 else "float32"
     if tokenizer is not None and tokenizer.vocab_size > cfg.vocab_size:
         raise ValueError(
             f"the tokenizer has {tokenizer.vocab_size} ids but the model only {cfg.vocab_size} "

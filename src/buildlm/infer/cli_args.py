@@ -66,8 +66,8 @@ def sampling_params_from_args(args: argparse.Namespace, **overrides: Any) -> Sam
 
 def open_engine(args: argparse.Namespace) -> Engine:
     """Load ``--model`` as the flags say and wrap it in an `Engine`."""
-    from buildlm.device import resolve_device
-    from buildlm.infer.load import load_model, parse_dtype
+    from buildlm.device import parse_dtype, resolve_device
+    from buildlm.infer.load import load_model
 
     device = resolve_device(args.device)
     model, tokenizer = load_model(args.model, device, parse_dtype(args.dtype), args.quantize)

@@ -56,14 +56,3 @@ def load_model(
         model = quantize_int8(model)
     return model.eval(), tokenizer
 
-
-DTYPE_NAMES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def parse_dtype(name: str | None) -> torch.dtype | None:
-    """``"fp32"``/``"bf16"``/``"fp16"`` -> torch dtype; ``None`` or ``"auto"``: keep the checkpoint's."""
-    if name in (None, "auto"):
-        return None
-    if name not in DTYPE_NAMES:
-        raise ValueError(f"unknown dtype {name!r}; choose auto, {', '.join(DTYPE_NAMES)}")
-    return DTYPE_NAMES[name]

@@ -3,9 +3,13 @@
 - ``config.py``: ``TrainConfig``, ``DataConfig``, ``TokenizerConfig`` (the ``--train.*`` ... flags);
 - ``optim.py``: AdamW parameter groups and the warmup + cosine learning-rate schedule;
 - ``task.py``: what a task gives the `Trainer` (batches, a loss, an evaluation);
-- ``trainer.py``: the training loop (:class:`Trainer`);
+- ``windows.py``: pretraining's batches, random windows of the token arrays (``TrainData``);
+- ``trainer.py``: the training loop (:class:`Trainer`): one optimizer step, and ``fit`` around it;
+- ``schedule.py``: each step's learning rate, the jobs between steps, when a budgeted run stops;
 - ``budget.py``: the time budget as a deadline, and the learning-rate plan that follows it;
-- ``checkpoint.py``: the trainer's state, exact resumption, which checkpoints a run keeps (the
+- ``progress.py``: what ``fit`` shows and records: the progress bar, metrics.csv, the loss plot;
+- ``trainer_state.py``: optimizer moments, loss scale, data position and RNG, saved and restored;
+- ``checkpoint.py``: the trainer's state file, RNG capture, which checkpoints a run keeps (the
   folder format and loading for inference: `buildlm.checkpoint_format`);
 - ``checkpoint_health.py``: damaged checkpoints found, set aside, resuming from the newest good one;
 - ``fits.py``: whether training a model fits in memory, asked before it is allocated;
@@ -25,7 +29,8 @@ Fine-tuning (stage 8) runs on the same `Trainer` through a `task.Task` and lives
 from buildlm.checkpoint_format import load_checkpoint
 from buildlm.train.checkpoint import save_checkpoint
 from buildlm.train.config import DataConfig, TokenizerConfig, TrainConfig
-from buildlm.train.trainer import TrainData, Trainer, TrainResult
+from buildlm.train.trainer import Trainer, TrainResult
+from buildlm.train.windows import TrainData
 
 __all__ = [
     "DataConfig",

@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from buildlm.device import DTYPES
 from buildlm.infer.sampling import DEFAULT_TEMPERATURE
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -149,9 +149,9 @@ class TrainConfig:
     max_bad_steps: int = 5
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
+        if self.precision not in DTYPES:
             raise ValueError(
-                f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}"
+                f"unknown precision {self.precision!r}; choose one of: {', '.join(DTYPES)}"
             )
         if self.device not in DEVICES and not self.device.startswith(("cuda:", "mps:")):
             raise ValueError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}")

@@ -212,6 +212,7 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
 
     from buildlm import checkpoint_format
     from buildlm.data.shards import load_manifest, load_split
+    from buildlm.device import resolve_device, seed_everything
     from buildlm.model import GPT
     from buildlm.tokenizer import Tokenizer
     from buildlm.train import checkpoint as ckpt
@@ -219,13 +220,8 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
     from buildlm.train.budget import finished_message
     from buildlm.train.fits import check_training_fits
     from buildlm.train.report import against_baselines, generate_hint, suggest_prompt
-    from buildlm.train.trainer import (
-        TrainData,
-        Trainer,
-        TrainResult,
-        resolve_device,
-        seed_everything,
-    )
+    from buildlm.train.trainer import Trainer, TrainResult
+    from buildlm.train.windows import TrainData
 
     # Cheap checks first, so a typo fails before minutes of tokenizing.
     device = resolve_device(train.device, "--train.device") if dist is None else dist.device

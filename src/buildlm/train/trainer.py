@@ -1,8 +1,9 @@
 """The pretraining loop: batches in, a better model and a checkpoint out.
 
-One optimizer step does:
+One optimizer step (:meth:`Trainer.train_step`) does:
 
-1. set the learning rate from the schedule (``optim.lr_at``);
+1. set the learning rate the schedule gives this step (`schedule.Schedule`: warm-up, then a
+   cosine down to ``min_lr``);
 2. for each of ``grad_accum_steps`` micro-batches: forward under autocast (bf16/fp16 run the
    matmuls in 16-bit, the loss stays fp32), divide the loss by the number of micro-batches and
    backpropagate. Gradients *add up* in ``.grad``, so N micro-batches of b windows give the
@@ -11,14 +12,15 @@ One optimizer step does:
    With fp16 a ``GradScaler`` multiplies the loss before backward so small gradients do not
    underflow to zero, and divides them back before clipping and stepping.
 
-Around it: periodic evaluation on fixed validation windows (loss, perplexity, bits per byte),
-sample generations, metrics to CSV/TensorBoard, a progress bar with tokens/s and MFU, and
-atomic checkpoints from which :meth:`Trainer.load_state` resumes *exactly*: same batches, same
-RNG, same optimizer moments, so the losses equal those of an uninterrupted run.
+Around it, :meth:`Trainer.fit` runs steps until ``max_steps`` or the time budget's deadline
+(`schedule.py`), with periodic evaluation on fixed validation windows (loss, perplexity, bits per
+byte), sample generations, a progress bar and metrics.csv (`progress.py`), and atomic
+checkpoints from which :meth:`Trainer.load_state` resumes *exactly* (`trainer_state.py`): same
+batches, same RNG, same optimizer moments, so the losses equal those of an uninterrupted run.
 
 Fine-tuning (stage 8) reuses this loop unchanged: a :class:`buildlm.train.task.Task` replaces
-the token windows by its own batches (classification, instruction or preference examples) and
-the next-token loss by its own, and reports its own evaluation metrics.
+the token windows (`windows.py`) by its own batches (classification, instruction or preference
+examples) and the next-token loss by its own, and reports its own evaluation metrics.
 """
 
 from __future__ import annotations
@@ -26,62 +28,27 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from buildlm import checkpoint_format
-from buildlm.data.dataset import RandomWindowBatches
-from buildlm.device import resolve_device
-from buildlm.train import checkpoint as ckpt
+from buildlm.device import autocast_context, resolve_device
 from buildlm.train.activation_checkpointing import enable_activation_checkpointing
-from buildlm.train.budget import DecayPlan, TimeBudget, cosine_decay
+from buildlm.train.budget import DecayPlan
 from buildlm.train.config import TrainConfig, to_dict
-from buildlm.train.distributed import (
-    Distributed,
-    load_optimizer_state_by_name,
-    optimizer_state_by_name,
-    silent,
-)
-from buildlm.train.metrics import (
-    MetricsLogger,
-    PeakFlops,
-    bits_per_byte,
-    perplexity,
-    plot_losses,
-)
+from buildlm.train.distributed import Distributed, silent
+from buildlm.train.metrics import PeakFlops, bits_per_byte, perplexity
 from buildlm.train.optim import lr_at, make_optimizer, set_lr
+from buildlm.train.progress import Progress
+from buildlm.train.schedule import Schedule
 from buildlm.train.task import Task
-
-
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed precision for the forward pass (``fp32``: none)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) so a run is repeatable."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-@dataclass
-class TrainData:
-    """The token arrays to train on; ``val_bytes`` (UTF-8 bytes of the val text) enables bits per byte."""
-
-    train: np.ndarray
-    val: np.ndarray | None = None
-    val_bytes: int | None = None
+from buildlm.train.trainer_state import capture_state, restore_state, write_checkpoint
+from buildlm.train.windows import TrainData, window_batches
 
 
 @dataclass
@@ -132,8 +99,7 @@ class Trainer:
         dist: Distributed | None = None,
         started: float | None = None,
     ) -> None:
-        self.config = config
-        self.started = started
+        self.config = config  # read, never written: the settings stay as the caller passed them
         self.dist = dist
         self.is_main = dist is None or dist.is_main
         self.device = resolve_device(config.device, "--train.device") if dist is None else dist.device
@@ -165,8 +131,12 @@ class Trainer:
             self.val_batches = task.val_batches
         elif data is None:
             raise ValueError("a Trainer needs data (token arrays) or a fine-tuning task")
-        else:
-            self._init_windows(data)
+        else:  # pretraining: random windows of the token arrays
+            rank, world = (0, 1) if dist is None else (dist.rank, dist.world_size)
+            self.train_batches, self.val_batches = window_batches(
+                data, config.batch_size, self.context_length, model.config.vocab_size, config.seed, self.device,
+                rank, world,
+            )  # fmt: skip
         self.optimizer = make_optimizer(
             self.model,
             lr=config.lr,
@@ -182,49 +152,15 @@ class Trainer:
         self.last_val_loss: float | None = None
         self.lr = config.lr
         self.grad_norm = float("nan")
-        self.metrics: MetricsLogger | None = None
+        self.progress: Progress | None = None  # the bar and metrics.csv, while a fit runs
         self.peak: PeakFlops | None = None  # measured when fit starts, unless config.peak_flops
-        self.plan: DecayPlan | None = None  # the learning rate's cosine (see budget.py)
-        self.budget: TimeBudget | None = None  # while a budgeted fit runs
-        self.budget_spent = 0.0  # seconds of time_budget_s used by earlier sessions
-        self.finished = False  # the run reached the end of its plan (max_steps or the deadline)
+        # Each step's learning rate and, under a time budget, when to stop (see schedule.py).
+        self.schedule = Schedule(
+            config, evaluates=self.val_batches is not None, writes=self.run_dir is not None,
+            samples=tokenizer is not None and task is None, started=started, log=self.log,
+        )  # fmt: skip
         self._step_tokens = 0
         self.bad_steps = 0  # non-finite steps in a row
-
-    def _init_windows(self, data: TrainData) -> None:
-        """Pretraining: random windows of the train and val token arrays."""
-        config = self.config
-        for split, tokens in (("train", data.train), ("val", data.val)):
-            if tokens is not None and 0 < len(tokens) <= self.context_length:
-                raise ValueError(
-                    f"the {split} split holds {len(tokens)} tokens, fewer than one window of "
-                    f"context_length={self.context_length} + 1; use more text, a larger "
-                    "--data.val_fraction, or a smaller --train.context_length"
-                )
-        self._check_vocab(data.train, "train")
-        # Under DDP/FSDP each rank takes its own batch_size windows of every global batch.
-        rank, world = (0, 1) if self.dist is None else (self.dist.rank, self.dist.world_size)
-        self.train_batches = RandomWindowBatches(
-            data.train, config.batch_size, self.context_length, seed=config.seed, device=self.device,
-            rank=rank, world_size=world,
-        )  # fmt: skip
-        self.val_batches = None
-        if data.val is not None and len(data.val) > 0:
-            self._check_vocab(data.val, "val")
-            self.val_batches = RandomWindowBatches(
-                data.val, config.batch_size, self.context_length, seed=config.seed + 1,
-                device=self.device, rank=rank, world_size=world,
-            )  # fmt: skip
-
-    def _check_vocab(self, tokens: np.ndarray, split: str) -> None:
-        if len(tokens) == 0:
-            return
-        top = int(np.max(tokens[: 1 << 24]))
-        if top >= self.model.config.vocab_size:
-            raise ValueError(
-                f"the {split} tokens use id {top} but the model's vocab_size is "
-                f"{self.model.config.vocab_size}; set --model.vocab_size to the tokenizer's vocab_size"
-            )
 
     # --- one step -----------------------------------------------------------------------------
 
@@ -308,7 +244,7 @@ class Trainer:
         recovers goes on with the batches and schedule it would have had.
         """
         cfg = self.config
-        self.lr = self.lr_for_step() if lr is None else lr
+        self.lr = self.schedule.lr_for_step(self.step) if lr is None else lr
         set_lr(self.optimizer, self.lr)
         self.model.train()
         loss = self.accumulate_gradients()
@@ -350,7 +286,6 @@ class Trainer:
         self.model.train()
         if self.dist is not None:
             self.dist.reshard(self.model)
-        if self.dist is not None:
             losses = self.dist.mean(losses)
         loss = float(losses.mean())
         out = {"val_loss": loss, "val_ppl": perplexity(loss)}
@@ -388,349 +323,71 @@ class Trainer:
             self.dist.reshard(self.model)
         return self.tokenizer.decode(out[0].tolist())
 
-    # --- state --------------------------------------------------------------------------------
-
-    def checkpoint_config(self) -> dict[str, Any]:
-        return {**self.run_config, "model": self.model.config.to_dict(), "train": to_dict(self.config)}
-
-    def state_dict(self) -> dict[str, Any]:
-        """What ``trainer_state.pt`` holds: everything beyond the weights needed to continue exactly.
-
-        The optimizer state is keyed by parameter name (whole, even under FSDP) and the RNG
-        states of every rank are kept, so a run resumes exactly with one process, DDP or FSDP.
-        Under a distributed run this is collective: every rank must call it.
-        """
-        if self.dist is not None and self.dist.sharded:
-            optimizer = self.dist.full_optimizer_state(self.model, self.optimizer)
-        else:
-            optimizer = optimizer_state_by_name(self.model, self.optimizer)
-        rng = ckpt.capture_rng()
-        return {
-            "step": self.step,
-            "tokens_seen": self.tokens_seen,
-            "elapsed": self.elapsed,
-            "optimizer": optimizer,
-            "scaler": self.scaler.state_dict(),
-            "data": self.train_batches.state_dict(),
-            "rng": rng,
-            "rng_by_rank": [rng] if self.dist is None else self.dist.gather(rng),
-            "last_val_loss": self.last_val_loss,
-            "bad_steps": self.bad_steps,
-            "lr": self.lr,
-            "plan": None if self.plan is None else self.plan.to_dict(),
-            "budget_spent": self.budget.used() if self.budget is not None else self.budget_spent,
-            "finished": self.finished,
-        }
-
-    def save(self) -> Path:
-        """Write a checkpoint (rank 0 writes; under DDP/FSDP every rank must call this)."""
-        if self.run_dir is None:
-            raise ValueError("this Trainer has no run_dir to save checkpoints into")
-        state = self.state_dict()
-        sharded = self.dist is not None and self.dist.sharded
-        weights = self.dist.full_model_state(self.model) if sharded else None  # else model's own
-        folder = checkpoint_format.checkpoint_folder(self.run_dir, self.step)
-        if self.is_main:
-            ckpt.save_checkpoint(
-                self.run_dir,
-                self.step,
-                self.model,
-                self.checkpoint_config(),
-                tokenizer=self.tokenizer,
-                trainer_state=state,
-                keep=self.config.keep_checkpoints,
-                weights=weights,
-            )
-        if self.dist is not None:
-            self.dist.barrier()  # nobody reads a checkpoint before it is complete
-        return folder
-
-    def load_state(self, path: str | os.PathLike) -> Path:
-        """Load weights and trainer state from a checkpoint (or a run's newest) to continue exactly."""
-        folder = checkpoint_format.resolve_checkpoint(path)
-        state = ckpt.load_trainer_state(folder)
-        sharded = self.dist is not None and self.dist.sharded
-        weights = checkpoint_format.read_weights(self.model, folder / checkpoint_format.WEIGHTS)
-        if sharded:
-            self.dist.load_full_model_state(self.model, weights)
-        else:
-            self.model.load_state_dict(weights, strict=True)
-        try:
-            saved = state["optimizer"]
-            if all(isinstance(k, int) for k in saved["state"]):  # by number (older checkpoints)
-                self.optimizer.load_state_dict(saved)
-            elif sharded:
-                self.dist.load_full_optimizer_state(self.model, self.optimizer, saved)
-            else:
-                load_optimizer_state_by_name(self.model, self.optimizer, saved)
-            if state.get("scaler"):
-                self.scaler.load_state_dict(state["scaler"])
-            self.train_batches.load_state_dict(state["data"])
-        except (KeyError, RuntimeError) as err:
-            raise ValueError(
-                f"{str(folder / checkpoint_format.TRAINER_STATE)!r} does not match this run ({err}); resume with "
-                "the model and train settings the checkpoint was written with"
-            ) from None
-        self.step = int(state["step"])
-        self.tokens_seen = int(state.get("tokens_seen", 0))
-        self.elapsed = float(state.get("elapsed", 0.0))
-        self.last_val_loss = state.get("last_val_loss")
-        self.bad_steps = int(state.get("bad_steps", 0))
-        self.budget_spent = float(state.get("budget_spent", 0.0))
-        self.finished = bool(state.get("finished", False))
-        if state.get("plan") is not None:
-            self.plan = DecayPlan(**state["plan"])
-        else:  # written before plans were kept: the step-count cosine its config.json names
-            saved = checkpoint_format.read_config(folder).get("train", {})
-            self.plan = DecayPlan(int(saved.get("max_steps", self.config.max_steps)), None, self.config.warmup_steps)
-        cfg = self.config
-        last = max(self.step - 1, 0)
-        self.lr = float(state.get("lr", lr_at(last, cfg.lr, cfg.min_lr, cfg.warmup_steps, self.plan.max_steps)))
-        rank, world = (0, 1) if self.dist is None else (self.dist.rank, self.dist.world_size)
-        by_rank = state.get("rng_by_rank") or []
-        ckpt.restore_rng(by_rank[rank] if len(by_rank) == world else state["rng"])
-        return folder
-
-    # --- the learning-rate plan -----------------------------------------------------------------
-
-    def sync_plan(self) -> None:
-        """Make the learning-rate plan end where the settings now say the run ends.
-
-        A new run starts the cosine at the peak when warm-up ends. A resumed run keeps its plan,
-        unless it was given a new end (``max_steps`` or ``time_budget_s`` changed, typically
-        raised to train a finished run further): then a new cosine starts at the current step
-        from the rate the run had, down to ``min_lr`` at the new end. The rate never jumps up.
-        """
-        cfg = self.config
-        if self.plan is not None and self.plan.same_end(cfg.max_steps, cfg.time_budget_s):
-            self.plan.max_steps = cfg.max_steps  # a budgeted run's upper bound may change freely
-            return
-        if self.plan is None or (self.plan.from_lr is None and self.step <= cfg.warmup_steps):
-            self.plan = DecayPlan(cfg.max_steps, cfg.time_budget_s, from_step=cfg.warmup_steps)
-            return
-        self.plan = DecayPlan(cfg.max_steps, cfg.time_budget_s, from_step=self.step, from_lr=self.lr)
-        self.finished = False
-        end = f"step {cfg.max_steps}" if cfg.time_budget_s is None else f"the end of the {cfg.time_budget_s:g}s budget"
-        self.log(f"learning rate: from {self.lr:.6g} at step {self.step} down to {cfg.min_lr:g} at {end}")
-
-    def lr_for_step(self, final: bool = False) -> float:
-        """The learning rate of the step about to run: warm-up, then the plan's cosine.
-
-        Counted in steps, or, while a budgeted ``fit`` runs, in the share of its training time
-        spent (``final``: this is the budget's last step, so the floor).
-        """
-        cfg = self.config
-        if self.plan is None:
-            self.sync_plan()
-        plan = self.plan
-        if plan.from_lr is None and self.step < cfg.warmup_steps:
-            return cfg.lr * (self.step + 1) / cfg.warmup_steps
-        top = cfg.lr if plan.from_lr is None else plan.from_lr
-        if self.budget is None or plan.time_budget_s is None:
-            if plan.from_lr is None:
-                return lr_at(self.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, plan.max_steps)
-            return cosine_decay((self.step - plan.from_step) / max(1, plan.max_steps - plan.from_step), top, cfg.min_lr)
-        if final:
-            plan.progress = 1.0
-            return cfg.min_lr
-        if plan.from_time is None:  # warm-up just ended: the cosine starts now
-            plan.from_step, plan.from_time = self.step, self.budget.used()
-        plan.progress = max(plan.progress, self.budget.progress(plan.from_time))  # never back
-        return cosine_decay(plan.progress, top, cfg.min_lr)
-
     # --- the loop -----------------------------------------------------------------------------
-
-    def _start_budget(self) -> TimeBudget | None:
-        """The deadline of a budgeted fit, with first guesses of the end-of-run jobs' times."""
-        cfg = self.config
-        if cfg.time_budget_s is None:
-            return None
-        budget = TimeBudget(cfg.time_budget_s, started=self.started, spent=self.budget_spent)
-        self.started = None  # a second fit() on this Trainer counts from its own start
-        self.budget = budget
-        if self.run_dir is not None:
-            import buildlm.viz.losses  # noqa: F401  (plotting's first import, ~1 s, is not left to the end)
-        if self.tokenizer is not None and self.task is None:
-            # A sample runs the model once per token on the text so far: at most this long.
-            import buildlm.infer  # noqa: F401  (its first import, before the deadline's end)
-
-            budget.estimates["sample"] = cfg.sample_tokens * self._forward_seconds(cfg.sample_tokens + 16)
-        return budget
-
-    @torch.no_grad()
-    def _forward_seconds(self, length: int) -> float:
-        """Seconds of one forward pass over one window of ``length`` tokens (after a warm-up)."""
-        x = torch.zeros((1, min(length, self.model.config.context_length)), dtype=torch.long, device=self.device)
-        self.model.eval()
-        self.model(x)[0, -1, 0].item()
-        t0 = time.perf_counter()
-        self.model(x)[0, -1, 0].item()  # .item() waits for the device
-        seconds = time.perf_counter() - t0
-        self.model.train()
-        return seconds
-
-    def _guess_end_jobs(self, budget: TimeBudget) -> None:
-        """Times of the final evaluation, checkpoint, sample and plot, until each has run once.
-
-        From the step time, an evaluation batch is a forward pass (about a third of a
-        micro-batch's step); a sample's from one forward pass timed when the fit starts.
-        """
-        cfg = self.config
-        micro = budget.step_time / cfg.grad_accum_steps
-        has_eval = self.val_batches is not None or self.task is not None
-        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        budget.estimates.update(
-            eval=cfg.eval_batches * micro / 3 if has_eval else 0.0,
-            save=0.2 + 3 * weights / 100e6 if self.run_dir is not None else 0.0,  # weights + moments
-            finish=0.5 if self.run_dir is not None else 0.0,  # the loss plot
-        )
-
-    def _due_cost(self, budget: TimeBudget, step: int) -> float:
-        """Seconds of evaluation, sampling and saving that follow step ``step`` (before the next)."""
-        cfg = self.config
-        cost = budget.cost("eval") if self.val_batches is not None and step % cfg.eval_interval == 0 else 0.0
-        if cfg.sample_interval and step % cfg.sample_interval == 0:
-            cost += budget.cost("sample")
-        if self.run_dir is not None and cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0:
-            cost += budget.cost("save")
-        return cost
-
-    def _timed(self, budget: TimeBudget | None, job: str, work):
-        t0 = time.perf_counter()
-        out = work()
-        if budget is not None:
-            budget.note(job, time.perf_counter() - t0)
-        return out
 
     def fit(self) -> TrainResult:
         """Train to ``max_steps`` or to the time budget's deadline, evaluating, sampling and
         saving on the way; the last step is followed by an evaluation and a checkpoint."""
-        from tqdm import tqdm
-
-        cfg = self.config
+        cfg, schedule = self.config, self.schedule
         result = TrainResult(step=self.step)
-        if self.run_dir is not None and self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.metrics = MetricsLogger(self.run_dir, tensorboard=cfg.tensorboard, resume=self.step > 0)
-            self.metrics.drop_after(self.step)
-        self.sync_plan()
-        budget = self._start_budget()
+        schedule.sync(self.step, self.lr)
+        clock = schedule.start(self.model, self.device)  # None without a time budget
         if self.peak is None:
             self.peak = PeakFlops(self.device, cfg.peak_flops)
             self.log(self.peak.describe())
-        flops_per_token = self.model.flops_per_token(self.context_length)
-        if self.step >= cfg.max_steps or (budget is not None and self.finished):
+        end = cfg.max_steps
+        if self.step >= cfg.max_steps or (clock is not None and schedule.finished):
             self.log(f"already at step {self.step}, the end of this run's plan: nothing to train")
-            cfg_end = self.step
-        else:
-            cfg_end = cfg.max_steps
-        if budget is not None:
-            bar = tqdm(
-                total=round(budget.seconds), initial=min(round(budget.used()), round(budget.seconds)),
-                disable=not (cfg.progress and self.is_main), desc="train", unit="s of budget",
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n}/{total}s of the time budget{postfix}",
-            )  # fmt: skip
-            if budget.used() < budget.training_end:
-                self.log(
-                    f"time budget: {budget.seconds:g}s from the start of the run, {budget.used():.0f}s used; "
-                    "training stops in time for the final evaluation, checkpoint and sample"
-                )
-            else:
-                self.log(
-                    f"time budget: {budget.used():.0f}s of the {budget.seconds:g}s went to starting up and "
-                    "preparing the data: training one step only (raise --train.time_budget_s)"
-                )
-        else:
-            bar = tqdm(
-                total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.is_main),
-                desc="train", unit="step",
-            )  # fmt: skip
-        write = bar.write if self.is_main else silent
+            end = self.step
+        self.progress = progress = Progress(
+            cfg, self.step, clock, self.peak, self.model.flops_per_token(self.context_length), self.run_dir,
+            log=self.log, devices=1 if self.dist is None else self.dist.world_size, is_main=self.is_main,
+        )  # fmt: skip
         start = time.perf_counter()
-        window_t, window_tokens = time.perf_counter(), 0
-        first_step = self.step
         try:
-            while self.step < cfg_end:
-                final, lr = False, None
-                if budget is not None:
-                    if self.step > first_step:
-                        self._guess_end_jobs(budget)
-                    # Will there be time for another step after this one (and what follows it)?
-                    final = not budget.room_for(budget.step_time + self._due_cost(budget, self.step + 1))
-                    lr = self.lr_for_step(final)
-                    if self.dist is not None:  # the clock is rank 0's: every rank uses its rate
-                        final, lr = self.dist.broadcast((final, lr))
+            while self.step < end:
+                # Under a time budget: is this the last step there is time for, and its rate?
+                final, lr = schedule.before_step(self.step)
+                if self.dist is not None and clock is not None:  # rank 0's clock decides for all
+                    final, lr = self.dist.broadcast((final, lr))
                 t_step = time.perf_counter()
                 try:
                     loss = self.train_step(lr)
                 except NonFiniteLossError:
                     if self.run_dir is not None:  # the last good weights, loadable
                         result.checkpoint = self.save()
-                        write(f"saved the last good weights in {result.checkpoint}")
+                        progress.write(f"saved the last good weights in {result.checkpoint}")
                     raise
                 result.losses.append(loss)
-                last = self.step >= cfg_end
-                if budget is not None:
-                    budget.note_step(time.perf_counter() - t_step)
-                    last = last or final or not budget.room_for(self._due_cost(budget, self.step))
+                last = schedule.after_step(self.step, time.perf_counter() - t_step, final) or self.step >= end
                 timed_out = cfg.max_time_s is not None and time.perf_counter() - start >= cfg.max_time_s
-                if self.dist is not None and (budget is not None or cfg.max_time_s is not None):
+                if self.dist is not None and (clock is not None or cfg.max_time_s is not None):
                     # Clocks differ between ranks: rank 0 decides, so all stop at the same step.
                     last, timed_out = self.dist.broadcast((last, timed_out))
-                self.finished = last
-                window_tokens += self._step_tokens
-                if budget is None:
-                    bar.update(1)
-                else:
-                    bar.update(max(0, min(round(budget.used()), bar.total) - bar.n))
-                if self.step % cfg.log_interval == 0 or last:
-                    now = time.perf_counter()
-                    tok_s = window_tokens / max(now - window_t, 1e-9)
-                    window_t, window_tokens = now, 0
-                    devices = 1 if self.dist is None else self.dist.world_size
-                    was_raised = self.peak.raised
-                    util = self.peak.mfu(flops_per_token * tok_s / devices)
-                    if self.peak.raised and not was_raised:
-                        write(
-                            f"training ran faster than the measured peak: {self.peak.describe()[:-1]}, "
-                            "raised: the start-up measurement ran on a busy machine)"
-                        )
-                    bar.set_postfix(  # a dict keeps this order (keywords would be sorted)
-                        {"step": self.step, "loss": f"{loss:.3f}", "lr": f"{self.lr:.2e}", "tok_s": f"{tok_s:,.0f}",
-                         "mfu": f"{util:.1%}"}
-                    )  # fmt: skip
-                    self._record(
-                        {"step": self.step, "train_loss": loss, "lr": self.lr, "tokens_per_s": tok_s, "mfu": util,
-                         "tokens": self.tokens_seen}
-                    )  # fmt: skip
-                if self.val_batches is not None and (self.step % cfg.eval_interval == 0 or last or timed_out):
-                    ev = self._timed(budget, "eval", self.evaluate)
+                schedule.finished = last
+                progress.step_done(self.step, loss, self.lr, self._step_tokens, self.tokens_seen, last)
+                due = schedule.jobs_after(self.step)  # at their intervals; and at the end, eval and save
+                if "eval" in due or (self.val_batches is not None and (last or timed_out)):
+                    ev = schedule.timed("eval", self.evaluate)
                     self._record({"step": self.step, **{k: v for k, v in ev.items() if isinstance(v, (int, float))}})
-                    write(f"step {self.step}: {self.describe_eval(ev)}")
-                if cfg.sample_interval and self.step % cfg.sample_interval == 0 and not last:
-                    text = self._timed(budget, "sample", self.sample)
-                    write(f"--- sample at step {self.step} ---\n{text}\n---")
-                if self.run_dir is not None and (
-                    (cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0) or last or timed_out
-                ):
+                    progress.write(f"step {self.step}: {self.describe_eval(ev)}")
+                if "sample" in due and not last:
+                    text = schedule.timed("sample", self.sample)
+                    progress.write(f"--- sample at step {self.step} ---\n{text}\n---")
+                if "save" in due or (self.run_dir is not None and (last or timed_out)):
                     self.elapsed += time.perf_counter() - start
                     start = time.perf_counter()
-                    result.checkpoint = self._timed(budget, "save", self.save)
+                    result.checkpoint = schedule.timed("save", self.save)
                 if timed_out:
-                    write(f"stopping at step {self.step}: train.max_time_s={cfg.max_time_s} reached")
+                    progress.write(f"stopping at step {self.step}: train.max_time_s={cfg.max_time_s} reached")
                     break
                 if last:
                     break
         finally:
-            bar.close()
             self.elapsed += time.perf_counter() - start
-            if self.metrics is not None:
-                if self.run_dir is not None and self.metrics.rows:
-                    plot_losses(self.metrics, self.run_dir / "loss.png", self.baselines)
-                self.metrics.close()
-            if budget is not None:
-                self.budget_spent = budget.used()
-            self.budget = None
+            progress.close(self.baselines)
+            self.progress = None
+            schedule.stop()
         result.step = self.step
         result.val_loss = self.last_val_loss
         result.seconds = self.elapsed
@@ -744,5 +401,53 @@ class Trainer:
         return f"val loss {ev['val_loss']:.4f} (ppl {ev['val_ppl']:.1f}{bpb})"
 
     def _record(self, record: dict[str, Any]) -> None:
-        if self.metrics is not None:
-            self.metrics.log(record)
+        if self.progress is not None:
+            self.progress.record(record)
+
+    # --- state --------------------------------------------------------------------------------
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        return {**self.run_config, "model": self.model.config.to_dict(), "train": to_dict(self.config)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What ``trainer_state.pt`` holds: everything beyond the weights needed to continue exactly
+        (`trainer_state.py`). Under a distributed run this is collective: every rank must call it."""
+        return {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "elapsed": self.elapsed,
+            **capture_state(self.model, self.optimizer, self.scaler, self.train_batches, self.dist),
+            "last_val_loss": self.last_val_loss,
+            "bad_steps": self.bad_steps,
+            "lr": self.lr,
+            **self.schedule.state_dict(),  # the learning-rate plan and the time budget used
+        }
+
+    def save(self) -> Path:
+        """Write a checkpoint (rank 0 writes; under DDP/FSDP every rank must call this)."""
+        if self.run_dir is None:
+            raise ValueError("this Trainer has no run_dir to save checkpoints into")
+        return write_checkpoint(
+            self.run_dir, self.step, self.model, self.checkpoint_config(), self.tokenizer, self.state_dict(),
+            keep=self.config.keep_checkpoints, dist=self.dist,
+        )  # fmt: skip
+
+    def load_state(self, path: str | os.PathLike) -> Path:
+        """Load weights and trainer state from a checkpoint (or a run's newest) to continue exactly."""
+        folder, state = restore_state(
+            path, self.model, self.optimizer, self.scaler, self.train_batches, self.dist
+        )
+        cfg = self.config
+        self.step = int(state["step"])
+        self.tokens_seen = int(state.get("tokens_seen", 0))
+        self.elapsed = float(state.get("elapsed", 0.0))
+        self.last_val_loss = state.get("last_val_loss")
+        self.bad_steps = int(state.get("bad_steps", 0))
+        if state.get("plan") is None:  # older checkpoints: the step-count cosine config.json names
+            saved = checkpoint_format.read_config(folder).get("train", {})
+            state["plan"] = DecayPlan(int(saved.get("max_steps", cfg.max_steps)), None, cfg.warmup_steps).to_dict()
+        self.schedule.load_state_dict(state)
+        last = max(self.step - 1, 0)
+        old_lr = lr_at(last, cfg.lr, cfg.min_lr, cfg.warmup_steps, self.schedule.plan.max_steps)
+        self.lr = float(state.get("lr", old_lr))
+        return folder
