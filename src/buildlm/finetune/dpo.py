@@ -38,7 +38,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from buildlm.data.batching import ExampleBatches
-from buildlm.data.instruct import IGNORE, check_template, encode_rendered, render
+from buildlm.data.instruct import (
+    IGNORE,
+    SFTBatch,
+    SFTExample,
+    check_template,
+    collate_sft,
+    encode_rendered,
+    render,
+)
 from buildlm.data.records import Record
 from buildlm.model.lora import LoRAConfig, lora_disabled, lora_modules
 from buildlm.train.config import TrainConfig
@@ -133,15 +141,7 @@ class PreferencePair:
     group: str | None = None  # the example's "task" field, for per-task figures
 
 
-@dataclass
-class PairBatch:
-    """x (2B, T), y (2B, T): the B chosen sequences first, then the B rejected ones."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def to(self, device: torch.device | str) -> PairBatch:
-        return PairBatch(self.x.to(device), self.y.to(device))
+PairBatch = SFTBatch  # x (2B, T), y (2B, T): the B chosen sequences, then the B rejected
 
 
 def make_pairs(
@@ -162,15 +162,11 @@ def make_pairs(
 
 
 def collate_pairs(pairs: list[PreferencePair], pad_id: int = 0) -> PairBatch:
-    """Shift (x = ids[:-1], y = labels[1:]) and right-pad chosen and rejected to one width."""
-    seqs = [(p.chosen_ids, p.chosen_labels) for p in pairs] + [(p.rejected_ids, p.rejected_labels) for p in pairs]
-    width = max(len(ids) for ids, _ in seqs) - 1
-    x = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    y = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
-    for i, (ids, labels) in enumerate(seqs):
-        x[i, : len(ids) - 1] = torch.tensor(ids[:-1])
-        y[i, : len(ids) - 1] = torch.tensor(labels[1:])
-    return PairBatch(x, y)
+    """One SFT-shaped batch, x (2B, T) and y (2B, T): the B chosen sequences first, then the B
+    rejected ones, shifted and right-padded to one width as `collate_sft` does."""
+    chosen = [SFTExample(p.chosen_ids, p.chosen_labels) for p in pairs]
+    rejected = [SFTExample(p.rejected_ids, p.rejected_labels) for p in pairs]
+    return collate_sft(chosen + rejected, pad_id)
 
 
 # --- the task -------------------------------------------------------------------------------
