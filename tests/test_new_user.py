@@ -253,3 +253,14 @@ def test_serve_answers_on_loopback(installed, session):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_the_readme_python_blocks_run_in_the_installed_package(installed, tmp_path):
+    """Every ```python block of the README, run as written by the installed wheel's Python."""
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    assert any("buildlm.load" in b for b in blocks)
+    for block in blocks:
+        script = tmp_path / "readme_block.py"
+        script.write_text(block, encoding="utf-8")
+        out = sh(installed, f"python {script}", tmp_path)
+        assert out.stdout.strip(), f"the README block printed nothing:\n{block}"

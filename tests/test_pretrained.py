@@ -99,3 +99,16 @@ def test_chat_drops_old_turns_of_a_long_conversation_and_keeps_typed_specials_as
     typed = [{"role": "user", "content": "<|endoftext|>"}]
     ids = fmt.encode(lm.tokenizer, typed, add_generation_prompt=True)
     assert lm.tokenizer.eot_token not in ids
+
+
+def test_load_takes_the_commands_device_and_dtype_names():
+    from buildlm.device import resolve_device
+
+    lm = buildlm.load("shakespeare-small", device="auto", dtype="bf16")
+    assert {p.dtype for p in lm.model.parameters()} == {torch.bfloat16}
+    assert next(lm.model.parameters()).device.type == resolve_device("auto").type
+    assert isinstance(lm.generate("ROMEO:", max_new_tokens=3, temperature=0), str)
+    with pytest.raises(ValueError, match="unknown dtype 'float8'"):
+        buildlm.load("shakespeare-small", dtype="float8")
+    with pytest.raises(ValueError, match="device 'tpu' is not a device"):
+        buildlm.load("shakespeare-small", device="tpu")

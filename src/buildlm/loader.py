@@ -109,15 +109,22 @@ class Loaded:
 def load(
     path_or_name: str | os.PathLike,
     device: torch.device | str = "cpu",
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
 ) -> Loaded:
     """Open a shipped model by name, or a checkpoint / run / Hugging Face folder, in eval mode.
 
-    ``dtype`` converts the floating-point weights (``None`` keeps the stored ones; the shipped
-    models are stored in float32).
+    ``device`` and ``dtype`` take what the commands' ``--device`` and ``--dtype`` take
+    (``"auto"``, ``"cpu"``, ``"cuda"``...; ``"fp32"``, ``"bf16"``, ``"fp16"``) or torch's own
+    objects. ``dtype`` converts the floating-point weights (``None`` or ``"auto"`` keeps the
+    stored ones; the shipped models are stored in float32).
     """
+    from buildlm.device import parse_dtype, resolve_device
     from buildlm.infer.load import load_model
 
+    if isinstance(device, str):
+        device = resolve_device(device, flag="device")
+    if dtype is None or isinstance(dtype, str):
+        dtype = parse_dtype(dtype)
     folder = Path(path_or_name)
     if not folder.exists() and folder.name == str(path_or_name):
         folder = pretrained_path(str(path_or_name))
