@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildlm.atomic import atomic_write_text
 from buildlm.errors import undecodable_file
 from buildlm.eval.choice import ChoiceResult, load_choice_items, score_choices
 from buildlm.eval.perplexity import PerplexityResult, evaluate_perplexity
@@ -137,10 +138,6 @@ def format_report(
 
 
 def write_report(text: str, path: str | os.PathLike) -> Path:
-    """Write the Markdown atomically (a temporary name, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Write the Markdown atomically (`buildlm.atomic.atomic_write_text`)."""
+    atomic_write_text(path, text)
+    return Path(path)

@@ -17,6 +17,8 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from buildlm.atomic import atomic_file
+
 # How invisible characters show in token labels: a token is a run of bytes, and whether it
 # starts with a space (" world" vs "world") is exactly what a learner needs to see.
 VISIBLE = str.maketrans({" ": "\u00b7", "\n": "\u21b5", "\t": "\u2192"})  # · ↵ →
@@ -47,17 +49,12 @@ def new_figure(
 def save_png(fig: Figure, path: str | os.PathLike) -> Path:
     """Write ``fig`` to ``path`` as a PNG of exactly figsize x dpi pixels, atomically.
 
-    The image goes to a temporary name beside ``path`` and is renamed into place, so a crash
-    never leaves half a PNG under the final name.
+    The image goes to a temporary name beside ``path`` and is renamed into place
+    (`buildlm.atomic.atomic_file`), so a crash never leaves half a PNG under the final name.
     """
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{str(path)!r} is a folder; give a file name such as attn.png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    try:
+    with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=fig.dpi)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
