@@ -248,7 +248,7 @@ class ModelConfig:
             layers = self.moe_dense_layers
             if not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
                 raise ValueError(f"ModelConfig.moe_dense_layers must list layer numbers, got {layers!r}")
-            self.moe_dense_layers = sorted(set(layers))
+            self.moe_dense_layers = sorted(set(layers)) or None  # [] and None: the same network
         if self.moe_d_ff is None:
             self.moe_d_ff = self.d_ff
         if self.shared_expert_d_ff is None and self.n_shared_experts:
