@@ -6,8 +6,9 @@ how many key/value heads, biases or not, tied head or not). Keeping them as plai
 the differences visible in one place and lets a checkpoint's ``config.json`` rebuild the exact
 network with ``ModelConfig.from_dict``.
 
-Presets name well-known shapes (``gpt2-124m`` ... ``gpt2-1558m``) and two CPU-friendly sizes
-(``tiny`` ~1M and ``small`` ~10M parameters) for learning on a laptop.
+Presets name well-known shapes (``gpt2-124m`` ... ``gpt2-1558m``) and CPU-friendly sizes
+(``tiny`` ~1M and ``small`` ~10M parameters, ``llama-small``, the mixture of experts
+``moe-small``) for learning on a laptop.
 """
 
 from __future__ import annotations
@@ -88,6 +89,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         mlp="swiglu",
         tie_embeddings=False,
     ),
+}
+# A small mixture of experts (Qwen3-MoE/Mixtral style): llama-small's kind of layers, smaller,
+# with 8 SwiGLU experts of width 256 in every MLP, 2 active per token (renormalised weights).
+# ~7.1M non-embedding parameters in all, ~2.4M of them active per token.
+PRESETS["moe-small"] = {
+    **PRESETS["llama-small"],
+    **dict(vocab_size=2048, context_length=256, d_model=256, n_layers=4, n_heads=4),
+    **dict(tie_embeddings=True, n_experts=8, n_active_experts=2, moe_d_ff=256),
 }
 
 

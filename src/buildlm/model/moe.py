@@ -106,6 +106,8 @@ class Experts(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """x (N, d), weights and ids (N, k) -> (N, d): tokens grouped by expert with one sort."""
+        if x.is_meta:  # shapes only (a model built on the meta device): no data to route
+            return torch.empty_like(x)
         k = ids.shape[1]
         flat_ids = ids.reshape(-1)  # (N*k,) assignment a = token a // k, slot a % k
         order = flat_ids.argsort(stable=True)  # assignments grouped by expert
@@ -150,7 +152,7 @@ class MoE(nn.Module):
         top_w, top_ids = scores.topk(self.k, dim=-1)  # (N, k)
         if self.renormalize:
             top_w = top_w / top_w.sum(-1, keepdim=True)
-        self.last_stats = self._stats(logits, scores, top_ids)
+        self.last_stats = None if x.is_meta else self._stats(logits, scores, top_ids)
         return top_w.to(x.dtype), top_ids, logits
 
     def _stats(self, logits: torch.Tensor, scores: torch.Tensor, ids: torch.Tensor) -> RouterStats:
