@@ -30,6 +30,11 @@ CONFIGS = {
     "swiglu,qkv-bias-only,head_dim": ModelConfig(
         **SMALL, mlp="swiglu", bias=False, qkv_bias=True, head_dim=16, position="rope"
     ),
+    "moe-small": ModelConfig.preset("moe-small"),
+    "moe,gelu,shared,gated,first-dense": ModelConfig(
+        **SMALL, n_experts=5, n_active_experts=3, moe_d_ff=24, n_shared_experts=2,
+        shared_expert_gate=True, moe_first_dense=1,
+    ),  # fmt: skip
 }
 
 
