@@ -147,3 +147,13 @@ def test_cli_user_errors_are_one_line_and_exit_1(argv, message, capsys):
     err = capsys.readouterr().err
     assert err.startswith("buildlm explain: error: ") and message in err
     assert err.count("\n") == 1
+
+
+def test_cli_shows_experts_and_active_parameters(capsys):
+    main(["explain", "--preset", "moe-small", "--seq-len", "16", "--brief"])
+    out = capsys.readouterr().out
+    model = _meta_gpt(ModelConfig.preset("moe-small"))
+    for stage in ("mixture of experts", "router", "experts", "2 of 8 experts per token"):
+        assert stage in out
+    line = next(x for x in out.splitlines() if x.startswith("active parameters per token"))
+    assert _numbers(line)[:2] == [model.num_params(active=True), model.num_params()]
