@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 # the tests that lean most on other packages' behaviour (tiktoken, tokenizers, transformers,
 # the openai client, pytest itself): about a minute on two cores
 TESTS="${DRIFT_TESTS:-tests/tokenizer/test_bpe.py tests/tokenizer/test_hf.py tests/tokenizer/test_reference.py \
-tests/model/test_reference_models.py tests/model/test_explain.py tests/hub/test_load.py tests/eval/test_choice.py \
+tests/model/test_reference_models.py tests/viz/test_explain.py tests/hub/test_load.py tests/eval/test_choice.py \
 tests/infer/test_generate.py tests/serve/test_openai_client.py tests/test_cli_parser.py tests/test_docs.py}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
