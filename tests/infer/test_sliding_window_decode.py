@@ -72,3 +72,40 @@ def test_cached_beam_search_equals_the_uncached_search():
     uncached = beam_search(model, prompt, 20, 3)
     cache = StaticKVCache.for_model(model, 3, max_len=28)
     assert torch.equal(beam_search(model, prompt, 20, 3, cache=cache), uncached)
+
+
+def test_local_layers_cache_only_their_window():
+    """Decoding 200 tokens past a window of 5: the cache's local layers hold 5 positions each
+    (the global one all 256), and the tokens are those of recomputing every step."""
+    model = _model(context_length=256)
+    cfg = model.config
+    prompt = [3, 14, 15, 9, 2, 6, 5, 3, 5, 8]
+    batch = DecodeBatch(model)
+    (row,) = batch.make_rows([prompt], max_new_tokens=200, **GREEDY)
+    batch.prefill([row])
+    cache = batch.cache  # room for the prompt and every new token
+    while not batch.done:
+        batch.advance(batch.pick())
+        batch.decode()
+        assert batch.cache in (cache, None)  # never reallocated
+    per_position = 2 * cfg.n_kv_heads * cfg.head_dim * 4  # keys and values, float32
+    local = cfg.layer_types.count("sliding_attention")
+    assert cache.max_len == 210 and cache.offset == 209  # the last token is never fed back
+    assert cache.nbytes == per_position * (local * 5 + (cfg.n_layers - local) * 210)
+    full = StaticKVCache(cfg.n_layers, 1, cfg.n_kv_heads, cfg.head_dim, 210)  # no windows
+    assert full.nbytes == per_position * cfg.n_layers * 210
+    reference = generate(model, torch.tensor([prompt]), 200, temperature=0)[0, len(prompt) :]
+    assert row.generated == reference.tolist()
+
+
+def test_ring_keeps_the_newest_positions_in_their_slots():
+    cache = StaticKVCache(1, 1, 1, 1, max_len=32, windows=[4])
+    chunk = torch.arange(6.0).view(1, 1, 6, 1)  # positions 0..5, the key is its position
+    keys, _ = cache.update(0, chunk, chunk)
+    assert keys.shape[2] == 4 + 6  # the ring as it was (empty), then the chunk
+    assert cache.k[0].flatten().tolist() == [4.0, 5.0, 2.0, 3.0]  # position a in slot a % 4
+    assert cache.key_slots(4, 1).tolist() == [4, 5, 6, 3]  # after writing position 6
+    assert cache.key_slots(4, 3).tolist() == [4, 5, 2, 3, 6, 7, 8]
+    assert StaticKVCache(1, 1, 1, 1, max_len=8, windows=[4]).key_slots(4, 2).tolist() == [
+        -4, -3, -2, -1, 0, 1,
+    ]  # fmt: skip

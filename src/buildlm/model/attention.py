@@ -44,6 +44,10 @@ class KVCache(Protocol):
     a forward pass. ``update(layer, k, v)`` appends this step's keys/values of shape
     (B, n_kv_heads, T_new, head_dim) for one layer and returns all of that layer's keys/values,
     (B, n_kv_heads, T_total, head_dim). The cache advances its ``offset`` itself.
+
+    A cache may keep only the last ``window`` positions of a sliding-window layer (a ring, out of
+    order); it then also has ``key_slots(window, q_len)``, the position of each key it returns
+    (see `buildlm.model.sliding_window.layer_masks`).
     """
 
     offset: int

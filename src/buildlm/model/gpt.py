@@ -181,7 +181,8 @@ class GPT(nn.Module):
         if positions is not None and positions.shape != (b, t):
             raise ValueError(f"positions must have shape {(b, t)}, got {tuple(positions.shape)}")
         windows = {block.attn.sliding_window for block in self.blocks}
-        masks = layer_masks(windows, t, offset, key_mask, idx.device)  # window -> mask
+        slots = getattr(cache, "key_slots", None)  # caches that keep only a local layer's window
+        masks = layer_masks(windows, t, offset, key_mask, idx.device, slots)  # window -> mask
         x = self.tok_emb(idx)  # (B, T, d_model)
         if self.pos_emb is not None:
             x = x + self.pos_emb(t, offset, positions)  # (T or B x T, d_model), broadcast

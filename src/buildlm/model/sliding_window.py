@@ -18,10 +18,16 @@ forward pass, for every way buildlm calls attention:
   distance between a query and a key is the number of *real* keys between them, so pad slots
   (and the unwritten slots of a fixed-shape decode step) never count toward the window.
 
-Both are boolean masks, True = may attend, handed to the explicit path and to PyTorch's SDPA alike.
+- a cache that keeps only the last ``window`` keys of a local layer (a ring buffer,
+  `buildlm.infer.kvcache`): its keys come out of order, and the cache's ``key_slots`` says which
+  position each one holds; the mask is built from those positions.
+
+All are boolean masks, True = may attend, handed to the explicit path and to PyTorch's SDPA alike.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -54,23 +60,52 @@ def sliding_padding_mask(
     return padding_attention_mask(key_mask, q_len, offset) & near
 
 
+def ring_mask(
+    key_slots: torch.Tensor,
+    q_len: int,
+    offset: int,
+    window: int,
+    key_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The mask for keys that sit at positions ``key_slots`` (Tk,), negative = empty slot:
+    (1 or B, 1, q_len, Tk). The queries are positions ``offset ..``; ``key_mask`` (B, offset +
+    q_len) marks the real positions, and distances count real ones, as in `sliding_padding_mask`.
+    """
+    q = offset + torch.arange(q_len, device=key_slots.device)[:, None]  # (Tq, 1)
+    k = key_slots.clamp(min=0)  # (Tk,) a position to look up, for empty slots too
+    allowed = (key_slots >= 0) & (k <= q)  # (Tq, Tk)
+    if key_mask is None:
+        return (allowed & (q - k < window))[None, None]  # (1, 1, Tq, Tk)
+    seen = key_mask.long().cumsum(dim=-1)  # (B, offset + Tq) real positions up to each one
+    distance = seen[:, q[:, 0], None] - seen[:, None, k]  # (B, Tq, Tk)
+    allowed = allowed[None] & key_mask[:, None, k] & (distance < window)  # (B, Tq, Tk)
+    own = (key_slots == q)[None]  # (1, Tq, Tk): a pad query with nothing to see sees itself
+    empty = ~allowed.any(dim=-1, keepdim=True)
+    return (allowed | (own & empty))[:, None]
+
+
 def layer_masks(
     windows: set[int | None],
     q_len: int,
     offset: int,
     key_mask: torch.Tensor | None = None,
     device: torch.device | None = None,
+    key_slots: Callable[[int, int], torch.Tensor | None] | None = None,
 ) -> dict[int | None, torch.Tensor | None]:
     """The attention mask for each window size in ``windows`` (None: global layers).
 
     None in the result means "plain causal": attention then takes its fastest path. A window
     that covers every key hides nothing beyond causality, so it gets the global layers' mask.
+    ``key_slots(window, q_len)`` is the cache's (None when it has no rings).
     """
     full = None if key_mask is None else padding_attention_mask(key_mask, q_len, offset)
     k_len = offset + q_len
     masks: dict[int | None, torch.Tensor | None] = {None: full}
     for window in windows - {None}:
-        if window >= k_len:
+        slots = None if key_slots is None else key_slots(window, q_len)
+        if slots is not None:  # a ring: its keys are out of order
+            masks[window] = ring_mask(slots, q_len, offset, window, key_mask)
+        elif window >= k_len:
             masks[window] = full
         elif key_mask is None:
             masks[window] = sliding_causal_mask(q_len, k_len, window, device)
