@@ -201,9 +201,12 @@ class StaticKVCache:
         window = self.windows[layer]
         if window is not None:
             start = max(start, end - window)
-        positions = torch.arange(start, end, device=self.device)
-        src_slots = positions % src.sizes[layer]  # in order (size >= end) or in the ring
-        dst_slots = (positions + shift) % self.sizes[layer]
+        if src.sizes[layer] == src.max_len and self.sizes[layer] == self.max_len:  # in order
+            src_slots, dst_slots = slice(start, end), slice(start + shift, end + shift)
+        else:  # a ring on either side: position a sits in slot a % size
+            positions = torch.arange(start, end, device=self.device)
+            src_slots = positions % src.sizes[layer]
+            dst_slots = (positions + shift) % self.sizes[layer]
         for dst, source in ((self.k, src.k), (self.v, src.v)):  # (B, KV, slots, d)
             dst[layer][rows, :, dst_slots] = source[layer][:, :, src_slots]
 
