@@ -109,3 +109,12 @@ def test_ring_keeps_the_newest_positions_in_their_slots():
     assert StaticKVCache(1, 1, 1, 1, max_len=8, windows=[4]).key_slots(4, 2).tolist() == [
         -4, -3, -2, -1, 0, 1,
     ]  # fmt: skip
+
+
+def test_fixed_shape_steps_slide_as_the_growing_ones():
+    """Past a context of 16 both decoders slide the row's window; their tokens agree."""
+    model = _model(context_length=16)
+    prompts = [[3, 1, 4], [2, 7, 1, 8, 2, 8, 1, 8, 2]]
+    growing = Engine(model, static_decode=False).generate(prompts, max_new_tokens=40, **GREEDY)
+    fixed = Engine(model, static_decode=True).generate(prompts, max_new_tokens=40, **GREEDY)
+    assert [c.token_ids for c in fixed] == [c.token_ids for c in growing]
