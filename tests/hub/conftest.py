@@ -18,10 +18,16 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    MixtralConfig,
+    MixtralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen2MoeConfig,
+    Qwen2MoeForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
 )
 
 transformers.utils.logging.set_verbosity_error()
@@ -32,7 +38,11 @@ FAMILIES = {
     "llama": (LlamaConfig, LlamaForCausalLM),
     "qwen2": (Qwen2Config, Qwen2ForCausalLM),
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+    "mixtral": (MixtralConfig, MixtralForCausalLM),
+    "qwen2_moe": (Qwen2MoeConfig, Qwen2MoeForCausalLM),
+    "qwen3_moe": (Qwen3MoeConfig, Qwen3MoeForCausalLM),
 }
+MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe")
 # bos/eos unset: transformers' generate must not stop early (buildlm's generate never does).
 NO_SPECIAL = dict(bos_token_id=None, eos_token_id=None, pad_token_id=None)
 
@@ -76,7 +86,9 @@ def make_hf(family: str, seed: int = 0, **shape) -> torch.nn.Module:
         else:
             cfg.rope_theta = rope_theta
     torch.manual_seed(seed)
-    model = model_cls._from_config(cfg, attn_implementation="eager").eval()
+    # MoE families: transformers' per-expert loop (its grouped kernel needs 16-byte-aligned sizes)
+    experts = {"experts_implementation": "eager"} if family in MOE_FAMILIES else {}
+    model = model_cls._from_config(cfg, attn_implementation="eager", **experts).eval()
     perturb(model, seed)
     return model
 

@@ -30,6 +30,11 @@ CONFIGS = {
     "swiglu,qkv-bias-only,head_dim": ModelConfig(
         **SMALL, mlp="swiglu", bias=False, qkv_bias=True, head_dim=16, position="rope"
     ),
+    "moe-small": ModelConfig.preset("moe-small"),
+    "moe,gelu,shared,gated,first-dense": ModelConfig(
+        **SMALL, n_experts=5, n_active_experts=3, moe_d_ff=24, n_shared_experts=2,
+        shared_expert_gate=True, moe_first_dense=1,
+    ),  # fmt: skip
 }
 
 
@@ -142,3 +147,13 @@ def test_cli_user_errors_are_one_line_and_exit_1(argv, message, capsys):
     err = capsys.readouterr().err
     assert err.startswith("buildlm explain: error: ") and message in err
     assert err.count("\n") == 1
+
+
+def test_cli_shows_experts_and_active_parameters(capsys):
+    main(["explain", "--preset", "moe-small", "--seq-len", "16", "--brief"])
+    out = capsys.readouterr().out
+    model = _meta_gpt(ModelConfig.preset("moe-small"))
+    for stage in ("mixture of experts", "router", "experts", "2 of 8 experts per token"):
+        assert stage in out
+    line = next(x for x in out.splitlines() if x.startswith("active parameters per token"))
+    assert _numbers(line)[:2] == [model.num_params(active=True), model.num_params()]

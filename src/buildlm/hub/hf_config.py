@@ -14,6 +14,9 @@ qwen3       RoPE      RMS      SwiGLU  grouped-query, RMSNorm on each q/k head  
 mistral     RoPE      RMS      SwiGLU  grouped-query, every layer sliding-window   either
 ==========  ========  =======  ======  ==========================================  =======
 
+Mixtral, Qwen2-MoE and Qwen3-MoE are Llama, Qwen2 and Qwen3 with mixture-of-experts MLPs; their
+expert settings are read and written by ``hf_moe.py``.
+
 Sliding windows (Mistral's, and Qwen2/Qwen3's ``use_sliding_window``) are read and written by
 `buildlm.hub.hf_windows`.
 
@@ -37,6 +40,13 @@ from typing import Any
 import torch
 
 from buildlm.device import DTYPES
+from buildlm.hub.hf_moe import (
+    MOE_ARCHITECTURES,
+    MOE_DEFAULTS,
+    moe_config_to_hf,
+    moe_fields_from_hf,
+    moe_mismatches,
+)
 from buildlm.hub.hf_windows import (
     MISTRAL_DEFAULTS,
     window_mismatches,
@@ -45,14 +55,15 @@ from buildlm.hub.hf_windows import (
 )
 from buildlm.model import ModelConfig
 
-SUPPORTED = ("gpt2", "llama", "qwen2", "qwen3", "mistral")
 ARCHITECTURES = {
     "gpt2": "GPT2LMHeadModel",
     "llama": "LlamaForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
     "mistral": "MistralForCausalLM",
+    **MOE_ARCHITECTURES,  # mixtral, qwen2_moe, qwen3_moe: see hf_moe.py
 }
+SUPPORTED = tuple(ARCHITECTURES)
 
 # transformers' defaults for the keys read here (GPT2Config, LlamaConfig, Qwen2Config, ...).
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -82,6 +93,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         use_sliding_window=False,
     ),
     "mistral": MISTRAL_DEFAULTS,
+    **MOE_DEFAULTS,
 }  # fmt: skip
 
 _GELU_TANH = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # all GELU's tanh approximation
@@ -175,6 +187,8 @@ def _llama_like_from_hf(
     bias, qkv_bias = False, None
     if model_type == "qwen2":
         qkv_bias = True  # Qwen2 always has q/k/v biases, and no other bias
+    elif model_type == "qwen2_moe":
+        qkv_bias = bool(c["qkv_bias"])
     elif model_type == "llama":
         if c["attention_bias"] != c["mlp_bias"]:
             raise _unsupported(
@@ -183,7 +197,7 @@ def _llama_like_from_hf(
                 "(buildlm's bias switch covers both)",
             )
         bias = bool(c["attention_bias"])
-    elif c["attention_bias"]:  # qwen3: attention biases but never MLP biases
+    elif c.get("attention_bias"):  # qwen3: attention biases but never MLP biases
         raise _unsupported(model_type, "attention_bias=true")
     theta, scaling = _rope_from_hf(model_type, c)
     return ModelConfig(
@@ -204,9 +218,10 @@ def _llama_like_from_hf(
         rope_scaling=scaling,
         mlp="swiglu",
         tie_embeddings=bool(c["tie_word_embeddings"]),
-        qk_norm=model_type == "qwen3",
+        qk_norm=model_type in ("qwen3", "qwen3_moe"),
         init_std=float(c["initializer_range"]),
         **windows,
+        **moe_fields_from_hf(model_type, c),
     )
 
 
@@ -261,6 +276,9 @@ def _mismatches(cfg: ModelConfig, model_type: str) -> list[str]:
         "llama": dict(**llama_like, qk_norm=False),
         "qwen2": dict(**llama_like, qk_norm=False, bias=False, qkv_bias=True),
         "qwen3": dict(**llama_like, qk_norm=True, bias=False),
+        "mixtral": dict(**llama_like, qk_norm=False, bias=False),
+        "qwen2_moe": dict(**llama_like, qk_norm=False, bias=False),
+        "qwen3_moe": dict(**llama_like, qk_norm=True, bias=False),
         "mistral": dict(**llama_like, qk_norm=False, bias=False),
     }[model_type]  # fmt: skip
     want["norm_placement"] = "pre"
@@ -271,9 +289,11 @@ def _mismatches(cfg: ModelConfig, model_type: str) -> list[str]:
         problems.append(f"n_kv_heads={cfg.n_kv_heads} (GPT-2 has one key/value head per head)")
     if model_type == "gpt2" and cfg.head_dim * cfg.n_heads != cfg.d_model:
         problems.append(f"head_dim={cfg.head_dim} (GPT-2's heads split d_model={cfg.d_model})")
-    if model_type in ("gpt2", "llama", "qwen3", "mistral") and cfg.qkv_bias != cfg.bias:
+    if model_type in ("gpt2", "llama", "qwen3", "mistral", "mixtral", "qwen3_moe") and (
+        cfg.qkv_bias != cfg.bias
+    ):
         problems.append(f"qkv_bias={cfg.qkv_bias} differs from bias={cfg.bias}")
-    return problems + window_mismatches(cfg, model_type)
+    return problems + moe_mismatches(cfg, model_type) + window_mismatches(cfg, model_type)
 
 
 def hf_model_type(cfg: ModelConfig, model_type: str | None = None) -> str:
@@ -382,4 +402,5 @@ def config_to_hf(
     elif model_type == "qwen3":
         out.update(attention_bias=False)
     out.update(windows_to_hf(cfg, model_type))
+    out.update(moe_config_to_hf(cfg, model_type))
     return out

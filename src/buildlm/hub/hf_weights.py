@@ -5,6 +5,8 @@ The same numbers sit under different names and, in two places, in a different la
 - GPT-2's linear layers are ``Conv1D`` modules that store the weight as (in, out) and compute
   ``x @ W``; ``nn.Linear`` stores (out, in) and computes ``x @ W.T``. Those weights are
   transposed on the way in and out.
+- Mixture-of-experts checkpoints store each expert's matrices under their own names; buildlm
+  stacks them into one (n_experts, out, in) tensor per kind (``stack``; see `hf_moe`).
 - Llama and Qwen keep separate ``q_proj``, ``k_proj`` and ``v_proj``; buildlm fuses them into
   one ``attn.qkv`` (one matmul instead of three). Its rows are q's rows, then k's, then v's: the
   fused weight is the three stacked along dim 0, and splitting it by row counts gives them back.
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from buildlm.hub.hf_moe import moe_names
 from buildlm.model import ModelConfig
 
 
@@ -29,16 +32,20 @@ class Link:
     """buildlm tensor ``ours`` <-> Hugging Face tensor(s) ``theirs``.
 
     One name in ``theirs``: the same tensor, transposed when ``transpose``. Several names: they
-    are stacked along dim 0 into ``ours``, with ``rows`` rows each.
+    are concatenated along dim 0 into ``ours``, with ``rows`` rows each, or with ``stack``
+    stacked along a new dim 0 (``ours[i]`` is ``theirs[i]``: one expert each).
     """
 
     ours: str
     theirs: tuple[str, ...]
     transpose: bool = False
     rows: tuple[int, ...] = ()
+    stack: bool = False
 
     def their_shapes(self, our_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
         """The shape each Hugging Face tensor must have, given the buildlm tensor's shape."""
+        if self.stack:
+            return [tuple(our_shape[1:])] * len(self.theirs)
         if self.transpose:
             return [tuple(reversed(our_shape))]
         if len(self.theirs) == 1:
@@ -65,7 +72,7 @@ def _gpt2_links(cfg: ModelConfig) -> list[Link]:
     return links
 
 
-def _llama_links(cfg: ModelConfig) -> list[Link]:
+def _llama_links(model_type: str, cfg: ModelConfig) -> list[Link]:
     links = [Link("tok_emb.weight", ("model.embed_tokens.weight",))]
     q_rows, kv_rows = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
     for i in range(cfg.n_layers):
@@ -76,10 +83,14 @@ def _llama_links(cfg: ModelConfig) -> list[Link]:
         for p in qkv_params:
             names = tuple(f"{theirs}self_attn.{n}_proj.{p}" for n in ("q", "k", "v"))
             links.append(Link(f"{ours}attn.qkv.{p}", names, rows=(q_rows, kv_rows, kv_rows)))
+        moe = cfg.is_moe_layer(i)
         for p in ["weight"] + (["bias"] if cfg.bias else []):
             links.append(Link(f"{ours}attn.proj.{p}", (f"{theirs}self_attn.o_proj.{p}",)))
-            for a, b in (("gate", "gate_proj"), ("up", "up_proj"), ("down", "down_proj")):
+            for a, b in () if moe else (("gate", "gate_proj"), ("up", "up_proj"), ("down", "down_proj")):
                 links.append(Link(f"{ours}mlp.{a}.{p}", (f"{theirs}mlp.{b}.{p}",)))
+        if moe:
+            for name, names, stack in moe_names(model_type, cfg, ours, theirs):
+                links.append(Link(name, names, stack=stack))
         if cfg.qk_norm:
             for n in ("q_norm", "k_norm"):
                 links.append(Link(f"{ours}attn.{n}.weight", (f"{theirs}self_attn.{n}.weight",)))
@@ -89,7 +100,7 @@ def _llama_links(cfg: ModelConfig) -> list[Link]:
 
 def weight_links(model_type: str, cfg: ModelConfig) -> list[Link]:
     """Every buildlm parameter of a ``cfg`` network and where it lives in a ``model_type`` file."""
-    links = _gpt2_links(cfg) if model_type == "gpt2" else _llama_links(cfg)
+    links = _gpt2_links(cfg) if model_type == "gpt2" else _llama_links(model_type, cfg)
     if not cfg.tie_embeddings:  # a tied model has no head of its own: it reuses tok_emb
         links.append(Link("lm_head.weight", ("lm_head.weight",)))
     return links
@@ -136,6 +147,8 @@ def hf_to_buildlm(
         parts = [hf_state[canonical_name(model_type, n)] for n in link.theirs]
         if link.transpose:
             out[link.ours] = parts[0].t().contiguous()
+        elif link.stack:
+            out[link.ours] = torch.stack(parts)
         else:
             out[link.ours] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
     return out
@@ -154,6 +167,8 @@ def buildlm_to_hf(
         t = state[link.ours]
         if link.transpose:
             out[link.theirs[0]] = t.t()
+        elif link.stack:
+            out.update(zip(link.theirs, t.unbind(0), strict=True))
         elif len(link.theirs) == 1:
             out[link.theirs[0]] = t
         else:

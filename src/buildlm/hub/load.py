@@ -186,7 +186,7 @@ def _read_state(
     for link in links:
         first = names[link.theirs[0]]
         stored = files[first].dtype(first)
-        if len(link.theirs) == 1 and not link.transpose and dtype in (None, stored):
+        if len(link.theirs) == 1 and not (link.transpose or link.stack) and dtype in (None, stored):
             view = files[first].mapped(first)  # used as stored: no copy at all
             if view is not None:
                 state[link.ours] = view.to(device)
@@ -197,6 +197,9 @@ def _read_state(
             files[first].read_into(first, scratch)
             out.copy_(scratch.t())
             del scratch
+        elif link.stack:  # one expert per name: out[i] is theirs[i]
+            for i, name in enumerate(link.theirs):
+                files[names[name]].read_into(names[name], out[i])
         else:
             row = 0
             for name in link.theirs:  # several names: consecutive row blocks of ``out``

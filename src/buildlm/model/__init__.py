@@ -9,6 +9,7 @@ is the network only: loading, generating, explaining and training a model live a
 - ``attention.py``: causal self-attention (multi-head, grouped-query), and the cache it reads;
 - ``sliding_window.py``: the masks of local (sliding-window) attention layers;
 - ``mlp.py``: the feed-forward sub-layer (GELU, SwiGLU);
+- ``moe.py``: mixture of experts: a router sends each token to k of n expert MLPs;
 - ``block.py``: one transformer block: attention then MLP, residuals and norms;
 - ``gpt.py``: `GPT`: token ids in, next-token logits out;
 - ``lora.py``: LoRA adapters beside frozen weights;

@@ -18,6 +18,7 @@ from torch import nn
 from buildlm.model.attention import CausalSelfAttention, KVCache
 from buildlm.model.config import ModelConfig
 from buildlm.model.mlp import make_mlp
+from buildlm.model.moe import MoE
 from buildlm.model.norm import make_norm
 from buildlm.model.position import RotaryEmbedding
 
@@ -31,7 +32,11 @@ class Block(nn.Module):
         self.norm1 = make_norm(config.norm, config.d_model, config.norm_eps, bias=config.bias)
         self.attn = CausalSelfAttention(config, layer_idx)
         self.norm2 = make_norm(config.norm, config.d_model, config.norm_eps, bias=config.bias)
-        self.mlp = make_mlp(config.mlp, config.d_model, config.d_ff, config.bias, config.dropout)
+        self.mlp: nn.Module = (
+            MoE(config)
+            if config.is_moe_layer(layer_idx)
+            else make_mlp(config.mlp, config.d_model, config.d_ff, config.bias, config.dropout)
+        )
 
     def forward(
         self,

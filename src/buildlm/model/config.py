@@ -6,8 +6,9 @@ how many key/value heads, biases or not, tied head or not). Keeping them as plai
 the differences visible in one place and lets a checkpoint's ``config.json`` rebuild the exact
 network with ``ModelConfig.from_dict``.
 
-Presets name well-known shapes (``gpt2-124m`` ... ``gpt2-1558m``) and two CPU-friendly sizes
-(``tiny`` ~1M and ``small`` ~10M parameters) for learning on a laptop.
+Presets name well-known shapes (``gpt2-124m`` ... ``gpt2-1558m``) and CPU-friendly sizes
+(``tiny`` ~1M and ``small`` ~10M parameters, ``llama-small``, the mixture of experts
+``moe-small``) for learning on a laptop.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ POSITIONS = ("learned", "sinusoidal", "rope")
 MLPS = ("gelu", "swiglu")
 NORM_PLACEMENTS = ("pre", "post")
 ATTENTIONS = ("sdpa", "manual")
+ROUTER_SCORES = ("softmax", "sigmoid")  # how a mixture-of-experts router scores its experts
 LAYER_TYPES = ("full_attention", "sliding_attention")  # Hugging Face's names
 # The sizes that may be given as None (automatic) and are resolved in __post_init__.
 AUTOMATIC_SIZES = ("n_kv_heads", "d_ff", "head_dim")
@@ -89,6 +91,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         tie_embeddings=False,
     ),
 }
+# A small mixture of experts (Qwen3-MoE/Mixtral style): llama-small's kind of layers, smaller,
+# with 8 SwiGLU experts of width 256 in every MLP, 2 active per token (renormalised weights).
+# ~7.1M non-embedding parameters in all, ~2.4M of them active per token.
+PRESETS["moe-small"] = {
+    **PRESETS["llama-small"],
+    **dict(vocab_size=2048, context_length=256, d_model=256, n_layers=4, n_heads=4),
+    **dict(tie_embeddings=True, n_experts=8, n_active_experts=2, moe_d_ff=256),
+}
 
 
 @dataclass
@@ -144,6 +154,18 @@ class ModelConfig:
     qk_norm: bool = False
     attention: str = "sdpa"
     init_std: float = 0.02
+    # --- mixture of experts --- (see buildlm.model.moe; n_experts=0 keeps every MLP dense)
+    n_experts: int = 0  # routed experts per MoE layer; 0: no MoE layer at all
+    n_active_experts: int = 2  # top-k: experts each token is sent to
+    moe_d_ff: int | None = None  # hidden width of one expert; None: d_ff
+    router_score: str = "softmax"  # "softmax" over all experts, or an independent "sigmoid"
+    router_renormalize: bool = True  # rescale the k chosen scores to sum to 1 (norm_topk_prob)
+    n_shared_experts: int = 0  # always-on experts, fused into one MLP beside the routed ones
+    shared_expert_d_ff: int | None = None  # that MLP's width; None: n_shared_experts * moe_d_ff
+    shared_expert_gate: bool = False  # scale the shared MLP by sigmoid(Linear(d, 1) x) (Qwen2-MoE)
+    moe_first_dense: int = 0  # the first k layers keep a dense MLP
+    moe_every: int = 1  # layer i is MoE when (i + 1) % moe_every == 0 (Qwen's decoder_sparse_step)
+    moe_dense_layers: list[int] | None = None  # more layers that stay dense (mlp_only_layers)
     # --- sliding-window attention ---
     # sliding_window: how many positions a local layer sees, its own included: the query at
     # position t attends to keys t - sliding_window + 1 .. t (Mistral, Gemma: Hugging Face's
@@ -215,7 +237,54 @@ class ModelConfig:
             raise ValueError(
                 f"sinusoidal positions pair sin/cos and need an even d_model, got {self.d_model}"
             )
+        self._check_moe()
         self._check_sliding_window()
+
+    def _check_moe(self) -> None:
+        """Validate the mixture-of-experts fields and resolve their automatic widths."""
+        for name in ("n_experts", "n_shared_experts", "moe_first_dense"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"ModelConfig.{name} must be an integer >= 0, got {value!r}")
+        for name in ("n_active_experts", "moe_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("moe_d_ff", "shared_expert_d_ff"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):  # fmt: skip
+                raise ValueError(
+                    f"ModelConfig.{name} must be a positive integer or None, got {value!r}"
+                )
+        if self.router_score not in ROUTER_SCORES:
+            raise ValueError(
+                f"unknown ModelConfig.router_score {self.router_score!r}; choose one of: "
+                f"{', '.join(ROUTER_SCORES)}"
+            )
+        if self.n_experts and self.n_active_experts > self.n_experts:
+            raise ValueError(
+                f"n_active_experts={self.n_active_experts} is more than n_experts="
+                f"{self.n_experts}: each token picks its top-k experts among n_experts"
+            )
+        if self.moe_dense_layers is not None:
+            layers = self.moe_dense_layers
+            if not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
+                raise ValueError(f"ModelConfig.moe_dense_layers must list layer numbers, got {layers!r}")
+            self.moe_dense_layers = sorted(set(layers)) or None  # [] and None: the same network
+        if self.moe_d_ff is None:
+            self.moe_d_ff = self.d_ff
+        if self.shared_expert_d_ff is None and self.n_shared_experts:
+            self.shared_expert_d_ff = self.n_shared_experts * self.moe_d_ff
+
+    def is_moe_layer(self, layer_idx: int) -> bool:
+        """True when block ``layer_idx`` holds a mixture of experts instead of a dense MLP."""
+        return (
+            self.n_experts > 0
+            and layer_idx >= self.moe_first_dense
+            and (layer_idx + 1) % self.moe_every == 0
+            and layer_idx not in (self.moe_dense_layers or ())
+        )
 
     def _check_sliding_window(self) -> None:
         """Check the window fields and resolve ``layer_types`` to one name per layer."""

@@ -25,6 +25,7 @@ from torch import nn
 from buildlm.model.attention import KVCache
 from buildlm.model.block import Block
 from buildlm.model.config import ModelConfig
+from buildlm.model.moe import Experts, inactive_expert_params
 from buildlm.model.norm import make_norm
 from buildlm.model.position import (
     LearnedPositionalEmbedding,
@@ -97,6 +98,8 @@ class GPT(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, (nn.Embedding, LearnedPositionalEmbedding)):
                 nn.init.normal_(module.weight, mean=0.0, std=std)
+            elif isinstance(module, Experts):  # stacked expert matrices, initialised alike
+                module.reset_parameters(std, residual_std)
 
     def reset_buffers(self, device: torch.device | str | None = None) -> None:
         """Recompute the non-persistent buffers (RoPE cos/sin, the sinusoidal table) on ``device``.
@@ -197,14 +200,18 @@ class GPT(nn.Module):
         return self.norm(x), weights  # (B, T, d_model)
 
     # ---- accounting -----------------------------------------------------------------------
-    def num_params(self, non_embedding: bool = False) -> int:
+    def num_params(self, non_embedding: bool = False, active: bool = False) -> int:
         """Number of parameters (a tied matrix counts once).
 
         ``non_embedding=True`` leaves out the token-embedding table and learned position
         embeddings, the convention of the scaling-law papers (an untied LM head is kept: it is a
-        real matmul).
+        real matmul). ``active=True`` counts, in mixture-of-experts layers, only the
+        ``n_active_experts`` experts one token uses (the "A3B" of Qwen3-30B-A3B); a dense model
+        has active == total.
         """
         n = sum(p.numel() for p in self.parameters())
+        if active:
+            n -= inactive_expert_params(self)
         if non_embedding:
             n -= self.tok_emb.weight.numel()
             if isinstance(self.pos_emb, LearnedPositionalEmbedding):
@@ -223,9 +230,13 @@ class GPT(nn.Module):
           2 * T * d_attn forward, so 4 * T * d_attn, times 3 for forward + backward.
           d_attn = n_heads * head_dim. The causal mask halves the useful work, but the
           convention counts the full T x T product.
+        In a mixture-of-experts layer a token runs through its k active experts only, so N
+        counts those (and the router), not all n_experts.
         """
         t = self.config.context_length if seq_len is None else seq_len
         n = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
+        n += sum(p.numel() for m in self.modules() if isinstance(m, Experts) for p in m.parameters())
+        n -= inactive_expert_params(self)
         if self.lm_head is None:
             n += self.tok_emb.weight.numel()
         d_attn = self.config.n_heads * self.config.head_dim

@@ -109,6 +109,11 @@ class TrainConfig:
             activations (less memory, about a third more compute).
         max_bad_steps: a step with a non-finite loss or gradient is skipped; this many in a row
             stop the run (with a checkpoint of the last good weights).
+        moe_aux_loss_coef: mixture-of-experts models: weight of the router's load-balancing
+            loss (n_experts * sum_e share_e * mean_prob_e, 1 when balanced) added to the
+            training loss (0: off). Dense models ignore it.
+        moe_z_loss_coef: weight of the router z-loss (mean logsumexp(router logits)^2), which
+            keeps router logits small (0: off).
     """
 
     max_steps: int = 5000
@@ -147,6 +152,8 @@ class TrainConfig:
     distributed: str = "ddp"
     activation_checkpointing: bool = False
     max_bad_steps: int = 5
+    moe_aux_loss_coef: float = 0.01
+    moe_z_loss_coef: float = 0.001
 
     def __post_init__(self) -> None:
         if self.precision not in DTYPES:

@@ -74,9 +74,13 @@ class Progress:
         self.write: Callable[[str], None] = self.bar.write if is_main else silent  # a line above the bar
         self.window_start, self.window_tokens = time.perf_counter(), 0
 
-    def step_done(self, step: int, loss: float, lr: float, tokens: int, tokens_seen: int, last: bool) -> None:
+    def step_done(
+        self, step: int, loss: float, lr: float, tokens: int, tokens_seen: int, last: bool,
+        extra: Callable[[], dict[str, float]] | None = None,
+    ) -> None:  # fmt: skip
         """After step ``step``, which read ``tokens`` (``tokens_seen`` in all): move the bar, and
-        every ``log_interval`` steps (or after the ``last``) record the figures."""
+        every ``log_interval`` steps (or after the ``last``) record the figures, with the
+        columns ``extra()`` gives (a mixture of experts' router figures), asked only then."""
         self.window_tokens += tokens
         if self.clock is None:
             self.bar.update(1)
@@ -99,6 +103,7 @@ class Progress:
         )
         self.record(
             {"step": step, "train_loss": loss, "lr": lr, "tokens_per_s": tok_s, "mfu": util, "tokens": tokens_seen}
+            | (extra() if extra is not None else {})
         )
 
     def record(self, row: dict[str, Any]) -> None:

@@ -45,6 +45,7 @@ from buildlm.train.distributed import Distributed, silent
 from buildlm.train.metrics import PeakFlops, bits_per_byte, perplexity
 from buildlm.train.optim import lr_at, make_optimizer, set_lr
 from buildlm.train.progress import Progress
+from buildlm.train.router_loss import RouterLoss
 from buildlm.train.schedule import Schedule
 from buildlm.train.task import Task
 from buildlm.train.trainer_state import capture_state, restore_state, write_checkpoint
@@ -161,6 +162,7 @@ class Trainer:
         )  # fmt: skip
         self._step_tokens = 0
         self.bad_steps = 0  # non-finite steps in a row
+        self.router_loss = RouterLoss(self.model, config.moe_aux_loss_coef, config.moe_z_loss_coef)
 
     # --- one step -----------------------------------------------------------------------------
 
@@ -194,11 +196,12 @@ class Trainer:
         n = self.config.grad_accum_steps
         total = torch.zeros((), device=self.device)
         self._step_tokens = 0
+        self.router_loss.start_step()
         for i in range(n):
             batch = next(self.train_batches)  # pretraining: x (B, T), y (B, T)
             with self._gradient_sync(i == n - 1):
-                loss = self._batch_loss(batch)
-                self.scaler.scale(loss / n).backward()
+                loss = self._batch_loss(batch)  # the router losses join the gradient, not the log
+                self.scaler.scale((loss + self.router_loss(n)) / n).backward()
             total += loss.detach()
             self._step_tokens += self._batch_tokens(batch)
         if self.dist is not None:
@@ -365,12 +368,16 @@ class Trainer:
                     # Clocks differ between ranks: rank 0 decides, so all stop at the same step.
                     last, timed_out = self.dist.broadcast((last, timed_out))
                 schedule.finished = last
-                progress.step_done(self.step, loss, self.lr, self._step_tokens, self.tokens_seen, last)
+                progress.step_done(
+                    self.step, loss, self.lr, self._step_tokens, self.tokens_seen, last, self.router_loss.row
+                )  # fmt: skip
                 due = schedule.jobs_after(self.step)  # at their intervals; and at the end, eval and save
                 if "eval" in due or (self.val_batches is not None and (last or timed_out)):
                     ev = schedule.timed("eval", self.evaluate)
                     self._record({"step": self.step, **{k: v for k, v in ev.items() if isinstance(v, (int, float))}})
                     progress.write(f"step {self.step}: {self.describe_eval(ev)}")
+                    if self.router_loss.sums:  # a collapsing router: a few shares take all
+                        progress.write(f"step {self.step}: {self.router_loss.describe()}")
                 if "sample" in due and not last:
                     text = schedule.timed("sample", self.sample)
                     progress.write(f"--- sample at step {self.step} ---\n{text}\n---")

@@ -36,6 +36,7 @@ from torch import nn
 
 from buildlm.model.config import ModelConfig
 from buildlm.model.gpt import GPT
+from buildlm.model.moe import MoE
 
 Shape = tuple[int, ...]
 
@@ -370,7 +371,26 @@ class _Builder:
         note = "mixes the heads back into d_model"
         self.add("out projection", 2, self.shapes(f"{p}.proj"), params, flops, note, layer=i)
 
+    def moe(self, moe: MoE, i: int) -> None:
+        p, cfg, acct = f"blocks.{i}.mlp", self.cfg, self.acct
+        note = f"{cfg.n_active_experts} of {cfg.n_experts} experts per token, {cfg.router_score} router"
+        self.add("mixture of experts", 1, self.shapes(p), note=note, layer=i, group=True)
+        params, flops = acct.module(moe.router), 6 * moe.router.weight.numel()
+        self.add("router", 2, self.shapes(f"{p}.router"), params, flops, "a score per expert", layer=i)
+        per_expert = moe.experts.params_per_expert()
+        note = f"{cfg.mlp} width {cfg.moe_d_ff}; active {cfg.n_active_experts * per_expert:,} parameters"
+        flops = 6 * cfg.n_active_experts * per_expert  # each token runs k experts only
+        self.add("experts", 2, self.shapes(f"{p}.experts"), acct.module(moe.experts), flops, note, layer=i)
+        for name, attr in (("shared experts", "shared"), ("shared gate", "shared_gate")):
+            part = getattr(moe, attr)
+            if part is not None:
+                flops = 6 * sum(m.weight.numel() for m in part.modules() if isinstance(m, nn.Linear))
+                note = "every token, beside the routed experts"
+                self.add(name, 2, self.shapes(f"{p}.{attr}"), acct.module(part), flops, note, layer=i)
+
     def mlp(self, mlp: nn.Module, i: int) -> None:
+        if isinstance(mlp, MoE):
+            return self.moe(mlp, i)
         p, cfg = f"blocks.{i}.mlp", self.cfg
         note = f"{cfg.mlp}, hidden width {cfg.d_ff}"
         self.add("MLP", 1, self.shapes(p), note=note, layer=i, group=True)

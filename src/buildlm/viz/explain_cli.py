@@ -72,6 +72,11 @@ def main(argv: list[str]) -> None:
         f"parameters: {trace.total_params:,} (GPT.num_params() = {model.num_params():,}; "
         f"without embeddings {model.num_params(non_embedding=True):,})"
     )
+    if config.n_experts:  # a mixture of experts: each token uses only its k experts' weights
+        print(
+            f"active parameters per token: {model.num_params(active=True):,} of "
+            f"{model.num_params():,} ({config.n_active_experts} of {config.n_experts} experts)"
+        )
     print(
         f"FLOPs per token at T={t}: {trace.total_flops:,} training, "
         f"{trace.total_flops // 3:,} forward (GPT.flops_per_token({t}) = "
