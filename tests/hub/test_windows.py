@@ -1,4 +1,4 @@
-"""Sliding windows from and to Hugging Face: Mistral, and windowed Qwen2/Qwen3.
+"""Sliding windows from and to Hugging Face: Mistral, Mixtral, and windowed Qwen2/Qwen3.
 
 transformers models built from their config classes with random weights, saved offline; load_hf
 must give the same logits (fp32, atol 1e-5) and the same greedy tokens, with windows shorter
@@ -13,6 +13,8 @@ from transformers import (
     AutoModelForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    MixtralConfig,
+    MixtralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
     Qwen3Config,
@@ -40,6 +42,8 @@ CASES = {
         num_key_value_heads=4, sliding_window=1)),
     "mistral-no-window": (MistralConfig, MistralForCausalLM, dict(sliding_window=None)),
     "mistral-wide-window": (MistralConfig, MistralForCausalLM, dict(sliding_window=4096)),
+    "mixtral-w6": (MixtralConfig, MixtralForCausalLM, dict(
+        num_local_experts=4, num_experts_per_tok=2, sliding_window=6)),
     "qwen2-mixed": (Qwen2Config, Qwen2ForCausalLM, dict(
         **QWEN_WINDOW, num_hidden_layers=3, max_window_layers=1)),
     "qwen3-layer-types": (Qwen3Config, Qwen3ForCausalLM, dict(
@@ -83,7 +87,7 @@ def test_logits_and_greedy_tokens_match_transformers(case, attn, tmp_path):
     model, _ = load_hf(tmp_path)
     window = hf.config.sliding_window
     assert model.config.sliding_window == window
-    if hf.config.model_type != "mistral" and window is not None:
+    if hf.config.model_type not in ("mistral", "mixtral") and window is not None:
         assert model.config.layer_types == hf.config.layer_types
     idx = _ids(hf.config.vocab_size)
     with torch.no_grad():

@@ -7,7 +7,7 @@ Mistral, and the mixtures of experts Mixtral, Qwen2-MoE, Qwen3-MoE) into a build
 tokenizer live with the tokenizer (`buildlm.tokenizer.chat_templates`). One concept per file:
 
 - ``hf_config.py``: config.json <-> ModelConfig
-- ``hf_windows.py``: sliding-window settings in config.json (Mistral, windowed Qwen2/Qwen3)
+- ``hf_windows.py``: sliding-window settings in config.json (Mistral, Mixtral, windowed Qwen2/Qwen3)
 - ``hf_weights.py``: tensor names and layouts, both ways
 - ``hf_moe.py``: the mixture-of-experts families' config keys and expert tensor names
 - ``safetensors_io.py``: the safetensors format, read straight into the final tensors

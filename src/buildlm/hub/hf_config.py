@@ -17,7 +17,7 @@ mistral     RoPE      RMS      SwiGLU  grouped-query, every layer sliding-window
 Mixtral, Qwen2-MoE and Qwen3-MoE are Llama, Qwen2 and Qwen3 with mixture-of-experts MLPs; their
 expert settings are read and written by ``hf_moe.py``.
 
-Sliding windows (Mistral's, and Qwen2/Qwen3's ``use_sliding_window``) are read and written by
+Sliding windows (Mistral's, Mixtral's, and Qwen2/Qwen3's ``use_sliding_window``) are read and written by
 `buildlm.hub.hf_windows`.
 
 A key missing from ``config.json`` takes the default transformers gives it for that family (old

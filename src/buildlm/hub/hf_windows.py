@@ -2,7 +2,8 @@
 
 Mistral is Llama (RoPE, RMSNorm, SwiGLU, grouped-query attention, no biases) whose every layer
 is local: it sees the last ``sliding_window`` positions (``null``: every layer global, then it
-is a Llama). Qwen2 and Qwen3 can be windowed too: ``use_sliding_window`` switches
+is a Llama). Mixtral is Mistral with mixture-of-experts MLPs (`buildlm.hub.hf_moe`), its
+window the same. Qwen2 and Qwen3 can be windowed too: ``use_sliding_window`` switches
 ``sliding_window`` on, and ``layer_types`` (or, in files without it, ``max_window_layers``:
 layers from that index on are local) says which layers. Llama has no windows.
 
@@ -24,8 +25,9 @@ MISTRAL_DEFAULTS: dict[str, Any] = dict(
     tie_word_embeddings=False, rope_theta=10000.0, attention_bias=False, sliding_window=4096,
 )  # fmt: skip
 
-# Families whose files can describe local layers.
-WINDOWED = ("mistral", "qwen2", "qwen3")
+# Families whose files can describe local layers, and those whose layers are all local.
+WINDOWED = ("mistral", "mixtral", "qwen2", "qwen3")
+ALL_LOCAL = ("mistral", "mixtral")
 
 
 def windows_from_hf(model_type: str, hf: dict[str, Any], c: dict[str, Any]) -> dict[str, Any]:
@@ -36,9 +38,14 @@ def windows_from_hf(model_type: str, hf: dict[str, Any], c: dict[str, Any]) -> d
     """
     window = hf["sliding_window"] if "sliding_window" in hf else c.get("sliding_window")
     n_layers = c["num_hidden_layers"]
-    if model_type == "mistral":  # every layer local; MistralForCausalLM ignores layer_types
+    if model_type in ALL_LOCAL:  # every layer local; these models ignore layer_types
         return dict(sliding_window=window, layer_types=None)
     layer_types = c.get("layer_types")
+    if c.get("use_sliding_window") and window and model_type not in WINDOWED:
+        raise ValueError(
+            f"config.json ({model_type}): sliding-window attention (use_sliding_window=true) is "
+            "not supported by buildlm for this family"
+        )
     if model_type not in WINDOWED or not c.get("use_sliding_window") or window is None:
         if layer_types and any(t != "full_attention" for t in layer_types):
             raise ValueError(
@@ -60,9 +67,9 @@ def window_mismatches(cfg: ModelConfig, model_type: str) -> list[str]:
     problems = []
     if cfg.rope_local_theta is not None:
         problems.append(f"rope_local_theta={cfg.rope_local_theta} (one RoPE base for all layers)")
-    if model_type == "mistral":
+    if model_type in ALL_LOCAL:
         if any(local) and not all(local):
-            problems.append("layer_types mixes local and global layers (Mistral: all or none)")
+            problems.append(f"layer_types mixes local and global layers ({model_type}: all or none)")
     elif any(local) and model_type not in WINDOWED:
         problems.append(f"sliding_window={cfg.sliding_window} ({model_type} has no local layers)")
     return problems
@@ -71,7 +78,7 @@ def window_mismatches(cfg: ModelConfig, model_type: str) -> list[str]:
 def windows_to_hf(cfg: ModelConfig, model_type: str) -> dict[str, Any]:
     """The config.json keys that describe ``cfg``'s windows to a ``model_type`` network."""
     local = "sliding_attention" in cfg.layer_types
-    if model_type == "mistral":
+    if model_type in ALL_LOCAL:
         return dict(sliding_window=cfg.sliding_window if local else None)
     if model_type not in WINDOWED:
         return {}
