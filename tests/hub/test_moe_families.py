@@ -81,10 +81,11 @@ def test_moe_logits_greedy_and_round_trip_match_transformers(hub, case, tmp_path
     assert reloaded.config == model.config
 
 
-def test_mixtral_sliding_window_shorter_than_context_is_refused(hub, tmp_path):
-    hf = hub.make_hf("mixtral", **hub.llama_shape(num_local_experts=2, sliding_window=16))
+def test_qwen_moe_sliding_window_is_refused(hub, tmp_path):
+    """Mixtral's window loads (tests/hub/test_windows.py); Qwen-MoE's local layers do not."""
+    hf = hub.make_hf("qwen3_moe", **hub.llama_shape(use_sliding_window=True, sliding_window=16))
     hf.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="sliding_window=16"):
+    with pytest.raises(ValueError, match="use_sliding_window=true"):
         load_hf(tmp_path)
 
 

@@ -157,3 +157,13 @@ def test_cli_shows_experts_and_active_parameters(capsys):
         assert stage in out
     line = next(x for x in out.splitlines() if x.startswith("active parameters per token"))
     assert _numbers(line)[:2] == [model.num_params(active=True), model.num_params()]
+
+
+def test_local_layers_show_their_window():
+    cfg = ModelConfig.preset(
+        "llama-small", n_layers=2, sliding_window=64,
+        layer_types=["sliding_attention", "full_attention"],
+    )  # fmt: skip
+    trace = trace_model(cfg, seq_len=10)
+    assert "local: sees the last 64 positions" in trace.stage("attention", layer=0).note
+    assert "local" not in trace.stage("attention", layer=1).note

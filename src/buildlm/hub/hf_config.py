@@ -11,14 +11,18 @@ gpt2        learned   Layer    GELU    multi-head, biases everywhere            
 llama       RoPE      RMS      SwiGLU  grouped-query, no biases                    either
 qwen2       RoPE      RMS      SwiGLU  grouped-query, biases on q/k/v only         either
 qwen3       RoPE      RMS      SwiGLU  grouped-query, RMSNorm on each q/k head     either
+mistral     RoPE      RMS      SwiGLU  grouped-query, every layer sliding-window   either
 ==========  ========  =======  ======  ==========================================  =======
 
 Mixtral, Qwen2-MoE and Qwen3-MoE are Llama, Qwen2 and Qwen3 with mixture-of-experts MLPs; their
 expert settings are read and written by ``hf_moe.py``.
 
+Sliding windows (Mistral's, Mixtral's, and Qwen2/Qwen3's ``use_sliding_window``) are read and written by
+`buildlm.hub.hf_windows`.
+
 A key missing from ``config.json`` takes the default transformers gives it for that family (old
 GPT-2 configs omit ``tie_word_embeddings``, for instance). A setting buildlm cannot reproduce
-(another activation, sliding-window attention, a RoPE scaling other than Llama 3's) raises
+(another activation, a RoPE scaling other than Llama 3's) raises
 ``ValueError``: loading it anyway would give a model that silently computes something else.
 Dropout rates are training settings, not architecture; a loaded model gets ``dropout=0``.
 A size a file leaves out or sets to ``null`` (``num_key_value_heads``, ``n_inner``,
@@ -43,6 +47,12 @@ from buildlm.hub.hf_moe import (
     moe_fields_from_hf,
     moe_mismatches,
 )
+from buildlm.hub.hf_windows import (
+    MISTRAL_DEFAULTS,
+    window_mismatches,
+    windows_from_hf,
+    windows_to_hf,
+)
 from buildlm.model import ModelConfig
 
 ARCHITECTURES = {
@@ -50,6 +60,7 @@ ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
+    "mistral": "MistralForCausalLM",
     **MOE_ARCHITECTURES,  # mixtral, qwen2_moe, qwen3_moe: see hf_moe.py
 }
 SUPPORTED = tuple(ARCHITECTURES)
@@ -81,6 +92,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         tie_word_embeddings=False, rope_theta=10000.0, attention_bias=False,
         use_sliding_window=False,
     ),
+    "mistral": MISTRAL_DEFAULTS,
     **MOE_DEFAULTS,
 }  # fmt: skip
 
@@ -133,7 +145,7 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
         c["head_dim"] = None
     if model_type == "gpt2":
         return _gpt2_from_hf(c)
-    return _llama_like_from_hf(model_type, c)
+    return _llama_like_from_hf(model_type, c, windows_from_hf(model_type, hf, c))
 
 
 def _unsupported(model_type: str, what: str) -> ValueError:
@@ -167,14 +179,11 @@ def _gpt2_from_hf(c: dict[str, Any]) -> ModelConfig:
     )
 
 
-def _llama_like_from_hf(model_type: str, c: dict[str, Any]) -> ModelConfig:
+def _llama_like_from_hf(
+    model_type: str, c: dict[str, Any], windows: dict[str, Any]
+) -> ModelConfig:
     if c["hidden_act"] != "silu":
         raise _unsupported(model_type, f"hidden_act={c['hidden_act']!r} (only 'silu', SwiGLU)")
-    if c.get("use_sliding_window"):
-        raise _unsupported(model_type, "sliding-window attention (use_sliding_window=true)")
-    layer_types = c.get("layer_types") or []
-    if any(t != "full_attention" for t in layer_types):
-        raise _unsupported(model_type, f"layer_types other than full_attention ({layer_types})")
     bias, qkv_bias = False, None
     if model_type == "qwen2":
         qkv_bias = True  # Qwen2 always has q/k/v biases, and no other bias
@@ -211,6 +220,7 @@ def _llama_like_from_hf(model_type: str, c: dict[str, Any]) -> ModelConfig:
         tie_embeddings=bool(c["tie_word_embeddings"]),
         qk_norm=model_type in ("qwen3", "qwen3_moe"),
         init_std=float(c["initializer_range"]),
+        **windows,
         **moe_fields_from_hf(model_type, c),
     )
 
@@ -269,6 +279,7 @@ def _mismatches(cfg: ModelConfig, model_type: str) -> list[str]:
         "mixtral": dict(**llama_like, qk_norm=False, bias=False),
         "qwen2_moe": dict(**llama_like, qk_norm=False, bias=False),
         "qwen3_moe": dict(**llama_like, qk_norm=True, bias=False),
+        "mistral": dict(**llama_like, qk_norm=False, bias=False),
     }[model_type]  # fmt: skip
     want["norm_placement"] = "pre"
     problems = [
@@ -278,9 +289,11 @@ def _mismatches(cfg: ModelConfig, model_type: str) -> list[str]:
         problems.append(f"n_kv_heads={cfg.n_kv_heads} (GPT-2 has one key/value head per head)")
     if model_type == "gpt2" and cfg.head_dim * cfg.n_heads != cfg.d_model:
         problems.append(f"head_dim={cfg.head_dim} (GPT-2's heads split d_model={cfg.d_model})")
-    if model_type in ("gpt2", "llama", "qwen3", "mixtral", "qwen3_moe") and cfg.qkv_bias != cfg.bias:
+    if model_type in ("gpt2", "llama", "qwen3", "mistral", "mixtral", "qwen3_moe") and (
+        cfg.qkv_bias != cfg.bias
+    ):
         problems.append(f"qkv_bias={cfg.qkv_bias} differs from bias={cfg.bias}")
-    return problems + moe_mismatches(cfg, model_type)
+    return problems + moe_mismatches(cfg, model_type) + window_mismatches(cfg, model_type)
 
 
 def hf_model_type(cfg: ModelConfig, model_type: str | None = None) -> str:
@@ -387,8 +400,7 @@ def config_to_hf(
     if model_type == "llama":
         out.update(attention_bias=cfg.bias, mlp_bias=cfg.bias)
     elif model_type == "qwen3":
-        out.update(attention_bias=False, use_sliding_window=False, sliding_window=None)
-    else:
-        out.update(use_sliding_window=False, sliding_window=None)
+        out.update(attention_bias=False)
+    out.update(windows_to_hf(cfg, model_type))
     out.update(moe_config_to_hf(cfg, model_type))
     return out

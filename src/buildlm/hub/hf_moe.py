@@ -71,12 +71,6 @@ def moe_fields_from_hf(model_type: str, c: dict[str, Any]) -> dict[str, Any]:
     """The `ModelConfig` MoE fields of a parsed config.json (``{}`` for a dense family)."""
     if model_type not in MOE_ARCHITECTURES:
         return {}
-    window = c.get("sliding_window")
-    if window and window < c["max_position_embeddings"]:  # Mixtral's; Qwen's is gated above
-        raise ValueError(
-            f"config.json ({model_type}): sliding_window={window} shorter than the context "
-            f"({c['max_position_embeddings']}) is not supported by buildlm's MoE loader"
-        )
     n_experts = c.get("num_local_experts") or c.get("num_experts")
     fields: dict[str, Any] = dict(
         n_experts=n_experts, n_active_experts=c["num_experts_per_tok"], router_score="softmax"

@@ -14,8 +14,16 @@ keys/values into the next free slots. Nothing is reallocated or concatenated whi
 shapes, which is what CUDA graphs need. With grouped-query attention only the ``n_kv_heads``
 shared heads are stored: that is GQA's memory saving.
 
+**Local layers keep only their window.** A sliding-window layer (`buildlm.model.sliding_window`)
+never again reads a key older than its window, so its storage is a *ring* of ``window`` slots:
+absolute position ``a`` lives in slot ``a % window``, each new key overwrites the oldest, and
+decoding a long text with a windowed model holds ``window`` positions per local layer instead of
+``max_len``. The ring's slots are out of order, which attention does not mind (keys carry their
+RoPE rotation, and softmax sums over keys in any order); only the mask must know which
+position each slot holds, and `key_slots` tells it.
+
 The model talks to it through the `buildlm.model.attention.KVCache` protocol: ``offset`` (how
-many positions are cached) and ``update(layer, k, v)``. A batch whose rows come and go (the
+many positions are cached), ``update(layer, k, v)`` and, for the rings, ``key_slots``. A batch whose rows come and go (the
 server's) moves rows between caches with ``reorder``, ``resized`` and ``concat``.
 """
 
@@ -39,12 +47,18 @@ class StaticKVCache:
         max_len: int,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
+        windows: Sequence[int | None] | None = None,
     ) -> None:
         if max_len < 1 or batch_size < 1:
             raise ValueError(f"max_len and batch_size must be >= 1, got {max_len}, {batch_size}")
-        shape = (batch_size, n_kv_heads, max_len, head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.windows = list(windows) if windows is not None else [None] * n_layers
+        if len(self.windows) != n_layers:
+            raise ValueError(f"{len(self.windows)} windows for {n_layers} layers")
+        # Slots per layer: a ring of `window` for a local layer whose window is shorter than max_len.
+        self.sizes = [max_len if w is None else min(w, max_len) for w in self.windows]
+        shapes = [(batch_size, n_kv_heads, size, head_dim) for size in self.sizes]
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for shape in shapes]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for shape in shapes]
         self.device = torch.device(device)
         self.n_layers = n_layers
         self.max_len = max_len
@@ -68,7 +82,10 @@ class StaticKVCache:
             dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
         device = next(model.parameters()).device
         max_len = cfg.context_length if max_len is None else min(max_len, cfg.context_length)
-        return cls(cfg.n_layers, batch_size, cfg.n_kv_heads, cfg.head_dim, max_len, dtype, device)
+        windows = [cfg.layer_window(i) for i in range(cfg.n_layers)]
+        return cls(
+            cfg.n_layers, batch_size, cfg.n_kv_heads, cfg.head_dim, max_len, dtype, device, windows
+        )
 
     @property
     def batch_size(self) -> int:
@@ -88,17 +105,48 @@ class StaticKVCache:
         no copy. The offset moves on after the last layer has written, so every layer of one
         forward pass writes to the same slots.
         """
-        end = self.offset + k.shape[-2]
+        t = k.shape[-2]
+        end = self.offset + t
         if end > self.max_len:
             raise ValueError(
                 f"the KV cache holds {self.max_len} positions and is full ({self.offset} used, "
-                f"{k.shape[-2]} more asked); make a larger cache or slide the window"
+                f"{t} more asked); make a larger cache or slide the window"
             )
-        self.k[layer][:, :, self.offset : end] = k
-        self.v[layer][:, :, self.offset : end] = v
+        keys, values = self.k[layer], self.v[layer]
+        size = self.sizes[layer]
+        if size == self.max_len:  # a full-length layer: positions in order
+            keys[:, :, self.offset : end] = k
+            values[:, :, self.offset : end] = v
+            out = keys[:, :, :end], values[:, :, :end]
+        else:  # a ring: see key_slots for the order of what is returned
+            if t > 1:  # the chunk's queries see the ring as it was, then the whole chunk
+                out = torch.cat([keys, k], dim=2), torch.cat([values, v], dim=2)
+            keep = min(t, size)  # only the chunk's last `size` keys stay
+            slots = torch.arange(end - keep, end, device=keys.device) % size
+            keys[:, :, slots] = k[:, :, t - keep :]
+            values[:, :, slots] = v[:, :, t - keep :]
+            if t == 1:
+                out = keys, values
         if layer == self.n_layers - 1:
             self.offset = end
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+        return out
+
+    def key_slots(self, window: int | None, q_len: int) -> torch.Tensor | None:
+        """Where each key that `update` returns to a ``window`` layer sits, for ``q_len`` new
+        queries: (Tk,) absolute positions, negative for a ring slot not written yet. None: the
+        layer keeps every position in order (slot j holds position j), no ring.
+
+        Read before the forward pass (at the current ``offset``). One new query: the ring after
+        the write, slot s holding the newest position ``a <= offset`` with ``a % window == s``.
+        Several: the ring as it was, then the chunk's positions.
+        """
+        if window is None or window >= self.max_len:
+            return None
+        if q_len == 1:
+            return ring_positions(torch.tensor(self.offset, device=self.device), window)
+        before = ring_positions(torch.tensor(self.offset - 1, device=self.device), window)
+        chunk = torch.arange(self.offset, self.offset + q_len, device=self.device)
+        return torch.cat([before, chunk])
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows ``index`` (B_new,) of the batch, e.g. the surviving beams of beam search."""
@@ -122,8 +170,8 @@ class StaticKVCache:
         """
         kept = self.offset - drop
         out = self._new(self.batch_size, max_len)
-        for dst, src in zip(out.k + out.v, self.k + self.v, strict=True):  # (B, KV, slots, d)
-            dst[:, :, :kept] = src[:, :, drop : self.offset]
+        for layer in range(self.n_layers):
+            out._copy_positions(layer, self, slice(None), drop, self.offset, -drop)
         out.offset = kept
         return out
 
@@ -139,17 +187,43 @@ class StaticKVCache:
         row = 0
         for c in caches:
             rows = slice(row, row + c.batch_size)
-            for dst, src in zip(out.k + out.v, c.k + c.v, strict=True):  # (B, KV, slots, d)
-                dst[rows, :, width - c.offset : width] = src[:, :, : c.offset]
+            for layer in range(out.n_layers):
+                out._copy_positions(layer, c, rows, 0, c.offset, width - c.offset)
             row += c.batch_size
         out.offset = width
         return out
 
+    def _copy_positions(
+        self, layer: int, src: StaticKVCache, rows: slice, start: int, end: int, shift: int
+    ) -> None:
+        """Copy ``src``'s positions ``start..end`` of ``layer`` into rows ``rows`` of this
+        cache, at positions moved by ``shift``; a ring layer only needs its last window."""
+        window = self.windows[layer]
+        if window is not None:
+            start = max(start, end - window)
+        if src.sizes[layer] == src.max_len and self.sizes[layer] == self.max_len:  # in order
+            src_slots, dst_slots = slice(start, end), slice(start + shift, end + shift)
+        else:  # a ring on either side: position a sits in slot a % size
+            positions = torch.arange(start, end, device=self.device)
+            src_slots = positions % src.sizes[layer]
+            dst_slots = (positions + shift) % self.sizes[layer]
+        for dst, source in ((self.k, src.k), (self.v, src.v)):  # (B, KV, slots, d)
+            dst[layer][rows, :, dst_slots] = source[layer][:, :, src_slots]
+
     def _new(self, batch_size: int, max_len: int) -> StaticKVCache:
-        """An empty cache like this one (layers, heads, dtype, device) of another size."""
+        """An empty cache like this one (layers, heads, dtype, device, windows) of another size."""
         _, kv_heads, _, head_dim = self.k[0].shape
         dtype, device = self.k[0].dtype, self.k[0].device
-        return StaticKVCache(self.n_layers, batch_size, kv_heads, head_dim, max_len, dtype, device)
+        return StaticKVCache(
+            self.n_layers, batch_size, kv_heads, head_dim, max_len, dtype, device, self.windows
+        )
+
+
+def ring_positions(last: torch.Tensor, size: int) -> torch.Tensor:
+    """The position each slot of a ring of ``size`` holds once positions up to ``last`` (a
+    0-d or (1,) tensor) are written: (size,), negative where nothing was written yet."""
+    slots = torch.arange(size, device=last.device)
+    return last - torch.remainder(last - slots, size)
 
 
 class SlotWriter:
@@ -173,8 +247,18 @@ class SlotWriter:
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write this step's (B, KV, 1, d) keys/values at ``slot``; return the whole (B, KV, max_len, d)."""
+        """Write this step's (B, KV, 1, d) keys/values at ``slot`` (of a ring: ``slot % size``);
+        return the layer's whole storage, (B, KV, max_len or ring size, d)."""
         keys, values = self.cache.k[layer], self.cache.v[layer]
-        keys.index_copy_(2, self.slot, k)
-        values.index_copy_(2, self.slot, v)
+        size = self.cache.sizes[layer]
+        slot = self.slot if size == self.cache.max_len else torch.remainder(self.slot, size)
+        keys.index_copy_(2, slot, k)
+        values.index_copy_(2, slot, v)
         return keys, values
+
+    def key_slots(self, window: int | None, q_len: int) -> torch.Tensor | None:
+        """As `StaticKVCache.key_slots` for the new token at ``slot``, on the device (no host
+        read, so a CUDA graph can record it)."""
+        if window is None or window >= self.cache.max_len:
+            return None
+        return ring_positions(self.slot, window)

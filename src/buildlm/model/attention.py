@@ -44,6 +44,10 @@ class KVCache(Protocol):
     a forward pass. ``update(layer, k, v)`` appends this step's keys/values of shape
     (B, n_kv_heads, T_new, head_dim) for one layer and returns all of that layer's keys/values,
     (B, n_kv_heads, T_total, head_dim). The cache advances its ``offset`` itself.
+
+    A cache may keep only the last ``window`` positions of a sliding-window layer (a ring, out of
+    order); it then also has ``key_slots(window, q_len)``, the position of each key it returns
+    (see `buildlm.model.sliding_window.layer_masks`).
     """
 
     offset: int
@@ -128,6 +132,9 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig, layer_idx: int = 0) -> None:
         super().__init__()
         self.layer_idx = layer_idx
+        # Keys this layer sees behind each query, its own included (None: all of them, a global
+        # layer); the model hands it the matching mask (`buildlm.model.sliding_window`).
+        self.sliding_window = config.layer_window(layer_idx)
         self.n_heads = config.n_heads
         self.n_kv_heads = config.n_kv_heads
         self.head_dim = config.head_dim

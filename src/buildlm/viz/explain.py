@@ -337,6 +337,8 @@ class _Builder:
                 f"head_dim = {(h + 2 * kv) * d}; update explain.py to match the model"
             )
         heads = f"{h} heads x {d} dims, {kv} key/value heads"
+        if attn.sliding_window is not None:  # a local layer (buildlm.model.sliding_window)
+            heads += f", local: sees the last {attn.sliding_window} positions"
         self.add("attention", 1, self.shapes(p), note=heads, layer=i, group=True)
         shared = f"; shared by {h // kv} query heads" if kv < h else ""
         weight, bias = attn.qkv.weight, attn.qkv.bias
