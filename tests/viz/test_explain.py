@@ -30,7 +30,15 @@ CONFIGS = {
     "swiglu,qkv-bias-only,head_dim": ModelConfig(
         **SMALL, mlp="swiglu", bias=False, qkv_bias=True, head_dim=16, position="rope"
     ),
-}
+    "olmo2-branch-post,qk-norm-all": ModelConfig(
+        **SMALL, norm="rmsnorm", position="rope", mlp="swiglu", bias=False,
+        norm_placement="branch_post", qk_norm=True, qk_norm_scope="all", n_kv_heads=2,
+    ),
+    "gemma2-sandwich,geglu": ModelConfig(
+        **SMALL, norm="rmsnorm", position="rope", mlp="geglu", bias=False, norm_offset=1.0,
+        norm_placement="sandwich", embed_scale=True, attn_logit_softcap=50.0,
+    ),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", CONFIGS)

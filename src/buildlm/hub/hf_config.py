@@ -13,6 +13,9 @@ qwen2       RoPE      RMS      SwiGLU  grouped-query, biases on q/k/v only      
 qwen3       RoPE      RMS      SwiGLU  grouped-query, RMSNorm on each q/k head     either
 ==========  ========  =======  ======  ==========================================  =======
 
+Gemma (1 and 2) and OLMo 2 are Llama networks with block details switched on; their part of the
+mapping is in `hf_gemma_olmo`.
+
 A key missing from ``config.json`` takes the default transformers gives it for that family (old
 GPT-2 configs omit ``tie_word_embeddings``, for instance). A setting buildlm cannot reproduce
 (another activation, sliding-window attention, a RoPE scaling other than Llama 3's) raises
@@ -33,14 +36,16 @@ from typing import Any
 import torch
 
 from buildlm.device import DTYPES
+from buildlm.hub import hf_gemma_olmo
 from buildlm.model import ModelConfig
 
-SUPPORTED = ("gpt2", "llama", "qwen2", "qwen3")
+SUPPORTED = ("gpt2", "llama", "qwen2", "qwen3", *hf_gemma_olmo.FAMILIES)
 ARCHITECTURES = {
     "gpt2": "GPT2LMHeadModel",
     "llama": "LlamaForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
+    **hf_gemma_olmo.ARCHITECTURES,
 }
 
 # transformers' defaults for the keys read here (GPT2Config, LlamaConfig, Qwen2Config, ...).
@@ -70,6 +75,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         tie_word_embeddings=False, rope_theta=10000.0, attention_bias=False,
         use_sliding_window=False,
     ),
+    **hf_gemma_olmo.DEFAULTS,
 }  # fmt: skip
 
 _GELU_TANH = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # all GELU's tanh approximation
@@ -119,6 +125,9 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
         c["num_key_value_heads"] = None
     if hf.get("head_dim", 0) is None:
         c["head_dim"] = None
+    for key in hf_gemma_olmo.NULL_MEANS_OFF:  # an explicit null switches these off
+        if key in hf and hf[key] is None:
+            c[key] = None
     if model_type == "gpt2":
         return _gpt2_from_hf(c)
     return _llama_like_from_hf(model_type, c)
@@ -156,14 +165,18 @@ def _gpt2_from_hf(c: dict[str, Any]) -> ModelConfig:
 
 
 def _llama_like_from_hf(model_type: str, c: dict[str, Any]) -> ModelConfig:
-    if c["hidden_act"] != "silu":
+    block: dict[str, Any] = dict(mlp="swiglu", qk_norm=model_type == "qwen3")
+    if model_type in hf_gemma_olmo.FAMILIES:
+        block.update(hf_gemma_olmo.block_from_hf(model_type, c))
+    elif c["hidden_act"] != "silu":
         raise _unsupported(model_type, f"hidden_act={c['hidden_act']!r} (only 'silu', SwiGLU)")
     if c.get("use_sliding_window"):
         raise _unsupported(model_type, "sliding-window attention (use_sliding_window=true)")
     layer_types = c.get("layer_types") or []
-    if any(t != "full_attention" for t in layer_types):
+    windows_checked = model_type in hf_gemma_olmo.FAMILIES  # by hf_gemma_olmo.block_from_hf
+    if not windows_checked and any(t != "full_attention" for t in layer_types):
         raise _unsupported(model_type, f"layer_types other than full_attention ({layer_types})")
-    bias, qkv_bias = False, None
+    bias, qkv_bias = False, block.pop("qkv_bias", None)
     if model_type == "qwen2":
         qkv_bias = True  # Qwen2 always has q/k/v biases, and no other bias
     elif model_type == "llama":
@@ -174,7 +187,7 @@ def _llama_like_from_hf(model_type: str, c: dict[str, Any]) -> ModelConfig:
                 "(buildlm's bias switch covers both)",
             )
         bias = bool(c["attention_bias"])
-    elif c["attention_bias"]:  # qwen3: attention biases but never MLP biases
+    elif model_type == "qwen3" and c["attention_bias"]:  # attention biases, never MLP biases
         raise _unsupported(model_type, "attention_bias=true")
     theta, scaling = _rope_from_hf(model_type, c)
     return ModelConfig(
@@ -193,10 +206,9 @@ def _llama_like_from_hf(model_type: str, c: dict[str, Any]) -> ModelConfig:
         position="rope",
         rope_theta=theta,
         rope_scaling=scaling,
-        mlp="swiglu",
         tie_embeddings=bool(c["tie_word_embeddings"]),
-        qk_norm=model_type == "qwen3",
         init_std=float(c["initializer_range"]),
+        **block,
     )
 
 
@@ -242,17 +254,10 @@ def _rope_from_hf(model_type: str, c: dict[str, Any]) -> tuple[float, dict[str, 
 
 def _mismatches(cfg: ModelConfig, model_type: str) -> list[str]:
     """What keeps ``cfg`` from being a ``model_type`` network (empty: it is one)."""
-    llama_like = dict(position="rope", norm="rmsnorm", mlp="swiglu")
-    want: dict[str, Any] = {
-        "gpt2": dict(
-            position="learned", norm="layernorm", mlp="gelu", bias=True, qk_norm=False,
-            rope_scaling=None,
-        ),
-        "llama": dict(**llama_like, qk_norm=False),
-        "qwen2": dict(**llama_like, qk_norm=False, bias=False, qkv_bias=True),
-        "qwen3": dict(**llama_like, qk_norm=True, bias=False),
-    }[model_type]  # fmt: skip
-    want["norm_placement"] = "pre"
+    if model_type in hf_gemma_olmo.FAMILIES:
+        want = dict(hf_gemma_olmo.WANT[model_type])
+    else:
+        want = {**hf_gemma_olmo.PLAIN_BLOCK, **_plain_want(model_type)}
     problems = [
         f"{k}={getattr(cfg, k)!r} (needs {v!r})" for k, v in want.items() if getattr(cfg, k) != v
     ]
@@ -263,6 +268,20 @@ def _mismatches(cfg: ModelConfig, model_type: str) -> list[str]:
     if model_type in ("gpt2", "llama", "qwen3") and cfg.qkv_bias != cfg.bias:
         problems.append(f"qkv_bias={cfg.qkv_bias} differs from bias={cfg.bias}")
     return problems
+
+
+def _plain_want(model_type: str) -> dict[str, Any]:
+    """The switches that make a GPT-2, Llama, Qwen2 or Qwen3 network."""
+    llama_like = dict(position="rope", norm="rmsnorm", mlp="swiglu")
+    return {
+        "gpt2": dict(
+            position="learned", norm="layernorm", mlp="gelu", bias=True, qk_norm=False,
+            rope_scaling=None,
+        ),
+        "llama": dict(**llama_like, qk_norm=False),
+        "qwen2": dict(**llama_like, qk_norm=False, bias=False, qkv_bias=True),
+        "qwen3": dict(**llama_like, qk_norm=True, bias=False),
+    }[model_type]  # fmt: skip
 
 
 def hf_model_type(cfg: ModelConfig, model_type: str | None = None) -> str:
@@ -366,7 +385,9 @@ def config_to_hf(
         rope_theta=cfg.rope_theta,
         rope_scaling=None if cfg.rope_scaling is None else scaling,
     )
-    if model_type == "llama":
+    if model_type in hf_gemma_olmo.FAMILIES:
+        out.update(hf_gemma_olmo.block_to_hf(model_type, cfg))
+    elif model_type == "llama":
         out.update(attention_bias=cfg.bias, mlp_bias=cfg.bias)
     elif model_type == "qwen3":
         out.update(attention_bias=False, use_sliding_window=False, sliding_window=None)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from buildlm.hub.hf_gemma_olmo import block_norm_names
 from buildlm.model import ModelConfig
 
 
@@ -65,13 +66,13 @@ def _gpt2_links(cfg: ModelConfig) -> list[Link]:
     return links
 
 
-def _llama_links(cfg: ModelConfig) -> list[Link]:
+def _llama_links(model_type: str, cfg: ModelConfig) -> list[Link]:
     links = [Link("tok_emb.weight", ("model.embed_tokens.weight",))]
     q_rows, kv_rows = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
     for i in range(cfg.n_layers):
         ours, theirs = f"blocks.{i}.", f"model.layers.{i}."
-        links.append(Link(f"{ours}norm1.weight", (f"{theirs}input_layernorm.weight",)))
-        links.append(Link(f"{ours}norm2.weight", (f"{theirs}post_attention_layernorm.weight",)))
+        for a, b in block_norm_names(model_type):  # which norms, and where (pre, sandwich, ...)
+            links.append(Link(f"{ours}{a}.weight", (f"{theirs}{b}.weight",)))
         qkv_params = ["weight"] + (["bias"] if cfg.qkv_bias else [])
         for p in qkv_params:
             names = tuple(f"{theirs}self_attn.{n}_proj.{p}" for n in ("q", "k", "v"))
@@ -89,7 +90,7 @@ def _llama_links(cfg: ModelConfig) -> list[Link]:
 
 def weight_links(model_type: str, cfg: ModelConfig) -> list[Link]:
     """Every buildlm parameter of a ``cfg`` network and where it lives in a ``model_type`` file."""
-    links = _gpt2_links(cfg) if model_type == "gpt2" else _llama_links(cfg)
+    links = _gpt2_links(cfg) if model_type == "gpt2" else _llama_links(model_type, cfg)
     if not cfg.tie_embeddings:  # a tied model has no head of its own: it reuses tok_emb
         links.append(Link("lm_head.weight", ("lm_head.weight",)))
     return links

@@ -18,8 +18,9 @@ from typing import Any
 
 NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "sinusoidal", "rope")
-MLPS = ("gelu", "swiglu")
-NORM_PLACEMENTS = ("pre", "post")
+MLPS = ("gelu", "swiglu", "geglu")
+NORM_PLACEMENTS = ("pre", "post", "branch_post", "sandwich")
+QK_NORM_SCOPES = ("head", "all")
 ATTENTIONS = ("sdpa", "manual")
 # The sizes that may be given as None (automatic) and are resolved in __post_init__.
 AUTOMATIC_SIZES = ("n_kv_heads", "d_ff", "head_dim")
@@ -119,6 +120,20 @@ class ModelConfig:
     Because the automatic settings are resolved at construction, ``dataclasses.replace(config,
     d_model=...)`` keeps the old ``d_ff`` and ``head_dim``; build a changed shape with
     ``ModelConfig.preset(name, **overrides)`` or pass those fields as ``None`` again.
+
+    Block details of Gemma and OLMo 2 (all off by default):
+    ``norm_placement`` also takes ``"branch_post"`` (OLMo 2: x + norm(f(x)), the norm on each
+    sublayer's output, none before it) and ``"sandwich"`` (Gemma 2/3: x + norm_b(f(norm_a(x))),
+    norms before and after each sublayer). ``qk_norm_scope``: with ``qk_norm``, ``"head"``
+    normalises each head's head_dim vector (Qwen3, Gemma 3), ``"all"`` the whole query (and key)
+    projection, n_heads*head_dim wide, before it is split into heads (OLMo 2).
+    ``norm_offset``: RMSNorm multiplies by (norm_offset + weight); Gemma stores its gains as
+    offsets from 1 (``norm_offset=1.0``, weights start at 0). ``embed_scale``: multiply the token
+    embeddings by sqrt(d_model) (Gemma), so that a tied table of small entries still gives the
+    residual stream unit-sized inputs. ``mlp="geglu"``: SwiGLU's gated MLP with a tanh-GELU gate.
+    ``query_pre_attn_scalar``: attention scores are divided by sqrt(this) instead of
+    sqrt(head_dim) (None: head_dim). ``attn_logit_softcap`` / ``final_logit_softcap``: scores /
+    logits become cap * tanh(x / cap), smoothly bounded to (-cap, cap) (Gemma 2; None: off).
     """
 
     vocab_size: int = 50257
@@ -143,6 +158,13 @@ class ModelConfig:
     qk_norm: bool = False
     attention: str = "sdpa"
     init_std: float = 0.02
+    # --- Gemma / OLMo 2 block details (see the class docstring's last paragraph) ---
+    qk_norm_scope: str = "head"
+    norm_offset: float = 0.0
+    embed_scale: bool = False
+    query_pre_attn_scalar: float | None = None
+    attn_logit_softcap: float | None = None
+    final_logit_softcap: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads"):
@@ -202,6 +224,29 @@ class ModelConfig:
             raise ValueError(
                 f"sinusoidal positions pair sin/cos and need an even d_model, got {self.d_model}"
             )
+        self._check_block_details()
+
+    def _check_block_details(self) -> None:
+        """Validate the Gemma / OLMo 2 switches; an explicit head_dim scale becomes None."""
+        if self.qk_norm_scope not in QK_NORM_SCOPES:
+            raise ValueError(
+                f"unknown ModelConfig.qk_norm_scope {self.qk_norm_scope!r}; choose one of: "
+                f"{', '.join(QK_NORM_SCOPES)}"
+            )
+        if self.norm_offset != 0.0 and self.norm != "rmsnorm":
+            raise ValueError(
+                f"ModelConfig.norm_offset={self.norm_offset!r} needs norm='rmsnorm', got {self.norm!r}"
+            )
+        for name in ("query_pre_attn_scalar", "attn_logit_softcap", "final_logit_softcap"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
+            ):
+                raise ValueError(
+                    f"ModelConfig.{name} must be a positive number or None, got {value!r}"
+                )
+        if self.query_pre_attn_scalar == self.head_dim:  # the default scale, spelled out
+            self.query_pre_attn_scalar = None
 
     def _check_rope_scaling(self) -> None:
         scaling = self.rope_scaling
