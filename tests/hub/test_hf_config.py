@@ -37,7 +37,7 @@ def test_family_switches():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"model_type": "mistral"}, "unsupported model_type 'mistral'.*gpt2, llama, qwen2, qwen3"),
+        ({"model_type": "gptj"}, "unsupported model_type 'gptj'.*gpt2, llama, qwen2, qwen3"),
         ({"model_type": None}, "unsupported model_type None"),
         ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope scaling type 'yarn'"),
         ({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}},
@@ -50,9 +50,10 @@ def test_family_switches():
          "partial_rotary_factor=0.5"),
         ({"hidden_act": "gelu"}, "hidden_act='gelu'"),
         ({"attention_bias": True}, "attention_bias=True with mlp_bias=False"),
-        ({"model_type": "qwen2", "use_sliding_window": True}, "sliding-window attention"),
         ({"model_type": "qwen3", "layer_types": ["full_attention", "sliding_attention"]},
-         "layer_types other than full_attention"),
+         "name local layers, but no sliding window is switched on"),
+        ({"model_type": "qwen2", "use_sliding_window": True, "sliding_window": 8,
+          "layer_types": ["full_attention", "chunked_attention"]}, "unknown ModelConfig.layer_types"),
         ({"model_type": "qwen3", "attention_bias": True}, "attention_bias=true"),
     ],
 )  # fmt: skip

@@ -1,9 +1,11 @@
-"""Gemma (1, 2) and OLMo 2: transformers models with random weights load with equal logits and
+"""Gemma (1, 2, 3) and OLMo 2: transformers models with random weights load with equal logits and
 equal greedy tokens, and buildlm's exports load back in transformers (fp32, several shapes).
 
 Each block detail is checked by a model that needs it: OLMo 2's norms after each sublayer and
 its q/k norm over the whole projection; Gemma's (1 + w) RMSNorm, embedding scale and GeGLU;
-Gemma 2's sandwich norms, query scale and both soft caps (with caps small enough to bite).
+Gemma 2's sandwich norms, query scale and both soft caps (with caps small enough to bite);
+Gemma 3's per-head (1 + w) q/k norms and its local layers' own RoPE base, with windows longer and
+shorter than the prompt.
 """
 
 import json
@@ -14,6 +16,8 @@ from transformers import (
     AutoModelForCausalLM,
     Gemma2Config,
     Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GemmaConfig,
     GemmaForCausalLM,
     Olmo2Config,
@@ -27,6 +31,7 @@ FAMILIES = {
     "olmo2": (Olmo2Config, Olmo2ForCausalLM),
     "gemma": (GemmaConfig, GemmaForCausalLM),
     "gemma2": (Gemma2Config, Gemma2ForCausalLM),
+    "gemma3": (Gemma3TextConfig, Gemma3ForCausalLM),
 }
 BASE = dict(
     vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -34,6 +39,15 @@ BASE = dict(
     bos_token_id=None, eos_token_id=None, pad_token_id=None,
 )  # fmt: skip
 GEMMA2 = dict(sliding_window=64, query_pre_attn_scalar=24, head_dim=16)  # window = context
+# Gemma 3: local layers 0, 1, 3, 4 (pattern 3), RoPE bases 1e4 local and 1e6 global.
+ROPE3 = {
+    "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+    "full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0},
+}
+GEMMA3 = dict(
+    query_pre_attn_scalar=24, head_dim=16, num_hidden_layers=5, rope_parameters=ROPE3,
+    sliding_window_pattern=3,
+)  # fmt: skip
 
 # (family, overrides): GQA ratios 1, 2 and 4, odd sizes, tied and untied heads.
 CASES = {
@@ -49,6 +63,12 @@ CASES = {
     "gemma2-uncapped-odd": ("gemma2", dict(**GEMMA2 | {"head_dim": 10}, num_attention_heads=6, hidden_size=72,
                                            num_key_value_heads=3, attn_logit_softcapping=None,
                                            final_logit_softcapping=None, intermediate_size=70)),
+    "gemma2-window-8": ("gemma2", dict(**GEMMA2 | {"sliding_window": 8}, num_hidden_layers=3)),
+    "gemma3-window-64": ("gemma3", dict(**GEMMA3, sliding_window=64)),
+    # transformers' Gemma 3 ignores attn_logit_softcapping, and so does buildlm's loader
+    "gemma3-window-7-capped": ("gemma3", dict(**GEMMA3, sliding_window=7, num_key_value_heads=1,
+                                              attn_logit_softcapping=3.0, final_logit_softcapping=4.0,
+                                              tie_word_embeddings=False)),
 }  # fmt: skip
 
 
@@ -70,14 +90,18 @@ def test_logits_and_greedy_tokens_match_transformers(hub, case, tmp_path):
     hub.assert_matches_transformers(model, hf, t=40)
 
 
-@pytest.mark.parametrize("case", ["olmo2-gqa4-odd", "gemma-wide-heads-untied", "gemma2-capped"])
+EXPORTED = ["olmo2-gqa4-odd", "gemma-wide-heads-untied", "gemma2-capped", "gemma2-window-8",
+            "gemma3-window-7-capped"]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", EXPORTED)
 def test_export_loads_in_transformers_with_equal_logits(hub, case, tmp_path):
     hf = make_hf(hub, case)
     hf.save_pretrained(tmp_path / "src")
     model, _ = load_hf(tmp_path / "src")
     save_hf(model, None, tmp_path / "out")
     config = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert config["model_type"] == CASES[case][0]
+    assert config["model_type"] == hf.config.model_type
     back = AutoModelForCausalLM.from_pretrained(tmp_path / "out", attn_implementation="eager")
     assert type(back).__name__ == config["architectures"][0]
     idx = torch.randint(
@@ -115,11 +139,17 @@ def test_each_detail_changes_the_logits(hub, tmp_path):
     assert model(idx).abs().max() < 3.0  # the final cap bounds every logit
 
 
-def test_sliding_windows_shorter_than_the_context_are_refused(hub, tmp_path):
-    hf = make_hf(hub, "gemma2-capped")
+def test_gemma3_local_layers_rotate_with_their_own_base(hub, tmp_path):
+    """The local RoPE base is read and used: one base for every layer gives other logits."""
+    hf = make_hf(hub, "gemma3-window-64")
     hf.save_pretrained(tmp_path)
-    path = tmp_path / "config.json"
-    config = json.loads(path.read_text())
-    path.write_text(json.dumps({**config, "sliding_window": 16}))
-    with pytest.raises(ValueError, match="sliding-window attention"):
-        load_hf(tmp_path)
+    model, _ = load_hf(tmp_path)
+    cfg = model.config
+    assert (cfg.rope_theta, cfg.rope_local_theta) == (1_000_000.0, 10_000.0)
+    local, full = "sliding_attention", "full_attention"
+    assert cfg.layer_types == [local, local, full, local, local]
+    one_base = GPT(cfg.__class__(**{**cfg.to_dict(), "rope_local_theta": None})).eval()
+    one_base.load_state_dict(model.state_dict())
+    idx = torch.arange(30)[None] % hf.config.vocab_size
+    with torch.no_grad():
+        assert (one_base(idx) - model(idx)).abs().max() > 1e-3

@@ -11,14 +11,18 @@ gpt2        learned   Layer    GELU    multi-head, biases everywhere            
 llama       RoPE      RMS      SwiGLU  grouped-query, no biases                    either
 qwen2       RoPE      RMS      SwiGLU  grouped-query, biases on q/k/v only         either
 qwen3       RoPE      RMS      SwiGLU  grouped-query, RMSNorm on each q/k head     either
+mistral     RoPE      RMS      SwiGLU  grouped-query, every layer sliding-window   either
 ==========  ========  =======  ======  ==========================================  =======
+
+Sliding windows (Mistral's, and Qwen2/Qwen3's ``use_sliding_window``) are read and written by
+`buildlm.hub.hf_windows`.
 
 Gemma (1 and 2) and OLMo 2 are Llama networks with block details switched on; their part of the
 mapping is in `hf_gemma_olmo`.
 
 A key missing from ``config.json`` takes the default transformers gives it for that family (old
 GPT-2 configs omit ``tie_word_embeddings``, for instance). A setting buildlm cannot reproduce
-(another activation, sliding-window attention, a RoPE scaling other than Llama 3's) raises
+(another activation, a RoPE scaling other than Llama 3's) raises
 ``ValueError``: loading it anyway would give a model that silently computes something else.
 Dropout rates are training settings, not architecture; a loaded model gets ``dropout=0``.
 A size a file leaves out or sets to ``null`` (``num_key_value_heads``, ``n_inner``,
@@ -37,14 +41,21 @@ import torch
 
 from buildlm.device import DTYPES
 from buildlm.hub import hf_gemma_olmo
+from buildlm.hub.hf_windows import (
+    MISTRAL_DEFAULTS,
+    window_mismatches,
+    windows_from_hf,
+    windows_to_hf,
+)
 from buildlm.model import ModelConfig
 
-SUPPORTED = ("gpt2", "llama", "qwen2", "qwen3", *hf_gemma_olmo.FAMILIES)
+SUPPORTED = ("gpt2", "llama", "qwen2", "qwen3", "mistral", *hf_gemma_olmo.FAMILIES)
 ARCHITECTURES = {
     "gpt2": "GPT2LMHeadModel",
     "llama": "LlamaForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
+    "mistral": "MistralForCausalLM",
     **hf_gemma_olmo.ARCHITECTURES,
 }
 
@@ -75,6 +86,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         tie_word_embeddings=False, rope_theta=10000.0, attention_bias=False,
         use_sliding_window=False,
     ),
+    "mistral": MISTRAL_DEFAULTS,
     **hf_gemma_olmo.DEFAULTS,
 }  # fmt: skip
 
@@ -130,7 +142,11 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
             c[key] = None
     if model_type == "gpt2":
         return _gpt2_from_hf(c)
-    return _llama_like_from_hf(model_type, c)
+    if model_type in hf_gemma_olmo.FAMILIES:
+        windows = hf_gemma_olmo.windows_from_hf(model_type, c)
+    else:
+        windows = windows_from_hf(model_type, hf, c)
+    return _llama_like_from_hf(model_type, c, windows)
 
 
 def _unsupported(model_type: str, what: str) -> ValueError:
@@ -164,18 +180,14 @@ def _gpt2_from_hf(c: dict[str, Any]) -> ModelConfig:
     )
 
 
-def _llama_like_from_hf(model_type: str, c: dict[str, Any]) -> ModelConfig:
+def _llama_like_from_hf(
+    model_type: str, c: dict[str, Any], windows: dict[str, Any]
+) -> ModelConfig:
     block: dict[str, Any] = dict(mlp="swiglu", qk_norm=model_type == "qwen3")
     if model_type in hf_gemma_olmo.FAMILIES:
         block.update(hf_gemma_olmo.block_from_hf(model_type, c))
     elif c["hidden_act"] != "silu":
         raise _unsupported(model_type, f"hidden_act={c['hidden_act']!r} (only 'silu', SwiGLU)")
-    if c.get("use_sliding_window"):
-        raise _unsupported(model_type, "sliding-window attention (use_sliding_window=true)")
-    layer_types = c.get("layer_types") or []
-    windows_checked = model_type in hf_gemma_olmo.FAMILIES  # by hf_gemma_olmo.block_from_hf
-    if not windows_checked and any(t != "full_attention" for t in layer_types):
-        raise _unsupported(model_type, f"layer_types other than full_attention ({layer_types})")
     bias, qkv_bias = False, block.pop("qkv_bias", None)
     if model_type == "qwen2":
         qkv_bias = True  # Qwen2 always has q/k/v biases, and no other bias
@@ -209,6 +221,7 @@ def _llama_like_from_hf(model_type: str, c: dict[str, Any]) -> ModelConfig:
         tie_embeddings=bool(c["tie_word_embeddings"]),
         init_std=float(c["initializer_range"]),
         **block,
+        **windows,
     )
 
 
@@ -265,13 +278,15 @@ def _mismatches(cfg: ModelConfig, model_type: str) -> list[str]:
         problems.append(f"n_kv_heads={cfg.n_kv_heads} (GPT-2 has one key/value head per head)")
     if model_type == "gpt2" and cfg.head_dim * cfg.n_heads != cfg.d_model:
         problems.append(f"head_dim={cfg.head_dim} (GPT-2's heads split d_model={cfg.d_model})")
-    if model_type in ("gpt2", "llama", "qwen3") and cfg.qkv_bias != cfg.bias:
+    if model_type in ("gpt2", "llama", "qwen3", "mistral") and cfg.qkv_bias != cfg.bias:
         problems.append(f"qkv_bias={cfg.qkv_bias} differs from bias={cfg.bias}")
-    return problems
+    if model_type in hf_gemma_olmo.FAMILIES:
+        return problems + hf_gemma_olmo.window_mismatches(cfg, model_type)
+    return problems + window_mismatches(cfg, model_type)
 
 
 def _plain_want(model_type: str) -> dict[str, Any]:
-    """The switches that make a GPT-2, Llama, Qwen2 or Qwen3 network."""
+    """The switches that make a GPT-2, Llama, Qwen2, Qwen3 or Mistral network."""
     llama_like = dict(position="rope", norm="rmsnorm", mlp="swiglu")
     return {
         "gpt2": dict(
@@ -281,6 +296,7 @@ def _plain_want(model_type: str) -> dict[str, Any]:
         "llama": dict(**llama_like, qk_norm=False),
         "qwen2": dict(**llama_like, qk_norm=False, bias=False, qkv_bias=True),
         "qwen3": dict(**llama_like, qk_norm=True, bias=False),
+        "mistral": dict(**llama_like, qk_norm=False, bias=False),
     }[model_type]  # fmt: skip
 
 
@@ -390,7 +406,6 @@ def config_to_hf(
     elif model_type == "llama":
         out.update(attention_bias=cfg.bias, mlp_bias=cfg.bias)
     elif model_type == "qwen3":
-        out.update(attention_bias=False, use_sliding_window=False, sliding_window=None)
-    else:
-        out.update(use_sliding_window=False, sliding_window=None)
+        out.update(attention_bias=False)
+    out.update(windows_to_hf(cfg, model_type))
     return out

@@ -7,6 +7,7 @@ is the network only: loading, generating, explaining and training a model live a
 - ``norm.py``: LayerNorm (GPT-2) and RMSNorm (Llama, Qwen);
 - ``position.py``: learned, sinusoidal and rotary (RoPE) positions;
 - ``attention.py``: causal self-attention (multi-head, grouped-query), and the cache it reads;
+- ``sliding_window.py``: the masks of local (sliding-window) attention layers;
 - ``mlp.py``: the feed-forward sub-layer (GELU, SwiGLU);
 - ``block.py``: one transformer block: attention then MLP, residuals and norms;
 - ``gpt.py``: `GPT`: token ids in, next-token logits out;

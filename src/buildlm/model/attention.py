@@ -141,6 +141,9 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig, layer_idx: int = 0) -> None:
         super().__init__()
         self.layer_idx = layer_idx
+        # Keys this layer sees behind each query, its own included (None: all of them, a global
+        # layer); the model hands it the matching mask (`buildlm.model.sliding_window`).
+        self.sliding_window = config.layer_window(layer_idx)
         self.n_heads = config.n_heads
         self.n_kv_heads = config.n_kv_heads
         self.head_dim = config.head_dim

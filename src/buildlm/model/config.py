@@ -22,6 +22,7 @@ MLPS = ("gelu", "swiglu", "geglu")
 NORM_PLACEMENTS = ("pre", "post", "branch_post", "sandwich")
 QK_NORM_SCOPES = ("head", "all")
 ATTENTIONS = ("sdpa", "manual")
+LAYER_TYPES = ("full_attention", "sliding_attention")  # Hugging Face's names
 # The sizes that may be given as None (automatic) and are resolved in __post_init__.
 AUTOMATIC_SIZES = ("n_kv_heads", "d_ff", "head_dim")
 # Fields that config.json files written by older versions spell differently: old -> new.
@@ -165,6 +166,18 @@ class ModelConfig:
     query_pre_attn_scalar: float | None = None
     attn_logit_softcap: float | None = None
     final_logit_softcap: float | None = None
+    # --- sliding-window attention ---
+    # sliding_window: how many positions a local layer sees, its own included: the query at
+    # position t attends to keys t - sliding_window + 1 .. t (Mistral, Gemma: Hugging Face's
+    # `kv_idx > q_idx - sliding_window`). None: no layer is local.
+    sliding_window: int | None = None
+    # layer_types: per layer "sliding_attention" (local) or "full_attention" (global), Hugging
+    # Face's names. None: every layer "sliding_attention" when sliding_window is set (Mistral),
+    # else every layer "full_attention". A list once constructed.
+    layer_types: list[str] | None = None
+    # rope_local_theta: the RoPE base of the local layers, unscaled (Gemma 3: 10k local, 1M
+    # global). None: local layers rotate exactly as the global ones do.
+    rope_local_theta: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads"):
@@ -225,6 +238,7 @@ class ModelConfig:
                 f"sinusoidal positions pair sin/cos and need an even d_model, got {self.d_model}"
             )
         self._check_block_details()
+        self._check_sliding_window()
 
     def _check_block_details(self) -> None:
         """Validate the Gemma / OLMo 2 switches; an explicit head_dim scale becomes None."""
@@ -247,6 +261,43 @@ class ModelConfig:
                 )
         if self.query_pre_attn_scalar == self.head_dim:  # the default scale, spelled out
             self.query_pre_attn_scalar = None
+
+    def _check_sliding_window(self) -> None:
+        """Check the window fields and resolve ``layer_types`` to one name per layer."""
+        window = self.sliding_window
+        if window is not None and (
+            isinstance(window, bool) or not isinstance(window, int) or window < 1
+        ):
+            raise ValueError(
+                f"ModelConfig.sliding_window must be a positive integer or None, got {window!r}"
+            )
+        if self.layer_types is None:
+            kind = "full_attention" if window is None else "sliding_attention"
+            self.layer_types = [kind] * self.n_layers
+        self.layer_types = list(self.layer_types)
+        if len(self.layer_types) != self.n_layers:
+            raise ValueError(
+                f"ModelConfig.layer_types names {len(self.layer_types)} layers, but n_layers="
+                f"{self.n_layers}; give one entry per layer"
+            )
+        unknown = sorted(set(self.layer_types) - set(LAYER_TYPES))
+        if unknown:
+            raise ValueError(
+                f"unknown ModelConfig.layer_types {unknown}; choose from: {', '.join(LAYER_TYPES)}"
+            )
+        if window is None and "sliding_attention" in self.layer_types:
+            raise ValueError("ModelConfig.layer_types has sliding_attention layers but no sliding_window")
+        if self.rope_local_theta is not None:
+            if self.position != "rope":
+                raise ValueError("ModelConfig.rope_local_theta needs position='rope'")
+            if self.rope_local_theta <= 0:
+                raise ValueError(
+                    f"ModelConfig.rope_local_theta must be positive, got {self.rope_local_theta!r}"
+                )
+
+    def layer_window(self, layer: int) -> int | None:
+        """The window of layer ``layer``: ``sliding_window`` for a local layer, None for a global one."""
+        return self.sliding_window if self.layer_types[layer] == "sliding_attention" else None
 
     def _check_rope_scaling(self) -> None:
         scaling = self.rope_scaling

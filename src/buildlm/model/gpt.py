@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from buildlm.model.attention import KVCache, padding_attention_mask
+from buildlm.model.attention import KVCache
 from buildlm.model.block import Block
 from buildlm.model.config import ModelConfig
 from buildlm.model.norm import make_norm
@@ -32,6 +32,7 @@ from buildlm.model.position import (
     SinusoidalPositionalEmbedding,
     rope_frequency_scaling,
 )
+from buildlm.model.sliding_window import layer_masks
 
 
 class GPT(nn.Module):
@@ -53,6 +54,12 @@ class GPT(nn.Module):
                 config.context_length,
                 config.rope_theta,
                 scaling=rope_frequency_scaling(config.rope_scaling),
+            )
+        # Local layers may rotate with their own base (Gemma 3: 10k local, 1M global).
+        self.rope_local: RotaryEmbedding | None = None
+        if config.rope_local_theta is not None:
+            self.rope_local = RotaryEmbedding(
+                config.head_dim, config.context_length, config.rope_local_theta
             )
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
@@ -179,7 +186,8 @@ class GPT(nn.Module):
             )
         if positions is not None and positions.shape != (b, t):
             raise ValueError(f"positions must have shape {(b, t)}, got {tuple(positions.shape)}")
-        mask = None if key_mask is None else padding_attention_mask(key_mask, t, offset)
+        windows = {block.attn.sliding_window for block in self.blocks}
+        masks = layer_masks(windows, t, offset, key_mask, idx.device)  # window -> mask
         x = self.tok_emb(idx)  # (B, T, d_model)
         if self.config.embed_scale:  # Gemma: sqrt(d_model), rounded to the weights' dtype
             x = x * torch.tensor(self.config.d_model**0.5, dtype=x.dtype)
@@ -188,7 +196,9 @@ class GPT(nn.Module):
         x = self.drop(x)
         weights: list[torch.Tensor] = []
         for block in self.blocks:
-            x, w = block(x, self.rope, cache, offset, need_weights, positions, mask)
+            window = block.attn.sliding_window
+            rope = self.rope_local if window is not None and self.rope_local else self.rope
+            x, w = block(x, rope, cache, offset, need_weights, positions, masks[window])
             if w is not None:
                 weights.append(w)
         return self.norm(x), weights  # (B, T, d_model)
