@@ -17,7 +17,7 @@ mistral     RoPE      RMS      SwiGLU  grouped-query, every layer sliding-window
 Sliding windows (Mistral's, and Qwen2/Qwen3's ``use_sliding_window``) are read and written by
 `buildlm.hub.hf_windows`.
 
-Gemma (1 and 2) and OLMo 2 are Llama networks with block details switched on; their part of the
+Gemma (1, 2 and 3) and OLMo 2 are Llama networks with block details switched on; their part of the
 mapping is in `hf_gemma_olmo`.
 
 A key missing from ``config.json`` takes the default transformers gives it for that family (old
