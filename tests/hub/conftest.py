@@ -106,6 +106,22 @@ def hf_greedy(model: torch.nn.Module, idx: torch.Tensor, n: int) -> torch.Tensor
         )
 
 
+def assert_matches_transformers(model: torch.nn.Module, hf: torch.nn.Module, t: int = 24) -> None:
+    """Equal logits (fp32, atol 1e-5) on a random batch of 2 x ``t`` tokens, and equal greedy
+    tokens (32 new) from its first 8 tokens, for a buildlm model and its transformers source."""
+    from buildlm.infer import generate
+
+    idx = torch.randint(0, hf.config.vocab_size, (2, t), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = hf(input_ids=idx).logits
+        got = model(idx)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    prompt = idx[:1, :8]
+    ours = generate(model, prompt, 32, temperature=0)
+    assert ours.shape == (1, 40)
+    assert ours.tolist() == hf_greedy(hf, prompt, 32).tolist()
+
+
 @pytest.fixture
 def hub() -> SimpleNamespace:
     """The helpers above: ``hub.make_hf("llama", **hub.llama_shape())`` and so on."""
@@ -115,4 +131,5 @@ def hub() -> SimpleNamespace:
         llama_shape=llama_shape,
         gpt2_shape=gpt2_shape,
         hf_greedy=hf_greedy,
+        assert_matches_transformers=assert_matches_transformers,
     )

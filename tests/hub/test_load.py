@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from buildlm.hub import load_hf
-from buildlm.infer import generate
 from buildlm.model import GPT
 
 LLAMA3_SCALING = dict(
@@ -49,18 +48,7 @@ def test_logits_and_greedy_tokens_match_transformers(hub, case, tmp_path):
     assert not model.training
     vocab = hf.config.vocab_size
     assert model.config.vocab_size == vocab
-    gen = torch.Generator().manual_seed(1)
-    idx = torch.randint(0, vocab, (2, 24), generator=gen)
-    with torch.no_grad():
-        expected = hf(input_ids=idx).logits
-        got = model(idx)
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-
-    prompt = idx[:1, :8]
-    ours = generate(model, prompt, 32, temperature=0)
-    theirs = hub.hf_greedy(hf, prompt, 32)
-    assert ours.shape == (1, 40)
-    assert ours.tolist() == theirs.tolist()
+    hub.assert_matches_transformers(model, hf)
 
 
 def test_llama3_rope_scaling_is_applied(hub, tmp_path):

@@ -45,7 +45,13 @@ def gpt2_pair():
 MODEL_FAMILIES = {
     "gpt2": dict(preset="tiny"),  # learned positions, LayerNorm, GELU, tied head
     "llama": dict(preset="llama-small", n_kv_heads=2),  # RoPE, RMSNorm, SwiGLU, GQA, untied
-}
+    # Gemma 2's block: sandwich (1 + w) norms, GeGLU, scaled embeddings, soft caps (explicit path)
+    "gemma2": dict(
+        preset="llama-small", n_kv_heads=2, norm_offset=1.0, norm_placement="sandwich",
+        mlp="geglu", embed_scale=True, query_pre_attn_scalar=24, attn_logit_softcap=5.0,
+        final_logit_softcap=10.0, tie_embeddings=True,
+    ),
+}  # fmt: skip
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from buildlm.infer.requests import SamplingParams
 from buildlm.model import GPT, ModelConfig
 from buildlm.tokenizer import Tokenizer
 
-FAMILIES = ["gpt2", "llama"]  # see conftest.MODEL_FAMILIES
+FAMILIES = ["gpt2", "llama", "gemma2"]  # see conftest.MODEL_FAMILIES
 
 
 

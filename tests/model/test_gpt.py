@@ -23,7 +23,14 @@ VARIANTS = [
     dict(position="rope", n_kv_heads=1, qk_norm=True, tie_embeddings=False),
     dict(norm_placement="post", attention="manual"),
     dict(norm_placement="post", position="rope", mlp="swiglu"),
-]
+    # OLMo 2: norms on the sublayer outputs, q/k norm over the whole projection.
+    dict(position="rope", norm="rmsnorm", norm_placement="branch_post", qk_norm=True,
+         qk_norm_scope="all", n_kv_heads=2),
+    # Gemma 2: sandwich norms with (1 + w) gains, GeGLU, scaled embeddings and queries, caps.
+    dict(position="rope", norm="rmsnorm", norm_offset=1.0, norm_placement="sandwich",
+         mlp="geglu", embed_scale=True, query_pre_attn_scalar=12, attn_logit_softcap=5.0,
+         final_logit_softcap=8.0),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -169,8 +176,8 @@ def test_configs_in_all_combinations_run_forward_and_backward():
     torch.manual_seed(0)
     idx = torch.randint(0, 50, (1, 8))
     for norm, position, mlp, placement in itertools.product(
-        ("layernorm", "rmsnorm"), ("learned", "sinusoidal", "rope"), ("gelu", "swiglu"),
-        ("pre", "post"),
+        ("layernorm", "rmsnorm"), ("learned", "sinusoidal", "rope"), ("gelu", "swiglu", "geglu"),
+        ("pre", "post", "branch_post", "sandwich"),
     ):  # fmt: skip
         model = GPT(_config(norm=norm, position=position, mlp=mlp, norm_placement=placement))
         model(idx).sum().backward()

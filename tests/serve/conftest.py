@@ -151,6 +151,7 @@ def chat_checkpoints(checkpoint, tmp_path_factory) -> dict[str, Path]:
         "chatml": ("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
         "llama3": ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
                    "<|end_header_id|>", "<|eot_id|>"),
+        "gemma": ("<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"),
     }  # fmt: skip
     return {
         name: make_checkpoint(

@@ -1,6 +1,6 @@
 """A chat message cannot forge control tokens: only the chat template writes special tokens.
 
-For each chat format (plain transcript, ChatML, Llama 3) a user message types every special
+For each chat format (plain transcript, ChatML, Llama 3, Gemma) a user message types every special
 token the tokenizer knows. The conversation's ids must hold exactly the special tokens the
 template writes (counted by hand below), and decode back to the rendered text, both from the
 chat format's encoder (what ``buildlm chat`` runs) and over HTTP.
@@ -22,6 +22,8 @@ TEMPLATE_SPECIALS = {
     "llama3": ["<|begin_of_text|>"]
     + ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"] * 2
     + ["<|start_header_id|>", "<|end_header_id|>"],
+    # Gemma's system message opens the user turn: no turn of its own
+    "gemma": ["<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_turn>"],
 }
 
 
@@ -38,7 +40,7 @@ def specials_in(tokenizer, ids: list[int]) -> list[str]:
     return [names[i] for i in ids if i in names]
 
 
-@pytest.mark.parametrize("name", ["plain", "chatml", "llama3"])
+@pytest.mark.parametrize("name", ["plain", "chatml", "llama3", "gemma"])
 def test_chat_encoding_takes_special_tokens_only_from_the_template(chat_checkpoints, name):
     _, tok = load_model(chat_checkpoints[name])
     fmt = chat_format_for(tok)
@@ -53,7 +55,7 @@ def test_chat_encoding_takes_special_tokens_only_from_the_template(chat_checkpoi
     assert fmt.encode(tok, plain, True) == tok.encode(text, allowed_special="all")
 
 
-@pytest.mark.parametrize("name", ["plain", "chatml", "llama3"])
+@pytest.mark.parametrize("name", ["plain", "chatml", "llama3", "gemma"])
 def test_chat_over_http_takes_special_tokens_only_from_the_template(
     start_server, chat_checkpoints, model_name, name
 ):

@@ -35,7 +35,15 @@ CONFIGS = {
         **SMALL, n_experts=5, n_active_experts=3, moe_d_ff=24, n_shared_experts=2,
         shared_expert_gate=True, moe_first_dense=1,
     ),  # fmt: skip
-}
+    "olmo2-branch-post,qk-norm-all": ModelConfig(
+        **SMALL, norm="rmsnorm", position="rope", mlp="swiglu", bias=False,
+        norm_placement="branch_post", qk_norm=True, qk_norm_scope="all", n_kv_heads=2,
+    ),
+    "gemma2-sandwich,geglu": ModelConfig(
+        **SMALL, norm="rmsnorm", position="rope", mlp="geglu", bias=False, norm_offset=1.0,
+        norm_placement="sandwich", embed_scale=True, attn_logit_softcap=50.0,
+    ),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", CONFIGS)

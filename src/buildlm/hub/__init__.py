@@ -1,15 +1,16 @@
 """buildlm.hub: real pretrained weights from the Hugging Face Hub, in and out (stage 7).
 
-``load_hf(folder)`` turns a Hugging Face model folder (GPT-2, Llama, Qwen2, Qwen3,
-Mistral, and the mixtures of experts Mixtral, Qwen2-MoE, Qwen3-MoE) into a buildlm
-``GPT`` and ``Tokenizer``; ``save_hf(model, tokenizer, folder)`` writes one that
-``transformers`` loads with the same logits. The chat templates that come with a model's
-tokenizer live with the tokenizer (`buildlm.tokenizer.chat_templates`). One concept per file:
+``load_hf(folder)`` turns a Hugging Face model folder (GPT-2, Llama, Qwen2, Qwen3, Mistral, Gemma
+1/2/3, OLMo 2, and the mixtures of experts Mixtral, Qwen2-MoE, Qwen3-MoE) into a buildlm ``GPT``
+and ``Tokenizer``; ``save_hf(model, tokenizer, folder)`` writes one that ``transformers`` loads
+with the same logits. The chat templates that come with a model's tokenizer live with the
+tokenizer (`buildlm.tokenizer.chat_templates`). One concept per file:
 
 - ``hf_config.py``: config.json <-> ModelConfig
 - ``hf_windows.py``: sliding-window settings in config.json (Mistral, Mixtral, windowed Qwen2/Qwen3)
 - ``hf_weights.py``: tensor names and layouts, both ways
 - ``hf_moe.py``: the mixture-of-experts families' config keys and expert tensor names
+- ``hf_gemma_olmo.py``: Gemma's and OLMo 2's block details (norm placement, scales, caps)
 - ``safetensors_io.py``: the safetensors format, read straight into the final tensors
 - ``weight_files.py``: single, sharded and ``pytorch_model.bin`` checkpoints
 - ``load.py`` / ``save.py``: the two directions

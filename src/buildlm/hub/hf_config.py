@@ -20,6 +20,9 @@ expert settings are read and written by ``hf_moe.py``.
 Sliding windows (Mistral's, Mixtral's, and Qwen2/Qwen3's ``use_sliding_window``) are read and written by
 `buildlm.hub.hf_windows`.
 
+Gemma (1, 2 and 3) and OLMo 2 are Llama networks with block details switched on; their part of the
+mapping is in `hf_gemma_olmo`.
+
 A key missing from ``config.json`` takes the default transformers gives it for that family (old
 GPT-2 configs omit ``tie_word_embeddings``, for instance). A setting buildlm cannot reproduce
 (another activation, a RoPE scaling other than Llama 3's) raises
@@ -40,6 +43,7 @@ from typing import Any
 import torch
 
 from buildlm.device import DTYPES
+from buildlm.hub import hf_gemma_olmo
 from buildlm.hub.hf_moe import (
     MOE_ARCHITECTURES,
     MOE_DEFAULTS,
@@ -62,6 +66,7 @@ ARCHITECTURES = {
     "qwen3": "Qwen3ForCausalLM",
     "mistral": "MistralForCausalLM",
     **MOE_ARCHITECTURES,  # mixtral, qwen2_moe, qwen3_moe: see hf_moe.py
+    **hf_gemma_olmo.ARCHITECTURES,
 }
 SUPPORTED = tuple(ARCHITECTURES)
 
@@ -94,6 +99,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     ),
     "mistral": MISTRAL_DEFAULTS,
     **MOE_DEFAULTS,
+    **hf_gemma_olmo.DEFAULTS,
 }  # fmt: skip
 
 _GELU_TANH = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # all GELU's tanh approximation
@@ -143,9 +149,16 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
         c["num_key_value_heads"] = None
     if hf.get("head_dim", 0) is None:
         c["head_dim"] = None
+    for key in hf_gemma_olmo.NULL_MEANS_OFF:  # an explicit null switches these off
+        if key in hf and hf[key] is None:
+            c[key] = None
     if model_type == "gpt2":
         return _gpt2_from_hf(c)
-    return _llama_like_from_hf(model_type, c, windows_from_hf(model_type, hf, c))
+    if model_type in hf_gemma_olmo.FAMILIES:
+        windows = hf_gemma_olmo.windows_from_hf(model_type, c)
+    else:
+        windows = windows_from_hf(model_type, hf, c)
+    return _llama_like_from_hf(model_type, c, windows)
 
 
 def _unsupported(model_type: str, what: str) -> ValueError:
@@ -182,9 +195,12 @@ def _gpt2_from_hf(c: dict[str, Any]) -> ModelConfig:
 def _llama_like_from_hf(
     model_type: str, c: dict[str, Any], windows: dict[str, Any]
 ) -> ModelConfig:
-    if c["hidden_act"] != "silu":
+    block: dict[str, Any] = dict(mlp="swiglu", qk_norm=model_type in ("qwen3", "qwen3_moe"))
+    if model_type in hf_gemma_olmo.FAMILIES:
+        block.update(hf_gemma_olmo.block_from_hf(model_type, c))
+    elif c["hidden_act"] != "silu":
         raise _unsupported(model_type, f"hidden_act={c['hidden_act']!r} (only 'silu', SwiGLU)")
-    bias, qkv_bias = False, None
+    bias, qkv_bias = False, block.pop("qkv_bias", None)
     if model_type == "qwen2":
         qkv_bias = True  # Qwen2 always has q/k/v biases, and no other bias
     elif model_type == "qwen2_moe":
@@ -216,10 +232,9 @@ def _llama_like_from_hf(
         position="rope",
         rope_theta=theta,
         rope_scaling=scaling,
-        mlp="swiglu",
         tie_embeddings=bool(c["tie_word_embeddings"]),
-        qk_norm=model_type in ("qwen3", "qwen3_moe"),
         init_std=float(c["initializer_range"]),
+        **block,
         **windows,
         **moe_fields_from_hf(model_type, c),
     )
@@ -267,21 +282,10 @@ def _rope_from_hf(model_type: str, c: dict[str, Any]) -> tuple[float, dict[str, 
 
 def _mismatches(cfg: ModelConfig, model_type: str) -> list[str]:
     """What keeps ``cfg`` from being a ``model_type`` network (empty: it is one)."""
-    llama_like = dict(position="rope", norm="rmsnorm", mlp="swiglu")
-    want: dict[str, Any] = {
-        "gpt2": dict(
-            position="learned", norm="layernorm", mlp="gelu", bias=True, qk_norm=False,
-            rope_scaling=None,
-        ),
-        "llama": dict(**llama_like, qk_norm=False),
-        "qwen2": dict(**llama_like, qk_norm=False, bias=False, qkv_bias=True),
-        "qwen3": dict(**llama_like, qk_norm=True, bias=False),
-        "mixtral": dict(**llama_like, qk_norm=False, bias=False),
-        "qwen2_moe": dict(**llama_like, qk_norm=False, bias=False),
-        "qwen3_moe": dict(**llama_like, qk_norm=True, bias=False),
-        "mistral": dict(**llama_like, qk_norm=False, bias=False),
-    }[model_type]  # fmt: skip
-    want["norm_placement"] = "pre"
+    if model_type in hf_gemma_olmo.FAMILIES:
+        want = dict(hf_gemma_olmo.WANT[model_type])
+    else:
+        want = {**hf_gemma_olmo.PLAIN_BLOCK, **_plain_want(model_type)}
     problems = [
         f"{k}={getattr(cfg, k)!r} (needs {v!r})" for k, v in want.items() if getattr(cfg, k) != v
     ]
@@ -293,7 +297,30 @@ def _mismatches(cfg: ModelConfig, model_type: str) -> list[str]:
         cfg.qkv_bias != cfg.bias
     ):
         problems.append(f"qkv_bias={cfg.qkv_bias} differs from bias={cfg.bias}")
-    return problems + moe_mismatches(cfg, model_type) + window_mismatches(cfg, model_type)
+    windows = (
+        hf_gemma_olmo.window_mismatches
+        if model_type in hf_gemma_olmo.FAMILIES
+        else window_mismatches
+    )
+    return problems + moe_mismatches(cfg, model_type) + windows(cfg, model_type)
+
+
+def _plain_want(model_type: str) -> dict[str, Any]:
+    """The switches that make a GPT-2, Llama, Qwen2, Qwen3, Mistral or mixture-of-experts network."""
+    llama_like = dict(position="rope", norm="rmsnorm", mlp="swiglu")
+    return {
+        "gpt2": dict(
+            position="learned", norm="layernorm", mlp="gelu", bias=True, qk_norm=False,
+            rope_scaling=None,
+        ),
+        "llama": dict(**llama_like, qk_norm=False),
+        "qwen2": dict(**llama_like, qk_norm=False, bias=False, qkv_bias=True),
+        "qwen3": dict(**llama_like, qk_norm=True, bias=False),
+        "mistral": dict(**llama_like, qk_norm=False, bias=False),
+        "mixtral": dict(**llama_like, qk_norm=False, bias=False),
+        "qwen2_moe": dict(**llama_like, qk_norm=False, bias=False),
+        "qwen3_moe": dict(**llama_like, qk_norm=True, bias=False),
+    }[model_type]  # fmt: skip
 
 
 def hf_model_type(cfg: ModelConfig, model_type: str | None = None) -> str:
@@ -397,7 +424,9 @@ def config_to_hf(
         rope_theta=cfg.rope_theta,
         rope_scaling=None if cfg.rope_scaling is None else scaling,
     )
-    if model_type == "llama":
+    if model_type in hf_gemma_olmo.FAMILIES:
+        out.update(hf_gemma_olmo.block_to_hf(model_type, cfg))
+    elif model_type == "llama":
         out.update(attention_bias=cfg.bias, mlp_bias=cfg.bias)
     elif model_type == "qwen3":
         out.update(attention_bias=False)

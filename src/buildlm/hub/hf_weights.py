@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from buildlm.hub.hf_gemma_olmo import block_norm_names
 from buildlm.hub.hf_moe import moe_names
 from buildlm.model import ModelConfig
 
@@ -77,8 +78,8 @@ def _llama_links(model_type: str, cfg: ModelConfig) -> list[Link]:
     q_rows, kv_rows = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
     for i in range(cfg.n_layers):
         ours, theirs = f"blocks.{i}.", f"model.layers.{i}."
-        links.append(Link(f"{ours}norm1.weight", (f"{theirs}input_layernorm.weight",)))
-        links.append(Link(f"{ours}norm2.weight", (f"{theirs}post_attention_layernorm.weight",)))
+        for a, b in block_norm_names(model_type):  # which norms, and where (pre, sandwich, ...)
+            links.append(Link(f"{ours}{a}.weight", (f"{theirs}{b}.weight",)))
         qkv_params = ["weight"] + (["bias"] if cfg.qkv_bias else [])
         for p in qkv_params:
             names = tuple(f"{theirs}self_attn.{n}_proj.{p}" for n in ("q", "k", "v"))

@@ -1,9 +1,10 @@
 """Which chat format a model speaks, told from its tokenizer's special tokens.
 
-Instruction-tuned Llama 3 models know ``<|eot_id|>``, Qwen models ``<|im_start|>``; their chat
-formats live in `buildlm.tokenizer.chat_templates`. A model trained here from scratch has neither, so
-it gets a plain transcript ("User: ...\\nAssistant: ..."), which a base model can at least
-continue. The end-of-turn token is returned too: generation stops there.
+Instruction-tuned Llama 3 models know ``<|eot_id|>``, Qwen models ``<|im_start|>``, Gemma models
+``<start_of_turn>``; their chat formats live in `buildlm.tokenizer.chat_templates`. A model
+trained here from scratch has none of them, so it gets a plain transcript ("User: ...\\n
+Assistant: ..."), which a base model can at least continue. The end-of-turn token is returned
+too: generation stops there.
 
 `ChatFormat.encode` is how a conversation becomes token ids, in ``buildlm chat`` and in the
 server: only the special tokens the template writes become special ids; message contents are
@@ -20,11 +21,14 @@ from typing import Any
 
 from buildlm.tokenizer.chat_templates import (
     CHATML_END,
+    GEMMA_END,
     LLAMA3_EOT,
     Message,
     Special,
     chatml_parts,
     chatml_prompt,
+    gemma_parts,
+    gemma_prompt,
     llama3_parts,
     llama3_prompt,
 )
@@ -83,4 +87,6 @@ def chat_format_for(tokenizer) -> ChatFormat:
         return ChatFormat("llama3", llama3_prompt, LLAMA3_EOT, parts=llama3_parts)
     if "<|im_start|>" in specials and CHATML_END in specials:
         return ChatFormat("chatml", chatml_prompt, CHATML_END, parts=chatml_parts)
+    if "<start_of_turn>" in specials and GEMMA_END in specials:
+        return ChatFormat("gemma", gemma_prompt, GEMMA_END, parts=gemma_parts)
     return ChatFormat("plain", plain_prompt, None, stop_strings=("\nUser:",), parts=plain_parts)

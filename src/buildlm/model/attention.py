@@ -21,6 +21,11 @@ Two implementations of the same maths live here:
   ones (flash-attention style, on CPU and GPU) never store the full score matrix; the math
   fallback, used where no fused kernel fits the device, dtype or mask, does. Same result, and
   much faster where a fused kernel runs; used by default.
+
+Two Gemma options change the scores: ``query_pre_attn_scalar`` divides them by sqrt(that number)
+instead of sqrt(head_dim), and ``attn_logit_softcap`` bounds them smoothly with
+cap * tanh(s / cap) before the mask. No fused kernel applies a soft cap, so a capped model runs
+the explicit formula.
 """
 
 from __future__ import annotations
@@ -98,14 +103,22 @@ def causal_attention(
     dropout_p: float = 0.0,
     training: bool = False,
     mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    softcap: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(Q K^T / sqrt(d) + causal mask) V, written out; returns (output, weights).
 
     q: (B, H, Tq, d); k, v: (B, H, Tk, d). Output (B, H, Tq, d); weights (B, H, Tq, Tk), before
     dropout (what the model "looks at"). ``mask`` (True = may attend), broadcastable to
-    (B, H, Tq, Tk), replaces the plain causal mask (padded batches pass one).
+    (B, H, Tq, Tk), replaces the plain causal mask (padded batches pass one). ``scale``
+    replaces 1/sqrt(d); ``softcap`` bounds the scaled scores to (-softcap, softcap).
     """
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
+    if scale is None:
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
+    else:
+        scores = (q @ k.transpose(-2, -1)) * scale
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     if mask is None:
         mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
     scores = scores.masked_fill(~mask, float("-inf"))
@@ -139,15 +152,27 @@ class CausalSelfAttention(nn.Module):
         self.n_kv_heads = config.n_kv_heads
         self.head_dim = config.head_dim
         self.dropout = config.dropout
-        self.use_sdpa = config.attention == "sdpa"
+        # Gemma's score scale and soft cap (None: 1/sqrt(head_dim), no cap); a cap needs the
+        # explicit formula, since no fused kernel applies one.
+        scalar = config.query_pre_attn_scalar
+        self.scale = None if scalar is None else scalar**-0.5
+        self.softcap = config.attn_logit_softcap
+        self.use_sdpa = config.attention == "sdpa" and self.softcap is None
         qkv_out = (self.n_heads + 2 * self.n_kv_heads) * self.head_dim
         self.qkv = nn.Linear(config.d_model, qkv_out, bias=config.qkv_bias)
         self.proj = nn.Linear(self.n_heads * self.head_dim, config.d_model, bias=config.bias)
         self.proj.residual_projection = True  # scaled at init: GPT.reset_parameters
         self.resid_dropout = nn.Dropout(config.dropout)
-        if config.qk_norm:  # per-head norm of q and k (Qwen3, OLMo2): keeps scores well scaled
-            self.q_norm = make_norm(config.norm, self.head_dim, config.norm_eps, bias=config.bias)
-            self.k_norm = make_norm(config.norm, self.head_dim, config.norm_eps, bias=config.bias)
+        # Norms of q and k keep the scores well scaled: per head (Qwen3, Gemma 3: over head_dim)
+        # or over the whole projection before the split into heads (OLMo 2).
+        self.qk_norm_all = config.qk_norm_scope == "all"
+        if config.qk_norm:
+            q_dim, k_dim = self.head_dim, self.head_dim
+            if self.qk_norm_all:
+                q_dim, k_dim = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+            norm_args = (config.norm_eps, config.bias, config.norm_offset)
+            self.q_norm = make_norm(config.norm, q_dim, *norm_args)
+            self.k_norm = make_norm(config.norm, k_dim, *norm_args)
         else:
             self.q_norm = self.k_norm = None
 
@@ -171,10 +196,12 @@ class CausalSelfAttention(nn.Module):
         b, t, _ = x.shape
         h, kv, d = self.n_heads, self.n_kv_heads, self.head_dim
         q, k, v = self.qkv(x).split([h * d, kv * d, kv * d], dim=-1)  # (B, T, H*d), (B, T, KV*d)
+        if self.q_norm is not None and self.qk_norm_all:
+            q, k = self.q_norm(q), self.k_norm(k)
         q = q.view(b, t, h, d).transpose(1, 2)  # (B, H, T, d)
         k = k.view(b, t, kv, d).transpose(1, 2)  # (B, KV, T, d)
         v = v.view(b, t, kv, d).transpose(1, 2)  # (B, KV, T, d)
-        if self.q_norm is not None:
+        if self.q_norm is not None and not self.qk_norm_all:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = rope(q, offset, positions), rope(k, offset, positions)
@@ -184,13 +211,21 @@ class CausalSelfAttention(nn.Module):
         dropout_p = self.dropout if self.training else 0.0
         weights = None
         if need_weights or not self.use_sdpa:
-            y, weights = causal_attention(q, k, v, dropout_p, self.training, mask)
+            y, weights = causal_attention(
+                q, k, v, dropout_p, self.training, mask, self.scale, self.softcap
+            )
         elif mask is not None:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=self.scale
+            )
         elif t == k.shape[-2]:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=dropout_p, is_causal=True, scale=self.scale
+            )
         else:  # new queries after cached keys: the mask is offset (see causal_mask)
             mask = None if t == 1 else causal_mask(t, k.shape[-2], device=x.device)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=self.scale
+            )
         y = y.transpose(1, 2).reshape(b, t, h * d)  # (B, T, H*d): heads side by side again
         return self.resid_dropout(self.proj(y)), weights

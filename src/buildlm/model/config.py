@@ -19,8 +19,9 @@ from typing import Any
 
 NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "sinusoidal", "rope")
-MLPS = ("gelu", "swiglu")
-NORM_PLACEMENTS = ("pre", "post")
+MLPS = ("gelu", "swiglu", "geglu")
+NORM_PLACEMENTS = ("pre", "post", "branch_post", "sandwich")
+QK_NORM_SCOPES = ("head", "all")
 ATTENTIONS = ("sdpa", "manual")
 ROUTER_SCORES = ("softmax", "sigmoid")  # how a mixture-of-experts router scores its experts
 LAYER_TYPES = ("full_attention", "sliding_attention")  # Hugging Face's names
@@ -130,6 +131,20 @@ class ModelConfig:
     Because the automatic settings are resolved at construction, ``dataclasses.replace(config,
     d_model=...)`` keeps the old ``d_ff`` and ``head_dim``; build a changed shape with
     ``ModelConfig.preset(name, **overrides)`` or pass those fields as ``None`` again.
+
+    Block details of Gemma and OLMo 2 (all off by default):
+    ``norm_placement`` also takes ``"branch_post"`` (OLMo 2: x + norm(f(x)), the norm on each
+    sublayer's output, none before it) and ``"sandwich"`` (Gemma 2/3: x + norm_b(f(norm_a(x))),
+    norms before and after each sublayer). ``qk_norm_scope``: with ``qk_norm``, ``"head"``
+    normalises each head's head_dim vector (Qwen3, Gemma 3), ``"all"`` the whole query (and key)
+    projection, n_heads*head_dim wide, before it is split into heads (OLMo 2).
+    ``norm_offset``: RMSNorm multiplies by (norm_offset + weight); Gemma stores its gains as
+    offsets from 1 (``norm_offset=1.0``, weights start at 0). ``embed_scale``: multiply the token
+    embeddings by sqrt(d_model) (Gemma), so that a tied table of small entries still gives the
+    residual stream unit-sized inputs. ``mlp="geglu"``: SwiGLU's gated MLP with a tanh-GELU gate.
+    ``query_pre_attn_scalar``: attention scores are divided by sqrt(this) instead of
+    sqrt(head_dim) (None: head_dim). ``attn_logit_softcap`` / ``final_logit_softcap``: scores /
+    logits become cap * tanh(x / cap), smoothly bounded to (-cap, cap) (Gemma 2; None: off).
     """
 
     vocab_size: int = 50257
@@ -166,6 +181,13 @@ class ModelConfig:
     moe_first_dense: int = 0  # the first k layers keep a dense MLP
     moe_every: int = 1  # layer i is MoE when (i + 1) % moe_every == 0 (Qwen's decoder_sparse_step)
     moe_dense_layers: list[int] | None = None  # more layers that stay dense (mlp_only_layers)
+    # --- Gemma / OLMo 2 block details (see the class docstring's last paragraph) ---
+    qk_norm_scope: str = "head"
+    norm_offset: float = 0.0
+    embed_scale: bool = False
+    query_pre_attn_scalar: float | None = None
+    attn_logit_softcap: float | None = None
+    final_logit_softcap: float | None = None
     # --- sliding-window attention ---
     # sliding_window: how many positions a local layer sees, its own included: the query at
     # position t attends to keys t - sliding_window + 1 .. t (Mistral, Gemma: Hugging Face's
@@ -238,6 +260,7 @@ class ModelConfig:
                 f"sinusoidal positions pair sin/cos and need an even d_model, got {self.d_model}"
             )
         self._check_moe()
+        self._check_block_details()
         self._check_sliding_window()
 
     def _check_moe(self) -> None:
@@ -285,6 +308,28 @@ class ModelConfig:
             and (layer_idx + 1) % self.moe_every == 0
             and layer_idx not in (self.moe_dense_layers or ())
         )
+
+    def _check_block_details(self) -> None:
+        """Validate the Gemma / OLMo 2 switches; an explicit head_dim scale becomes None."""
+        if self.qk_norm_scope not in QK_NORM_SCOPES:
+            raise ValueError(
+                f"unknown ModelConfig.qk_norm_scope {self.qk_norm_scope!r}; choose one of: "
+                f"{', '.join(QK_NORM_SCOPES)}"
+            )
+        if self.norm_offset != 0.0 and self.norm != "rmsnorm":
+            raise ValueError(
+                f"ModelConfig.norm_offset={self.norm_offset!r} needs norm='rmsnorm', got {self.norm!r}"
+            )
+        for name in ("query_pre_attn_scalar", "attn_logit_softcap", "final_logit_softcap"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
+            ):
+                raise ValueError(
+                    f"ModelConfig.{name} must be a positive number or None, got {value!r}"
+                )
+        if self.query_pre_attn_scalar == self.head_dim:  # the default scale, spelled out
+            self.query_pre_attn_scalar = None
 
     def _check_sliding_window(self) -> None:
         """Check the window fields and resolve ``layer_types`` to one name per layer."""

@@ -64,10 +64,10 @@ class GPT(nn.Module):
             )
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
-        # Post-LN blocks already end with a norm, so only pre-LN needs a final one.
+        # Post-LN blocks already end with a norm; every other placement needs a final one.
         self.norm = (
-            make_norm(config.norm, config.d_model, config.norm_eps, bias=config.bias)
-            if config.norm_placement == "pre"
+            make_norm(config.norm, config.d_model, config.norm_eps, config.bias, config.norm_offset)
+            if config.norm_placement != "post"
             else nn.Identity()
         )
         self.lm_head = (
@@ -149,10 +149,16 @@ class GPT(nn.Module):
         return hidden
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
-        """Hidden states (..., d_model) -> logits (..., vocab_size)."""
-        if self.lm_head is None:  # tied: score each token vector against every embedding
-            return F.linear(x, self.tok_emb.weight)
-        return self.lm_head(x)
+        """Hidden states (..., d_model) -> logits (..., vocab_size).
+
+        With ``final_logit_softcap`` (Gemma 2) the logits become cap * tanh(logits / cap):
+        bounded to (-cap, cap), nearly unchanged where they are small.
+        """
+        # Tied: score each token vector against every embedding.
+        tied = self.lm_head is None
+        logits = F.linear(x, self.tok_emb.weight) if tied else self.lm_head(x)
+        cap = self.config.final_logit_softcap
+        return logits if cap is None else torch.tanh(logits / cap) * cap
 
     def get_attention_weights(self, idx: torch.Tensor) -> list[torch.Tensor]:
         """The attention weights of every layer for ``idx``: a list of (B, n_heads, T, T).
@@ -187,6 +193,8 @@ class GPT(nn.Module):
         slots = getattr(cache, "key_slots", None)  # caches that keep only a local layer's window
         masks = layer_masks(windows, t, offset, key_mask, idx.device, slots)  # window -> mask
         x = self.tok_emb(idx)  # (B, T, d_model)
+        if self.config.embed_scale:  # Gemma: sqrt(d_model), rounded to the weights' dtype
+            x = x * torch.tensor(self.config.d_model**0.5, dtype=x.dtype)
         if self.pos_emb is not None:
             x = x + self.pos_emb(t, offset, positions)  # (T or B x T, d_model), broadcast
         x = self.drop(x)

@@ -9,6 +9,7 @@ non-embedding parameters.
   exactly matters when loading GPT-2 weights.
 - SwiGLU (Llama): two parallel up-projections, one passed through SiLU (x * sigmoid(x)) acts as
   a learned gate on the other:  down(silu(gate(x)) * up(x)).
+- GeGLU (Gemma): the same gated MLP with the tanh-GELU as the gate's activation.
 
 The activation functions are PyTorch's fused kernels (one pass over memory instead of several);
 the tests check them against the formulas above.
@@ -39,6 +40,11 @@ class GeluMLP(nn.Module):
 class SwiGLUMLP(nn.Module):
     """Llama's MLP: Linear(ff, d)( silu(Linear(d, ff) x) * Linear(d, ff) x ) -> dropout."""
 
+    @staticmethod
+    def activation(x: torch.Tensor) -> torch.Tensor:
+        """The gate's nonlinearity (SiLU here; GeGLU overrides it)."""
+        return F.silu(x)
+
     def __init__(self, d_model: int, d_ff: int, bias: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
         self.gate = nn.Linear(d_model, d_ff, bias=bias)
@@ -48,14 +54,24 @@ class SwiGLUMLP(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.silu(self.gate(x)) * self.up(x)  # (B, T, d_ff)
+        h = self.activation(self.gate(x)) * self.up(x)  # (B, T, d_ff)
         return self.dropout(self.down(h))  # (B, T, d_model)
 
 
+class GeGLUMLP(SwiGLUMLP):
+    """Gemma's MLP: SwiGLU's three matrices with a tanh-GELU gate instead of SiLU."""
+
+    @staticmethod
+    def activation(x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(x, approximate="tanh")
+
+
 def make_mlp(kind: str, d_model: int, d_ff: int, bias: bool, dropout: float) -> nn.Module:
-    """The MLP a config asks for (``"gelu"`` or ``"swiglu"``)."""
+    """The MLP a config asks for (``"gelu"``, ``"swiglu"`` or ``"geglu"``)."""
     if kind == "gelu":
         return GeluMLP(d_model, d_ff, bias=bias, dropout=dropout)
     if kind == "swiglu":
         return SwiGLUMLP(d_model, d_ff, bias=bias, dropout=dropout)
-    raise ValueError(f"unknown mlp {kind!r}; choose 'gelu' or 'swiglu'")
+    if kind == "geglu":
+        return GeGLUMLP(d_model, d_ff, bias=bias, dropout=dropout)
+    raise ValueError(f"unknown mlp {kind!r}; choose 'gelu', 'swiglu' or 'geglu'")

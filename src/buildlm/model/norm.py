@@ -8,6 +8,8 @@ scale drifts and training becomes unstable. Both layers rescale each token's vec
   applies a gain and a bias:  y = (x - mean) / sqrt(var + eps) * weight + bias.
 - RMSNorm skips the centring and the bias and divides by the root mean square:
   y = x / sqrt(mean(x^2) + eps) * weight. It is cheaper and works as well in practice.
+  Gemma stores the gain as an offset from one, y = ... * (1 + weight), with weights starting at
+  zero (``offset=1.0``): the same function, but weight decay then pulls the gain towards 1.
 
 RMSNorm is written out below. LayerNorm calls PyTorch's fused ``F.layer_norm`` kernel, which
 computes exactly the formula above in one pass over memory forward and one backward; spelled out
@@ -52,22 +54,24 @@ class LayerNorm(nn.Module):
 class RMSNorm(nn.Module):
     """Root-mean-square normalisation over the last dimension (no centring, no bias)."""
 
-    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+    def __init__(self, dim: int, eps: float = 1e-6, offset: float = 0.0) -> None:
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.offset = offset  # the gain is offset + weight; it starts at 1 either way
+        self.weight = nn.Parameter(torch.full((dim,), 1.0 - offset))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
         x = x.float()
         y = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return (y * self.weight).to(dtype)
+        gain = self.weight if self.offset == 0.0 else self.offset + self.weight.float()
+        return (y * gain).to(dtype)
 
 
-def make_norm(kind: str, dim: int, eps: float, bias: bool = True) -> nn.Module:
-    """The norm layer a config asks for (``"layernorm"`` or ``"rmsnorm"``)."""
+def make_norm(kind: str, dim: int, eps: float, bias: bool = True, offset: float = 0.0) -> nn.Module:
+    """The norm layer a config asks for (``"layernorm"`` or ``"rmsnorm"``, its gain ``offset``)."""
     if kind == "layernorm":
         return LayerNorm(dim, eps=eps, bias=bias)
     if kind == "rmsnorm":
-        return RMSNorm(dim, eps=eps)
+        return RMSNorm(dim, eps=eps, offset=offset)
     raise ValueError(f"unknown norm {kind!r}; choose 'layernorm' or 'rmsnorm'")

@@ -18,7 +18,7 @@ meets first. One concept per file:
 - ``hf_json.py``: Hugging Face ``tokenizer.json``, read and written
 - ``buildlm_json.py``: buildlm's own readable tokenizer file
 - ``chat_templates.py``: a conversation -> the exact prompt text of a chat model (Llama 3,
-  ChatML), kept with the tokenizer as Hugging Face keeps its templates
+  ChatML, Gemma), kept with the tokenizer as Hugging Face keeps its templates
 - ``cli.py``: the ``buildlm tokenizer`` command
 """
 

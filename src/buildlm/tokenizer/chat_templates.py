@@ -23,6 +23,12 @@ Llama 3 (``<|eot_id|>`` ends a turn; content is stripped of surrounding whitespa
 ChatML (Qwen; ``<|im_end|>`` ends a turn)::
 
     <|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n
+
+Gemma (``<end_of_turn>`` ends a turn; the assistant is called ``model``; turns must alternate
+user, model, user, ...; a system message has no turn of its own and opens the first user turn,
+as Gemma 3's template does; content is stripped of surrounding whitespace)::
+
+    <bos><start_of_turn>user\\nBe brief.\\n\\nHi<end_of_turn>\\n<start_of_turn>model\\n
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ LLAMA3_BOS = "<|begin_of_text|>"
 LLAMA3_EOT = "<|eot_id|>"
 CHATML_END = "<|im_end|>"
 QWEN2_DEFAULT_SYSTEM = "You are a helpful assistant."
+GEMMA_BOS = "<bos>"
+GEMMA_END = "<end_of_turn>"
 
 
 def check_messages(messages: Sequence[Message]) -> None:
@@ -111,3 +119,29 @@ def qwen2_prompt(messages: Sequence[Message], add_generation_prompt: bool = Fals
     (Qwen2.5's default system message is longer; pass it to `chatml_prompt`.)
     """
     return chatml_prompt(messages, add_generation_prompt, default_system=QWEN2_DEFAULT_SYSTEM)
+
+
+def gemma_parts(messages: Sequence[Message], add_generation_prompt: bool = False) -> list[str]:
+    """`gemma_prompt` as parts: the template's special tokens as `Special`, the rest as text."""
+    check_messages(messages)
+    prefix = ""  # a system message becomes the start of the first user turn
+    if messages[0]["role"] == "system":
+        prefix, messages = messages[0]["content"] + "\n\n", messages[1:]
+    start, end = Special("<start_of_turn>"), Special(GEMMA_END)
+    parts: list[str] = [Special(GEMMA_BOS)]
+    for i, m in enumerate(messages):
+        if (m["role"] == "user") != (i % 2 == 0):
+            raise ValueError(
+                f"message {i} is a {m['role']!r} turn: Gemma's chat format needs turns that "
+                "alternate user, assistant, user, ... (after at most one first system message)"
+            )
+        role = "model" if m["role"] == "assistant" else m["role"]
+        parts += [start, f"{role}\n", prefix if i == 0 else "", m["content"].strip(), end, "\n"]
+    if add_generation_prompt:
+        parts += [start, "model\n"]
+    return parts
+
+
+def gemma_prompt(messages: Sequence[Message], add_generation_prompt: bool = False) -> str:
+    """The Gemma (Instruct) chat format: ``<start_of_turn>role\\ncontent<end_of_turn>\\n``."""
+    return "".join(gemma_parts(messages, add_generation_prompt))

@@ -173,6 +173,14 @@ def _run_with_hooks(model: GPT, seq_len: int) -> Calls:
     return calls
 
 
+PLACEMENTS = {
+    "pre": "pre-LN",
+    "post": "post-LN",
+    "branch_post": "norm on each sublayer's output",
+    "sandwich": "norms before and after each sublayer",
+}
+
+
 class _Accounting:
     """Hands each parameter to one stage, and checks at the end that all were handed out."""
 
@@ -279,7 +287,7 @@ class _Builder:
             self.add("position: RoPE", 0, (None, None), 0, 0, note)
         for i, block in enumerate(model.blocks):
             self.block(block, i)
-        if cfg.norm_placement == "pre":
+        if cfg.norm_placement != "post":
             note = f"{cfg.norm} of the last block's output"
             self.add("final norm", 0, self.shapes("norm"), acct.module(model.norm), 0, note)
         else:
@@ -298,7 +306,7 @@ class _Builder:
     def block(self, block: nn.Module, i: int) -> None:
         p, cfg = f"blocks.{i}", self.cfg
         x_shape = self.shapes(p)[1]  # (1, T, d_model) throughout the block
-        placement = "pre-LN" if block.pre_norm else "post-LN"
+        placement = PLACEMENTS[cfg.norm_placement]
         self.add(f"block {i}", 0, self.shapes(p), note=placement, layer=i, group=True)
 
         def norm(which: str) -> None:
@@ -309,13 +317,21 @@ class _Builder:
         def residual(note: str) -> None:
             self.add("residual add", 1, (x_shape, x_shape), 0, 0, note, layer=i)
 
-        if block.pre_norm:
-            norm("norm1")
-            self.attention(block.attn, i)
-            residual("x = x + attention(norm1(x))")
-            norm("norm2")
-            self.mlp(block.mlp, i)
-            residual("x = x + mlp(norm2(x))")
+        if not block.post_norm:  # pre-LN, OLMo 2's branch-post, Gemma's sandwich
+            for sub, part, before, after in (
+                ("attention", "attn", "norm1", "norm_attn_out"),
+                ("mlp", "mlp", "norm2", "norm_mlp_out"),
+            ):
+                inner = "x"
+                if getattr(block, before) is not None:
+                    norm(before)
+                    inner = f"{before}(x)"
+                getattr(self, sub)(getattr(block, part), i)
+                branch = f"{sub}({inner})"
+                if getattr(block, after) is not None:
+                    norm(after)
+                    branch = f"{after}({branch})"
+                residual(f"x = x + {branch}")
         else:
             self.attention(block.attn, i)
             residual("x + attention(x)")
@@ -355,7 +371,8 @@ class _Builder:
             self.add(name, 2, (qkv_in, (b, n_heads, t, d)), params, 6 * n, note, layer=i)
         if attn.q_norm is not None:
             params = acct.module(attn.q_norm) + acct.module(attn.k_norm)
-            note = f"{cfg.norm} of each head's q and k"
+            scope = "the whole q and k projections" if attn.qk_norm_all else "each head's q and k"
+            note = f"{cfg.norm} of {scope}"
             self.add("q/k norm", 2, self.shapes(f"{p}.q_norm"), params, 0, note, layer=i)
         if cfg.position == "rope":  # the shared module runs twice per layer: q, then k
             note = "rotate dim pairs by position-dependent angles"
@@ -412,7 +429,8 @@ class _Builder:
             linear("up projection", "up", "d_model -> hidden")
             hidden = self.shapes(f"{p}.up")[1]
             note = "the gate scales each hidden unit"
-            self.add("silu(gate) * up", 2, (hidden, hidden), 0, 0, note, layer=i)
+            act = "gelu" if cfg.mlp == "geglu" else "silu"
+            self.add(f"{act}(gate) * up", 2, (hidden, hidden), 0, 0, note, layer=i)
             linear("down projection", "down", "hidden -> d_model")
 
 
