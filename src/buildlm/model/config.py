@@ -280,6 +280,8 @@ class ModelConfig:
                 raise ValueError(
                     f"ModelConfig.{name} must be a positive integer or None, got {value!r}"
                 )
+        if self.n_experts and self.mlp not in ("swiglu", "gelu"):
+            raise ValueError(f"mixture-of-experts layers have SwiGLU or GELU experts, not mlp={self.mlp!r}")
         if self.router_score not in ROUTER_SCORES:
             raise ValueError(
                 f"unknown ModelConfig.router_score {self.router_score!r}; choose one of: "

@@ -118,3 +118,11 @@ class Progress:
             if self.metrics.rows:
                 plot_losses(self.metrics, self.run_dir / "loss.png", baselines)
             self.metrics.close()
+
+
+def describe_eval(ev: dict[str, float], task: Any = None) -> str:
+    """One line for an evaluation's figures (a fine-tuning task words its own)."""
+    if task is not None:
+        return task.describe(ev)
+    bpb = f", {ev['val_bpb']:.3f} bits/byte" if "val_bpb" in ev else ""
+    return f"val loss {ev['val_loss']:.4f} (ppl {ev['val_ppl']:.1f}{bpb})"

@@ -44,7 +44,7 @@ from buildlm.train.config import TrainConfig, to_dict
 from buildlm.train.distributed import Distributed, silent
 from buildlm.train.metrics import PeakFlops, bits_per_byte, perplexity
 from buildlm.train.optim import lr_at, make_optimizer, set_lr
-from buildlm.train.progress import Progress
+from buildlm.train.progress import Progress, describe_eval
 from buildlm.train.router_loss import RouterLoss
 from buildlm.train.schedule import Schedule
 from buildlm.train.task import Task
@@ -375,7 +375,7 @@ class Trainer:
                 if "eval" in due or (self.val_batches is not None and (last or timed_out)):
                     ev = schedule.timed("eval", self.evaluate)
                     self._record({"step": self.step, **{k: v for k, v in ev.items() if isinstance(v, (int, float))}})
-                    progress.write(f"step {self.step}: {self.describe_eval(ev)}")
+                    progress.write(f"step {self.step}: {describe_eval(ev, self.task)}")
                     if self.router_loss.sums:  # a collapsing router: a few shares take all
                         progress.write(f"step {self.step}: {self.router_loss.describe()}")
                 if "sample" in due and not last:
@@ -399,13 +399,6 @@ class Trainer:
         result.val_loss = self.last_val_loss
         result.seconds = self.elapsed
         return result
-
-    def describe_eval(self, ev: dict[str, float]) -> str:
-        """One line for an evaluation's figures."""
-        if self.task is not None:
-            return self.task.describe(ev)
-        bpb = f", {ev['val_bpb']:.3f} bits/byte" if "val_bpb" in ev else ""
-        return f"val loss {ev['val_loss']:.4f} (ppl {ev['val_ppl']:.1f}{bpb})"
 
     def _record(self, record: dict[str, Any]) -> None:
         if self.progress is not None:
