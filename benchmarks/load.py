@@ -16,6 +16,11 @@ than the absolute figures.
 
     python benchmarks/load.py           # GPT-2 124M shape, 3 rounds
     python benchmarks/load.py --tiny    # a 2-layer, 64-wide model, 1 round (CI)
+    python benchmarks/load.py --family qwen3_moe   # also mixtral, mistral, gemma3_text, olmo2
+
+The other families are built at about GPT-2 124M's size too (their shapes in ``FAMILIES``), so
+the mixture-of-experts loaders (experts stacked into one tensor per layer) and the block details
+of Gemma 3 and OLMo 2 are held to the same 1.3x.
 """
 
 from __future__ import annotations
@@ -32,14 +37,63 @@ from _rss import peak_rss, reset_peak_rss  # benchmarks/_rss.py
 
 LIMIT = 1.3  # buildlm's peak RSS growth / checkpoint bytes, at full size
 
+# family -> (transformers config class, full-size shape, tiny shape); GPT-2 uses its defaults.
+_LLAMA_LIKE = dict(vocab_size=32000, max_position_embeddings=1024, tie_word_embeddings=False)
+FAMILIES: dict[str, tuple[str, dict, dict]] = {
+    "gpt2": ("GPT2Config", {}, dict(n_embd=64, n_layer=2, n_head=4, vocab_size=1000, n_positions=128)),
+    "qwen3_moe": (
+        "Qwen3MoeConfig",
+        dict(**_LLAMA_LIKE, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
+             num_key_value_heads=2, head_dim=64, intermediate_size=2048, moe_intermediate_size=512,
+             num_experts=16, num_experts_per_tok=2),
+        dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=16, intermediate_size=128, moe_intermediate_size=64,
+             num_experts=4, num_experts_per_tok=2),
+    ),
+    "mixtral": (
+        "MixtralConfig",
+        dict(**_LLAMA_LIKE, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
+             num_key_value_heads=2, intermediate_size=1024, num_local_experts=8, sliding_window=None),
+        dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, intermediate_size=64, num_local_experts=4, sliding_window=None),
+    ),
+    "mistral": (
+        "MistralConfig",
+        dict(**_LLAMA_LIKE, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+             num_key_value_heads=4, intermediate_size=2048, sliding_window=256),
+        dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, intermediate_size=128, sliding_window=16),
+    ),
+    "gemma3_text": (
+        "Gemma3TextConfig",
+        dict(vocab_size=32000, hidden_size=640, num_hidden_layers=12, num_attention_heads=4,
+             num_key_value_heads=1, head_dim=256, intermediate_size=2048, sliding_window=512),
+        dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=1, head_dim=16, intermediate_size=128, sliding_window=16),
+    ),
+    "olmo2": (
+        "Olmo2Config",
+        dict(**_LLAMA_LIKE, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+             num_key_value_heads=12, intermediate_size=2048),
+        dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=4, intermediate_size=128),
+    ),
+}  # fmt: skip
+
 
 def load_once(which: str, folder: str) -> dict:
     """Runs in a subprocess: load once, report seconds and peak-RSS growth."""
     import torch
 
     if which == "hf":
-        import transformers.models.gpt2.modeling_gpt2  # noqa: F401  (import cost not measured)
-        from transformers import AutoModelForCausalLM
+        import importlib
+
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        # the family's modeling code imported before the clock starts (import cost not measured)
+        family = {"gemma3_text": "gemma3"}.get(AutoConfig.from_pretrained(folder).model_type)
+        family = family or AutoConfig.from_pretrained(folder).model_type
+        importlib.import_module(f"transformers.models.{family}.modeling_{family}")
 
         def load():
             return AutoModelForCausalLM.from_pretrained(folder).eval()
@@ -66,17 +120,19 @@ def load_once(which: str, folder: str) -> dict:
     }
 
 
-def build_checkpoint(folder: Path, tiny: bool) -> int:
-    """Save a random GPT-2 with transformers; return the bytes of its tensors."""
+def build_checkpoint(folder: Path, tiny: bool, family: str = "gpt2") -> int:
+    """Save a random model of ``family`` with transformers; return the bytes of its tensors."""
     import torch
     import transformers
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM
 
     transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(0)
-    shape = dict(n_embd=64, n_layer=2, n_head=4, vocab_size=1000, n_positions=128) if tiny else {}
-    shape.update(bos_token_id=0, eos_token_id=0)  # GPT-2's 50256 is outside a tiny vocabulary
-    model = GPT2LMHeadModel(GPT2Config(**shape)).eval()
+    config_class, full, small = FAMILIES[family]
+    shape = dict(small if tiny else full)
+    shape.update(bos_token_id=0, eos_token_id=0, pad_token_id=0)  # inside a tiny vocabulary
+    config = getattr(transformers, config_class)(**shape)
+    model = AutoModelForCausalLM.from_config(config).eval()
     model.save_pretrained(folder)
     from buildlm.hub.safetensors_io import SafetensorsReader
 
@@ -93,6 +149,7 @@ def build_checkpoint(folder: Path, tiny: bool) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="a tiny model, one round (seconds)")
+    parser.add_argument("--family", default="gpt2", choices=sorted(FAMILIES), help="the model family")
     parser.add_argument("--_load", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._load:
@@ -101,8 +158,8 @@ def main() -> None:
 
     rounds = 1 if args.tiny else 3
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "gpt2"
-        weight_bytes = build_checkpoint(folder, args.tiny)
+        folder = Path(tmp) / args.family
+        weight_bytes = build_checkpoint(folder, args.tiny, args.family)
         results: dict[str, list[dict]] = {"hf": [], "buildlm": []}
         for _ in range(rounds):
             for which in results:
@@ -119,7 +176,9 @@ def main() -> None:
     same = abs(results["hf"][0]["checksum"] - results["buildlm"][0]["checksum"]) < 1e-3 * max(
         1.0, abs(results["hf"][0]["checksum"])
     )
-    shape = "tiny GPT-2 (2 layers, d=64)" if args.tiny else "GPT-2 124M"
+    shape = f"{args.family}, " + ("tiny (2 layers, d=64)" if args.tiny else "full size (FAMILIES)")
+    if args.family == "gpt2":
+        shape = "tiny GPT-2 (2 layers, d=64)" if args.tiny else "GPT-2 124M"
     print(
         f"checkpoint: {shape}, fp32 model.safetensors, {weight_bytes / 2**20:.1f} MiB of tensors; "
         f"{rounds} round(s); logits after load {'identical' if same else 'DIFFER'}"
