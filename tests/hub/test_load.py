@@ -99,3 +99,22 @@ def test_weights_are_not_copied_twice(hub, tmp_path):
     assert qkv.untyped_storage().nbytes() == qkv.numel() * qkv.element_size()
     assert all(p.requires_grad for p in model.parameters())
     assert model.rope.cos.device.type == "cpu"  # recomputed, not left on the meta device
+
+
+def test_a_folder_loads_without_symbolic_shape_machinery(hub, tmp_path):
+    """The model is built on the meta device; computing RoPE tables there would run PyTorch's
+    symbolic-shape code (it imports sympy, ~1 s on the first load). The tables come afterwards,
+    on the real device, only as long as the positions used."""
+    import subprocess
+    import sys
+
+    hf = _build(hub, "qwen3-gqa1-tied")
+    hf.save_pretrained(tmp_path)
+    code = (
+        "import sys\n"
+        "from buildlm.hub import load_hf\n"
+        f"model, _ = load_hf({str(tmp_path)!r})\n"
+        "print('sympy' in sys.modules, tuple(model.rope.cos.shape))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[0] == f"False ({min(4096, hf.config.max_position_embeddings)}, 16)"

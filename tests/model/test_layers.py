@@ -141,3 +141,29 @@ def test_rope_frequency_scaling_hook():
     slow = RotaryEmbedding(8, 16, scaling=lambda inv_freq: inv_freq / 4)
     plain = RotaryEmbedding(8, 16)
     torch.testing.assert_close(slow.cos[4], plain.cos[1])  # 4x slower rotation
+
+
+def test_rope_tables_start_short_and_grow_to_the_positions_used():
+    """A 128K-context model must not pay for 128K rows of cos/sin before reading a token; the
+    rows a longer input needs appear on demand and equal transformers' own rotation there."""
+    head_dim, theta, context = 16, 1e6, 131072
+    rope = RotaryEmbedding(head_dim, context, theta=theta)
+    assert rope.cos.shape == (4096, head_dim)  # not (131072, head_dim): 8 MiB, not 128 MiB
+    cfg = LlamaConfig(
+        hidden_size=64, num_attention_heads=4, max_position_embeddings=context, rope_theta=theta
+    )
+    if getattr(cfg, "rope_parameters", None) is not None:
+        cfg.rope_parameters["rope_theta"] = theta
+    ref_rope = LlamaRotaryEmbedding(cfg)
+    torch.manual_seed(0)
+    q = torch.randn(1, 4, 3, head_dim)
+    for offset in (10, 6000, context - 3):  # inside, just past, and at the end of the context
+        pos = torch.arange(offset, offset + 3)[None]
+        cos, sin = ref_rope(q, pos)
+        ref, _ = apply_rotary_pos_emb(q, q, cos, sin)
+        torch.testing.assert_close(rope(q, offset=offset), ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(rope(q, positions=pos), ref, atol=1e-5, rtol=1e-5)
+    assert rope.cos.shape == (context, head_dim)  # grown, never past the context
+    with pytest.raises(IndexError):  # past the context there is no row to read
+        rope(q, positions=torch.tensor([[context]]))
+

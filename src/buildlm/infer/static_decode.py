@@ -53,6 +53,8 @@ class StaticDecodeStep:
         self.positions = torch.zeros(b, 1, dtype=torch.long, device=device)
         self.key_mask = torch.zeros(b, max_len, dtype=torch.bool, device=device)
         self._forward = torch.compile(self._logits, dynamic=False) if compile else self._logits
+        if hasattr(model, "cover_positions"):  # grow the RoPE tables now, not while recording
+            model.cover_positions(max_len)
         self.weights = model_storage(model)  # where the graph reads them
         self.graph: torch.cuda.CUDAGraph | None = None
         self.logits: torch.Tensor | None = None  # the graph's output buffer

@@ -112,6 +112,14 @@ class GPT(nn.Module):
             if module is not self and hasattr(module, "reset_buffers"):
                 module.reset_buffers(device)
 
+    def cover_positions(self, length: int) -> None:
+        """Make the RoPE tables reach position ``length - 1`` (they start short and grow; see
+        `buildlm.model.position.RotaryEmbedding.cover`). A forward pass does it by itself; a
+        recorded CUDA graph, which must not see its buffers move, calls it before recording."""
+        for rope in (self.rope, self.rope_local):
+            if rope is not None:
+                rope.cover(length)
+
     # ---- forward --------------------------------------------------------------------------
     def forward(
         self,
@@ -189,6 +197,7 @@ class GPT(nn.Module):
             )
         if positions is not None and positions.shape != (b, t):
             raise ValueError(f"positions must have shape {(b, t)}, got {tuple(positions.shape)}")
+        self.cover_positions(offset + t)
         windows = {block.attn.sliding_window for block in self.blocks}
         slots = getattr(cache, "key_slots", None)  # caches that keep only a local layer's window
         masks = layer_masks(windows, t, offset, key_mask, idx.device, slots)  # window -> mask

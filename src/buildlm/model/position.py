@@ -131,12 +131,20 @@ def rope_frequency_scaling(rope_scaling: dict | None) -> FrequencyScaling | None
     raise ValueError(f"unsupported rope_scaling {rope_scaling!r}; supported types: llama3")
 
 
+INITIAL_ROPE_TABLE = 4096
+"""Positions the cos/sin tables cover at first; they grow (doubling) when a longer sequence
+comes. A model's ``context_length`` can be 128K (Gemma 3, Llama 3.1): full tables would take
+``2 x 131072 x head_dim x 4`` bytes per RoPE base (256 MiB at head_dim 256) before a single
+token is read, more than many of the weights."""
+
+
 class RotaryEmbedding(nn.Module):
     """Rotary position embedding applied to queries and keys of shape (B, H, T, head_dim).
 
-    cos/sin tables for every position up to ``context_length`` are precomputed once (buffers, not
-    parameters). ``offset`` is the position of the first token, which is non-zero when decoding
-    with a key/value cache.
+    cos/sin tables (buffers, not parameters) are precomputed for the first ``table_length``
+    positions, and recomputed longer when a forward pass needs more (`cover`), never past
+    ``context_length``. ``offset`` is the position of the first token, which is non-zero when
+    decoding with a key/value cache.
     """
 
     def __init__(
@@ -149,17 +157,25 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         self.head_dim, self.context_length, self.theta = head_dim, context_length, theta
         self.scaling = scaling
-        cos, sin = self._tables()
+        self.table_length = min(context_length, INITIAL_ROPE_TABLE)
+        if torch.empty(0).device.type == "meta":
+            # Shapes only (a model built on the meta device before its weights load); the tables
+            # are computed by `reset_buffers`. Computing them here on meta would run PyTorch's
+            # symbolic-shape machinery (it imports sympy: ~1 s) for tables nobody reads.
+            cos = sin = torch.empty(self.table_length, head_dim)
+        else:
+            cos, sin = self._tables()
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
     def _tables(
         self, device: torch.device | str | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of every (position, pair) angle, each (table_length, head_dim)."""
         inv_freq = rope_inverse_frequencies(self.head_dim, self.theta)
         if self.scaling is not None:
             inv_freq = self.scaling(inv_freq)
-        angles = torch.outer(torch.arange(self.context_length, dtype=torch.float32), inv_freq)
+        angles = torch.outer(torch.arange(self.table_length, dtype=torch.float32), inv_freq)
         angles = torch.cat([angles, angles], dim=-1)  # (T, head_dim): pair i <-> i + head_dim/2
         if device is not None:
             angles = angles.to(device)
@@ -168,6 +184,18 @@ class RotaryEmbedding(nn.Module):
     def reset_buffers(self, device: torch.device | str | None = None) -> None:
         """Recompute the cos/sin tables on ``device`` (after building the model on meta)."""
         self.cos, self.sin = self._tables(device)
+
+    def cover(self, length: int) -> None:
+        """Make the tables reach position ``length - 1`` (doubling, at most ``context_length``).
+
+        Called by the model with the sequence's end before its layers run, so ``forward`` only
+        looks rows up. The new rows equal the ones full tables would hold: each angle is the
+        same float32 product position x frequency.
+        """
+        if length <= self.table_length:
+            return
+        self.table_length = min(self.context_length, max(length, 2 * self.table_length))
+        self.cos, self.sin = self._tables(self.cos.device)
 
     def forward(
         self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None
@@ -178,6 +206,7 @@ class RotaryEmbedding(nn.Module):
             sin = self.sin[positions][:, None].to(x.dtype)
         else:
             seq_len = x.shape[-2]
+            self.cover(offset + seq_len)
             cos = self.cos[offset : offset + seq_len].to(x.dtype)  # (T, head_dim)
             sin = self.sin[offset : offset + seq_len].to(x.dtype)
         return x * cos + rotate_half(x) * sin
