@@ -152,3 +152,13 @@ def test_local_layers_rotate_with_their_own_base():
     idx = torch.randint(0, 50, (2, 20))
     with torch.no_grad():
         torch.testing.assert_close(local(idx), plain(idx), atol=1e-6, rtol=1e-6)
+
+
+def test_flops_count_only_the_keys_a_local_layer_sees():
+    """Per token, a local layer's q k^T and weights @ v cover min(T, window) keys, not T: the
+    attention term 12 * d_attn * span (forward + backward) shrinks by (T - window) for it."""
+    d_attn = 4 * (32 // 4)
+    full = GPT(_config())
+    mixed = GPT(_config(sliding_window=8, layer_types=["sliding_attention", "full_attention"]))
+    assert full.flops_per_token(32) - mixed.flops_per_token(32) == 12 * d_attn * (32 - 8)
+    assert full.flops_per_token(6) == mixed.flops_per_token(6)  # shorter than the window

@@ -175,3 +175,8 @@ def test_local_layers_show_their_window():
     trace = trace_model(cfg, seq_len=10)
     assert "local: sees the last 64 positions" in trace.stage("attention", layer=0).note
     assert "local" not in trace.stage("attention", layer=1).note
+    # at a sequence longer than the window, the local layer's score matmul covers 64 keys
+    long = trace_model(cfg, seq_len=256)
+    local, full = (long.stage("scores q k^T / sqrt(d)", layer=i) for i in (0, 1))
+    assert local.flops * 4 == full.flops and "keys over 64 back" in local.note
+    assert long.total_flops == GPT(cfg).flops_per_token(256)

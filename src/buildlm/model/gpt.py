@@ -248,7 +248,8 @@ class GPT(nn.Module):
           d_attn = n_heads * head_dim. The causal mask halves the useful work, but the
           convention counts the full T x T product.
         In a mixture-of-experts layer a token runs through its k active experts only, so N
-        counts those (and the router), not all n_experts.
+        counts those (and the router), not all n_experts. A local (sliding-window) layer's
+        queries see at most ``window`` keys, so its attention term uses min(T, window).
         """
         t = self.config.context_length if seq_len is None else seq_len
         n = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
@@ -257,7 +258,8 @@ class GPT(nn.Module):
         if self.lm_head is None:
             n += self.tok_emb.weight.numel()
         d_attn = self.config.n_heads * self.config.head_dim
-        return 6 * n + 12 * self.config.n_layers * d_attn * t
+        spans = (min(t, block.attn.sliding_window or t) for block in self.blocks)
+        return 6 * n + 12 * d_attn * sum(spans)
 
     @property
     def device(self) -> torch.device:

@@ -377,8 +377,11 @@ class _Builder:
         if cfg.position == "rope":  # the shared module runs twice per layer: q, then k
             note = "rotate dim pairs by position-dependent angles"
             self.add("RoPE on q and k", 2, self.shapes("rope", 2 * i), 0, 0, note, layer=i)
-        matmul_flops = 6 * t * h * d  # 2 * T * d_attn forward, x 3 with backward
+        span = min(t, attn.sliding_window or t)  # the keys a query can see
+        matmul_flops = 6 * span * h * d  # 2 * span * d_attn forward, x 3 with backward
         note = "causal mask: future keys -> -inf"
+        if span < t:
+            note += f", and keys over {span} back"
         self.add(
             "scores q k^T / sqrt(d)", 2, ((b, h, t, d), weights), 0, matmul_flops, note, layer=i
         )
