@@ -1,6 +1,6 @@
 """One rank of a small data-parallel run, launched by torchrun from test_distributed.py.
 
-    torchrun --standalone --nproc-per-node 2 distributed_run.py OUT STRATEGY [--compile] [--ac]
+    torchrun --standalone --nproc-per-node 2 distributed_run.py OUT STRATEGY [--compile] [--ac] [--moe]
 
 Trains the model of ``tiny_setup`` through the Trainer as one rank of a DDP or FSDP run and
 writes, on rank 0, ``OUT/result.pt``: the losses, the logits of the trained (sharded) model on a
@@ -26,7 +26,8 @@ def main() -> None:
     dist = init_distributed(strategy, "cpu")
     assert dist is not None and dist.world_size == 2
     model, config, data = tiny_setup(
-        batch_size=4, compile="--compile" in sys.argv, activation_checkpointing="--ac" in sys.argv
+        batch_size=4, compile="--compile" in sys.argv, activation_checkpointing="--ac" in sys.argv,
+        moe="--moe" in sys.argv,
     )
     trainer = Trainer(model, config, data, run_dir=out / "run", dist=dist, log=lambda *a: None)
     all_reduces = [0]

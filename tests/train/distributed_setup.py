@@ -25,13 +25,21 @@ def learnable_tokens(n: int, seed: int) -> np.ndarray:
     return tokens
 
 
-def tiny_setup(batch_size: int, compile: bool = False, activation_checkpointing: bool = False):
+# A mixture of experts for the router-log test; its router losses are off so that two ranks
+# still train exactly like one process (the balance loss of half a batch is not half of the
+# whole batch's), and only the logged figures differ if a rank logs its own tokens' shares.
+MOE = dict(n_experts=4, n_active_experts=2, moe_d_ff=32)
+
+
+def tiny_setup(
+    batch_size: int, compile: bool = False, activation_checkpointing: bool = False, moe: bool = False
+):
     """A seeded model, its train config and random token data (the same in every process)."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
     model = GPT(
         ModelConfig.preset("tiny", vocab_size=VOCAB, context_length=16, d_model=32, n_layers=2,
-                           n_heads=2, dropout=0.0)
+                           n_heads=2, dropout=0.0, **(MOE if moe else {}))
     )  # fmt: skip
     data = TrainData(learnable_tokens(4000, seed=0), learnable_tokens(800, seed=1))
     config = TrainConfig(
@@ -39,6 +47,6 @@ def tiny_setup(batch_size: int, compile: bool = False, activation_checkpointing:
         context_length=16, lr=3e-3, min_lr=3e-4, warmup_steps=3, device="cpu", seed=7,
         eval_interval=10, eval_batches=2, log_interval=5, sample_interval=0, checkpoint_interval=0,
         progress=False, tensorboard=False, peak_flops=1e9, compile=compile,
-        activation_checkpointing=activation_checkpointing,
+        activation_checkpointing=activation_checkpointing, moe_aux_loss_coef=0.0, moe_z_loss_coef=0.0,
     )  # fmt: skip
     return model, config, data

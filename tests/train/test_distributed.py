@@ -117,3 +117,24 @@ def test_nproc_launches_fsdp_and_a_killed_run_resumes_exactly(prepared_verdict, 
     buildlm("train", "--nproc", "2", "--resume", str(cut / "checkpoints" / "step-0000004"))
     assert len(losses(whole)) == 8
     assert losses(cut) == losses(whole)
+
+
+def test_two_ranks_log_the_expert_shares_of_the_whole_batch(tmp_path):
+    """Each rank routes its own tokens; the logged expert shares (and z-loss) must be those of
+    the global batch, as one process with the whole batch logs them, not rank 0's half."""
+    import csv
+
+    model, config, data = tiny_setup(batch_size=8, moe=True)
+    Trainer(model, config, data, run_dir=tmp_path / "one", log=lambda *a: None).fit()
+    torchrun(str(HERE / "distributed_run.py"), str(tmp_path), "ddp", "--moe")
+
+    def router_columns(run: Path) -> list[list[float]]:
+        with (run / "metrics.csv").open() as f:
+            rows = [r for r in csv.DictReader(f) if r.get("expert_share_0")]
+        keys = [f"expert_share_{e}" for e in range(4)] + ["moe_z_loss"]
+        return [[float(r[k]) for k in keys] for r in rows]
+
+    one, two = router_columns(tmp_path / "one"), router_columns(tmp_path / "run")
+    assert len(one) == len(two) >= 4
+    torch.testing.assert_close(torch.tensor(two), torch.tensor(one), rtol=1e-4, atol=1e-6)
+    assert all(abs(sum(r[:4]) - 1) < 1e-5 for r in two)

@@ -17,6 +17,8 @@ near 0 (balanced: each near 1 / n_experts). A dense model has no router: all thi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -54,6 +56,19 @@ class RouterLoss:
         if self.z_coef:
             loss = loss + self.z_coef * stats.z_loss
         return loss
+
+    def reduce(self, mean: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Average this step's figures over the ranks of a distributed run with ``mean`` (an
+        all-reduce), so the log shows the shares of the whole batch, not of one rank's part.
+        Every rank calls it at every step (a collective), MoE or not: a dense model does nothing.
+        """
+        if not self.sums:
+            return
+        keys = list(self.sums)
+        flat = mean(torch.cat([self.sums[k].reshape(-1) for k in keys]))  # one all-reduce
+        sizes = [self.sums[k].numel() for k in keys]
+        for key, part in zip(keys, flat.split(sizes), strict=True):
+            self.sums[key] = part.reshape(self.sums[key].shape)
 
     def row(self) -> dict[str, float]:
         """This step's figures as metrics.csv columns (``{}`` for a dense model)."""

@@ -206,6 +206,7 @@ class Trainer:
             self._step_tokens += self._batch_tokens(batch)
         if self.dist is not None:
             total = self.dist.mean(total)
+            self.router_loss.reduce(self.dist.mean)  # each rank routed its own tokens
             self._step_tokens *= self.dist.world_size
         return float(total) / n
 
