@@ -80,9 +80,11 @@ def test_training_reduces_val_loss(verdict_tokens, small_tokenizer):
     assert np.mean(result.losses[-5:]) < result.losses[0] - 1.0  # the training loss fell too
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, verdict_tokens, small_tokenizer):
-    # dropout > 0 so the RNG state must be restored too, and accumulation for the data position
-    common = dict(dropout=0.1, grad_accum_steps=2)
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, verdict_tokens, small_tokenizer, optimizer):
+    # dropout > 0 so the RNG state must be restored too, and accumulation for the data position;
+    # Muon: its momentum buffers and the AdamW moments of the other groups come back too
+    common = dict(dropout=0.1, grad_accum_steps=2, optimizer=optimizer)
     full = make_trainer(verdict_tokens, small_tokenizer, run_dir=tmp_path / "full", **common)
     full_result = full.fit()
     assert [p.name for p in checkpoint_format.list_checkpoints(tmp_path / "full")] == ["step-0000004", "step-0000008"]

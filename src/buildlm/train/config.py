@@ -114,6 +114,10 @@ class TrainConfig:
             training loss (0: off). Dense models ignore it.
         moe_z_loss_coef: weight of the router z-loss (mean logsumexp(router logits)^2), which
             keeps router logits small (0: off).
+        optimizer: "adamw", or "muon": Muon (orthogonalised momentum, `buildlm.train.muon`) for
+            the matrices inside the blocks, AdamW at ``lr`` for embeddings, head, norms, biases.
+        muon_lr: Muon's peak learning rate (the schedule scales it with ``lr``).
+        muon_momentum: Muon's (Nesterov) momentum.
     """
 
     max_steps: int = 5000
@@ -154,6 +158,9 @@ class TrainConfig:
     max_bad_steps: int = 5
     moe_aux_loss_coef: float = 0.01
     moe_z_loss_coef: float = 0.001
+    optimizer: str = "adamw"
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95
 
     def __post_init__(self) -> None:
         if self.precision not in DTYPES:
@@ -184,6 +191,12 @@ class TrainConfig:
             raise ValueError(f"train.min_lr={self.min_lr} is above train.lr={self.lr}; lower min_lr")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ValueError(f"train.time_budget_s must be positive or null, got {self.time_budget_s}")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ValueError(f"unknown train.optimizer {self.optimizer!r}; choose adamw or muon")
+        if self.optimizer == "muon" and self.distributed == "fsdp":
+            raise ValueError("train.optimizer muon needs whole matrices; use --train.distributed ddp")
+        if not (math.isfinite(self.muon_lr) and self.muon_lr > 0) or not 0 <= self.muon_momentum < 1:
+            raise ValueError("train.muon_lr must be > 0 and train.muon_momentum in [0, 1)")
         if self.keep_checkpoints < 1:
             raise ValueError(f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
 

@@ -139,12 +139,9 @@ class Trainer:
                 rank, world,
             )  # fmt: skip
         self.optimizer = make_optimizer(
-            self.model,
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-            betas=(config.beta1, config.beta2),
-            device_type=self.device.type,
-        )
+            self.model, config.lr, config.weight_decay, (config.beta1, config.beta2), device_type=self.device.type,
+            optimizer=config.optimizer, muon_lr=config.muon_lr, muon_momentum=config.muon_momentum,
+        )  # fmt: skip
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.autocast = autocast_context(self.device, config.precision)
         self.step = 0
