@@ -114,6 +114,10 @@ class TrainConfig:
             training loss (0: off). Dense models ignore it.
         moe_z_loss_coef: weight of the router z-loss (mean logsumexp(router logits)^2), which
             keeps router logits small (0: off).
+        lr_schedule: after warm-up, "cosine" (down from the peak all along) or "wsd"
+            (warmup-stable-decay: the peak until the last ``lr_decay_fraction`` of the run, then
+            a straight line to min_lr; counted in time under a budget, so it ends on time).
+        lr_decay_fraction: the share of the run (time under a budget) "wsd" spends decaying.
         optimizer: "adamw", or "muon": Muon (orthogonalised momentum, `buildlm.train.muon`) for
             the matrices inside the blocks, AdamW at ``lr`` for embeddings, head, norms, biases.
         muon_lr: Muon's peak learning rate (the schedule scales it with ``lr``).
@@ -158,6 +162,8 @@ class TrainConfig:
     max_bad_steps: int = 5
     moe_aux_loss_coef: float = 0.01
     moe_z_loss_coef: float = 0.001
+    lr_schedule: str = "cosine"
+    lr_decay_fraction: float = 0.3
     optimizer: str = "adamw"
     muon_lr: float = 0.02
     muon_momentum: float = 0.95
@@ -191,6 +197,10 @@ class TrainConfig:
             raise ValueError(f"train.min_lr={self.min_lr} is above train.lr={self.lr}; lower min_lr")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ValueError(f"train.time_budget_s must be positive or null, got {self.time_budget_s}")
+        if self.lr_schedule not in ("cosine", "wsd"):
+            raise ValueError(f"unknown train.lr_schedule {self.lr_schedule!r}; choose cosine or wsd")
+        if not 0 < self.lr_decay_fraction <= 1:
+            raise ValueError(f"train.lr_decay_fraction must be in (0, 1], got {self.lr_decay_fraction}")
         if self.optimizer not in ("adamw", "muon"):
             raise ValueError(f"unknown train.optimizer {self.optimizer!r}; choose adamw or muon")
         if self.optimizer == "muon" and self.distributed == "fsdp":
