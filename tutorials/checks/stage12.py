@@ -99,7 +99,7 @@ def best_time(fn, *args, repeat: int = 3) -> float:
 GRADIENT_SIZES = [4.0, 4.0, 4.0] + [1e-3] * 6 + [1e-7] * 3 + [30.0, 1e-2, 1e-2]
 
 
-def _fp16_step(w: torch.Tensor, size: float, step: int) -> torch.Tensor:
+def fp16_step(w: torch.Tensor, size: float, step: int) -> torch.Tensor:
     """A loss computed in fp16 from fp32 master weights ``w`` (what autocast does with fp16).
 
     Its gradient is about ``size`` per weight; the backward pass runs in fp16 too, so a scaled
@@ -122,13 +122,13 @@ def check_loss_scaler(scaler_cls) -> list[float]:
     opt_theirs = torch.optim.SGD([w_theirs], lr=1e-3)
     scales = []
     for step, size in enumerate(GRADIENT_SIZES):
-        mine.scale_loss(_fp16_step(w_mine, size, step)).backward()
+        mine.scale_loss(fp16_step(w_mine, size, step)).backward()
         stepped = mine.step(opt_mine)
         mine.update()
         opt_mine.zero_grad(set_to_none=True)
 
         scale_before = theirs.get_scale()
-        theirs.scale(_fp16_step(w_theirs, size, step)).backward()
+        theirs.scale(fp16_step(w_theirs, size, step)).backward()
         theirs.step(opt_theirs)
         theirs.update()
         opt_theirs.zero_grad(set_to_none=True)
