@@ -78,7 +78,8 @@ class TrainConfig:
         beta1: AdamW first-moment decay.
         beta2: AdamW second-moment decay.
         grad_clip: maximum global gradient norm (0: no clipping).
-        precision: fp32, bf16 (autocast) or fp16 (autocast + gradient scaling).
+        precision: fp32, bf16 (autocast) or fp16 (autocast + gradient scaling), or auto: bf16
+            where this machine's bf16 matmuls are clearly faster, else fp32 (`buildlm.precision`).
         compile: run the model through torch.compile.
         device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.
         seed: seeds the initial weights, the batches and dropout.
@@ -169,9 +170,9 @@ class TrainConfig:
     muon_momentum: float = 0.95
 
     def __post_init__(self) -> None:
-        if self.precision not in DTYPES:
+        if self.precision not in (*DTYPES, "auto"):
             raise ValueError(
-                f"unknown precision {self.precision!r}; choose one of: {', '.join(DTYPES)}"
+                f"unknown precision {self.precision!r}; choose one of: auto, {', '.join(DTYPES)}"
             )
         if self.device not in DEVICES and not self.device.startswith(("cuda:", "mps:")):
             raise ValueError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}")
