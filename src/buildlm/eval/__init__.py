@@ -9,6 +9,8 @@
 - `report`: several models side by side in one Markdown table;
 - `harness`: the model class for EleutherAI's lm-evaluation-harness (needs ``lm_eval``);
 - `exact_match`, `classification`: the checks the fine-tuning stages report;
+- `answers`: a numeric answer read out of text (``#### 42``, ``\\boxed{3/4}``, "the answer is");
+- `verifiers`: programs that check an answer and give a reward (exact, numeric; GRPO, best-of-N);
 - `cli`: ``buildlm eval perplexity | choice | report | harness``.
 
 The names below are imported on first use, so ``import buildlm.eval.exact_match`` (or any one
@@ -30,6 +32,9 @@ _EXPORTS = {
     "perplexity_of_ids": "perplexity",
     "sliding_windows": "perplexity",
     "Score": "scoring",
+    "Verdict": "verifiers",
+    "Verifier": "verifiers",
+    "verifier_for": "verifiers",
     "encode_pair": "scoring",
     "score_continuations": "scoring",
 }
