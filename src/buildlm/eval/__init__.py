@@ -11,7 +11,10 @@
 - `exact_match`, `classification`: the checks the fine-tuning stages report;
 - `answers`: a numeric answer read out of text (``#### 42``, ``\\boxed{3/4}``, "the answer is");
 - `verifiers`: programs that check an answer and give a reward (exact, numeric; GRPO, best-of-N);
-- `cli`: ``buildlm eval perplexity | choice | report | harness``.
+- `answer_items`: questions with checkable answers (``instruct-tasks`` or a file), as prompts;
+- `pass_at_k`: pass@k (Chen et al.'s unbiased estimator) and majority@k (self-consistency);
+- `best_of_n`: accuracy against the number of sampled answers (greedy, pass@k, majority@k);
+- `cli`: ``buildlm eval perplexity | choice | report | harness | answers``.
 
 The names below are imported on first use, so ``import buildlm.eval.exact_match`` (or any one
 module) does not load the others.
