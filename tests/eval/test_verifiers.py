@@ -94,6 +94,7 @@ NUMERIC_CASES = [  # (reply, expected answer, parsed, format_ok)
     ("The answer is 4. Final: \\boxed{9}", "9", "9", True),
     ("\\boxed{x = 12}", "12", "12", True),
     ("10-3 = 7, so 7", "7", "7", False),  # no mark: the last number, not in form
+    ("The answer isn't 5 but 7", "7", "7", False),
     ("the result is 1,000,000", "1e6", "1000000", False),
     ("#### 0", "0", "0", True),
     ("#### 42<|endoftext|>#### 41", "42", "42", True),  # after the end of text: ignored

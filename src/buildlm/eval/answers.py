@@ -35,7 +35,7 @@ _NUMBER = re.compile(
 _FRAC = re.compile(r"\\[dt]?frac\s*\{\s*([^{}]*?)\s*\}\s*\{\s*([^{}]*?)\s*\}")
 _TEXT = re.compile(r"\\(?:text|mathrm|textbf|mbox)\s*\{([^{}]*)\}")
 _HASHES = re.compile(r"####")
-_ANSWER_IS = re.compile(r"\banswer\s*(?:is|:)", re.IGNORECASE)
+_ANSWER_IS = re.compile(r"\banswer\s*(?:is\b|:)", re.IGNORECASE)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
