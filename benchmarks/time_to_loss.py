@@ -1,0 +1,134 @@
+"""Time to quality: the validation bits per byte each training recipe reaches in the same wall time.
+
+What a user of the main job gets is not tokens per second but the model at the end of the
+budget. This runs ``buildlm train`` (the real command, its whole run inside the budget) on the
+bundled Shakespeare with the same 4,096-token BPE and data split, once per recipe, for the same
+``--train.time_budget_s``, in interleaved rounds (a, b, c, a, b, c, ...) so that load from other
+processes hits every recipe alike, and prints each recipe's validation bits per byte (min /
+median / max over the rounds), its steps and the sample it ends with:
+
+(a) ``nanogpt``: nanoGPT's recipe for a CPU (its README's "baby GPT": 4 layers, 4 heads, width
+    128, 64-token blocks in batches of 12, no dropout) with its Shakespeare hyperparameters (lr
+    1e-3 down to 1e-4, beta2 0.99, 100 warm-up steps, no biases): the GPT-2 block, AdamW, cosine;
+(b) ``default``: ``buildlm train`` with no arguments, as the README runs it;
+(c) ``modern``: the candidate for a new default: Llama-style block (RoPE, RMSNorm, SwiGLU,
+    QK-norm, no biases), Muon for the hidden matrices, warmup-stable-decay.
+
+    python benchmarks/time_to_loss.py                      # 300 s per run, 3 rounds
+    python benchmarks/time_to_loss.py --budget 120 --rounds 1 --recipes default modern
+    python benchmarks/time_to_loss.py --tiny               # 15 s per run, one round (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RECIPES: dict[str, list[str]] = {
+    "nanogpt": [
+        "--model.preset", "tiny", "--model.bias", "false", "--model.dropout", "0.0",
+        "--train.context_length", "64", "--train.batch_size", "12", "--train.lr", "1e-3",
+        "--train.min_lr", "1e-4", "--train.beta2", "0.99", "--train.warmup_steps", "100",
+    ],
+    "default": [],
+    "modern": [
+        "--model.position", "rope", "--model.norm", "rmsnorm", "--model.mlp", "swiglu",
+        "--model.bias", "false", "--model.qk_norm", "true", "--train.optimizer", "muon",
+        "--train.lr_schedule", "wsd",
+    ],
+}  # fmt: skip
+
+
+def cpu_description() -> str:
+    """The CPU model and the instruction sets that decide its matmul speed."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    has = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"),
+                                    ("amx_tile", "AMX")) if flag in flags]  # fmt: skip
+    return f"{model}, {os.cpu_count()} logical CPUs, {' '.join(has) or 'no AVX2'}"
+
+
+def final_figures(run: Path) -> tuple[int, float, float]:
+    """(steps, validation loss, validation bits per byte) of a run's last evaluation."""
+    with (run / "metrics.csv").open(encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val_bpb")]
+    last = rows[-1]
+    return int(last["step"]), float(last["val_loss"]), float(last["val_bpb"])
+
+
+def train(recipe: str, budget: float, out_dir: Path, name: str, extra: list[str]) -> dict:
+    """One ``buildlm train`` run of ``recipe``; its figures and its closing sample."""
+    command = [
+        sys.executable, "-m", "buildlm", "train", *RECIPES[recipe], *extra,
+        "--train.time_budget_s", str(budget), "--train.out_dir", str(out_dir), "--train.name", name,
+        "--train.progress", "false",
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"{recipe}: buildlm train failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    steps, loss, bpb = final_figures(out_dir / name)
+    sample = done.stdout.split("--- sample")[-1].split("---")[0] if "--- sample" in done.stdout else ""
+    return {"steps": steps, "val_loss": loss, "bpb": bpb, "wall": wall, "sample": sample.strip()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--budget", type=float, default=300.0, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    parser.add_argument("--tiny", action="store_true", help="15 s per run, one round (CI)")
+    args = parser.parse_args()
+    budget, rounds = (15.0, 1) if args.tiny else (args.budget, args.rounds)
+    extra = ["--train.eval_interval", "20", "--train.eval_batches", "2"] if args.tiny else []
+    print(f"machine: {cpu_description()}; load average before: {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        # Prepare the data once (tokenizer, shards), outside every timed run.
+        subprocess.run(
+            [sys.executable, "-m", "buildlm", "train", "--train.max_steps", "1", "--train.time_budget_s", "null",
+             "--train.out_dir", str(out), "--train.name", "warm-up", "--train.progress", "false"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        results: dict[str, list[dict]] = {r: [] for r in args.recipes}
+        for i in range(rounds):
+            for recipe in args.recipes:
+                got = train(recipe, budget, out, f"{recipe}-{i}", extra)
+                results[recipe].append(got)
+                print(f"round {i + 1} {recipe:8s} steps {got['steps']:5d}  val loss {got['val_loss']:.3f}  "
+                      f"bits/byte {got['bpb']:.3f}  wall {got['wall']:.1f}s", flush=True)  # fmt: skip
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}; budget {budget:g}s per run, {rounds} round(s)")
+    print(f"{'recipe':10s} {'bits/byte min / median / max':>30s} {'steps (median)':>15s}")
+    medians = {}
+    for recipe, runs in results.items():
+        bpbs = sorted(r["bpb"] for r in runs)
+        medians[recipe] = statistics.median(bpbs)
+        steps = statistics.median(r["steps"] for r in runs)
+        print(f"{recipe:10s} {bpbs[0]:>10.3f} / {medians[recipe]:.3f} / {bpbs[-1]:.3f} {steps:>15.0f}")
+    if "modern" in medians:
+        for other in ("nanogpt", "default"):
+            if other in medians:
+                gain = medians[other] - medians["modern"]
+                print(f"modern is {gain:+.3f} bits/byte below {other} (goal: at least 0.150)")
+    for recipe, runs in results.items():
+        print(f"\n--- {recipe}: the last run's closing sample ---\n{runs[-1]['sample'][:400]}")
+
+
+if __name__ == "__main__":
+    main()
