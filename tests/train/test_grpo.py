@@ -38,9 +38,15 @@ def test_prompts_are_formatted_as_instruction_tuning_formats_them(tiny):
     from buildlm.data.instruct import prompt_ids, render
 
     _, tokenizer = tiny
-    rows = [{"question": "What is 6 times 7?", "answer": "42"}, {"instruction": "Add.", "input": "1 + 2", "output": "3"}]
+    rows = [
+        {"question": "What is 6 times 7?", "answer": "42"},
+        {"instruction": "Add.", "input": "1 + 2", "output": "3"},
+    ]
     prompts, _ = make_prompts(records_from_dicts(rows, "f"), "alpaca", tokenizer, 1000)
-    sft = render(records_from_dicts([{"instruction": "What is 6 times 7?", "output": "42"}], "f")[0], "alpaca")
+    sft = render(
+        records_from_dicts([{"instruction": "What is 6 times 7?", "output": "42"}], "f")[0],
+        "alpaca",
+    )
     assert prompts[0].ids == prompt_ids(sft, tokenizer) and prompts[0].answer == "42"
     assert prompts[1].answer == "3" and prompts[1].text.endswith("### Response:\n")
     with pytest.raises(ValueError, match="'answer'"):
@@ -72,7 +78,11 @@ def test_token_logprobs_equal_a_full_forward_and_ignore_padding(tiny):
     y[2, 6:7] = 7
     with torch.no_grad():
         got = token_logprobs(model.eval(), x, y)
-        full = torch.log_softmax(model(x).float(), -1).gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        full = (
+            torch.log_softmax(model(x).float(), -1)
+            .gather(-1, y.clamp(min=0).unsqueeze(-1))
+            .squeeze(-1)
+        )
         alone = token_logprobs(model, x[1:2, :5], y[1:2, :5])  # the row without its padding
     assert torch.allclose(got, torch.where(y != IGNORE, full, 0.0), atol=1e-5)
     assert torch.allclose(got[1, :5], alone[0], atol=1e-5) and (got[y == IGNORE] == 0).all()
@@ -102,7 +112,9 @@ def test_first_pass_ratio_is_one_and_the_gradient_is_the_policy_gradient(tiny):
 
 def test_passes_reuse_a_rollout_then_sample_a_new_one(tiny):
     model, tokenizer = tiny
-    config = GRPOConfig(group_size=2, prompts_per_step=2, max_new_tokens=3, passes_per_batch=2, template=SHORT)
+    config = GRPOConfig(
+        group_size=2, prompts_per_step=2, max_new_tokens=3, passes_per_batch=2, template=SHORT
+    )
     task = GRPOTask(model, tokenizer, None, verifier_for("exact"), some_prompts(tokenizer), None, config, seed=1,
                     grad_accum_steps=2)  # fmt: skip
     stream = task.train_batches
@@ -132,13 +144,21 @@ COMMON = [
 
 
 @pytest.mark.parametrize(
-    "extra", [[], ["--lora.rank", "2", "--grpo.beta", "0.1", "--train.grad_accum_steps", "2"]], ids=["full", "lora-kl"]
+    "extra",
+    [[], ["--lora.rank", "2", "--grpo.beta", "0.1", "--train.grad_accum_steps", "2"]],
+    ids=["full", "lora-kl"],
 )
 def test_command_checkpoints_and_resumes_exactly(tiny_base, tmp_path, extra):
     whole, part = tmp_path / "whole", tmp_path / "part"
-    run_cli(["--model", str(tiny_base), "--out", str(whole), "--train.max_steps", "5", *COMMON, *extra])
-    run_cli(["--model", str(tiny_base), "--out", str(part), "--train.max_steps", "3", *COMMON, *extra])
-    run_cli(["--resume", str(part), "--train.max_steps", "5"])  # resumes between two passes over a rollout
+    run_cli(
+        ["--model", str(tiny_base), "--out", str(whole), "--train.max_steps", "5", *COMMON, *extra]
+    )
+    run_cli(
+        ["--model", str(tiny_base), "--out", str(part), "--train.max_steps", "3", *COMMON, *extra]
+    )
+    run_cli(
+        ["--resume", str(part), "--train.max_steps", "5"]
+    )  # resumes between two passes over a rollout
     a, b = rows(whole), rows(part)
     assert [r["step"] for r in a] == [r["step"] for r in b] == ["1", "2", "3", "4", "5"]
     for key in ("train_loss", "reward", "accuracy", "kl", "clip_fraction", "completion_length"):
@@ -146,7 +166,10 @@ def test_command_checkpoints_and_resumes_exactly(tiny_base, tmp_path, extra):
     assert any(float(r["clip_fraction"]) > 0 for r in a)  # the second pass moved the policy
     assert (float(a[0]["kl"]) >= 0) and (float(a[-1]["kl"]) > 0) == bool(extra)
     assert (whole / "samples.jsonl").read_text() == (part / "samples.jsonl").read_text()
-    assert json.loads((whole / "eval.json").read_text())["after"] == json.loads((part / "eval.json").read_text())["after"]
+    assert (
+        json.loads((whole / "eval.json").read_text())["after"]
+        == json.loads((part / "eval.json").read_text())["after"]
+    )
     if extra:
         assert (part / "adapter.safetensors").is_file()
 
@@ -163,4 +186,7 @@ def test_command_runs_unchanged_on_a_hugging_face_qwen3_folder(plays_tokenizer, 
     plays_tokenizer.save_hf(folder / "tokenizer.json")
     out = tmp_path / "run"
     run_cli(["--model", str(folder), "--out", str(out), "--train.max_steps", "2", *COMMON])
-    assert len(rows(out)) == 2 and (out / "checkpoints" / "step-0000002" / "model.safetensors").is_file()
+    assert (
+        len(rows(out)) == 2
+        and (out / "checkpoints" / "step-0000002" / "model.safetensors").is_file()
+    )

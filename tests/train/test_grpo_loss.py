@@ -42,7 +42,9 @@ def test_k3_is_nonnegative_zero_at_equality_and_matches_by_hand():
     assert (k3_kl(logp, ref) >= 0).all()
     assert k3_kl(logp, logp).abs().max() == 0
     by_hand = 0.5 - math.log(0.5) - 1  # ref/pi = 0.25/0.5
-    assert float(k3_kl(torch.tensor(math.log(0.5)), torch.tensor(math.log(0.25)))) == pytest.approx(by_hand)
+    assert float(k3_kl(torch.tensor(math.log(0.5)), torch.tensor(math.log(0.25)))) == pytest.approx(
+        by_hand
+    )
     # its mean under pi is KL(pi || ref): exact when averaged with pi's weights over the vocabulary
     p = logp.exp()
     exact_kl = (p * (logp - ref)).sum(-1)
@@ -78,7 +80,9 @@ def test_clipped_loss_equals_a_loop_over_tokens(beta):
     adv = torch.tensor([1.5, -0.7, 0.0, 0.3])
     mask = torch.rand(B, T) > 0.3
     out = clipped_policy_loss(logp, old, adv, mask, 0.2, 0.28, ref, beta)
-    want, clip = reference_loss(logp.tolist(), old.tolist(), adv.tolist(), mask.tolist(), 0.2, 0.28, ref.tolist(), beta)
+    want, clip = reference_loss(
+        logp.tolist(), old.tolist(), adv.tolist(), mask.tolist(), 0.2, 0.28, ref.tolist(), beta
+    )
     assert float(out.loss) == pytest.approx(want, rel=1e-5)
     assert float(out.clip_fraction) == pytest.approx(clip) and 0 < clip < 1
     assert out.tokens == int(mask.sum())
@@ -88,7 +92,9 @@ def test_clip_fraction_and_gradients_by_hand():
     # one row, three tokens: ratio 2 (A>0: clipped), ratio 0.5 (A>0: not clipped), ratio 1
     old = torch.log(torch.tensor([[0.25, 0.5, 0.5]]))
     logp = torch.log(torch.tensor([[0.5, 0.25, 0.5]])).requires_grad_()
-    out = clipped_policy_loss(logp, old, torch.tensor([1.0]), torch.ones(1, 3, dtype=torch.bool), 0.2, 0.28)
+    out = clipped_policy_loss(
+        logp, old, torch.tensor([1.0]), torch.ones(1, 3, dtype=torch.bool), 0.2, 0.28
+    )
     assert float(out.clip_fraction) == pytest.approx(1 / 3)
     assert float(out.loss.detach()) == pytest.approx(-(1.28 + 0.5 + 1.0) / 3)
     out.loss.backward()
@@ -121,5 +127,8 @@ def test_pieces_with_the_whole_batch_count_add_up_to_the_batch_loss():
     adv, mask = torch.randn(4), torch.rand(4, 6) > 0.4
     whole = clipped_policy_loss(logp, old, adv, mask).loss
     n = int(mask.sum())
-    halves = sum(clipped_policy_loss(logp[s], old[s], adv[s], mask[s], num_tokens=n).loss for s in (slice(0, 2), slice(2, 4)))
+    halves = sum(
+        clipped_policy_loss(logp[s], old[s], adv[s], mask[s], num_tokens=n).loss
+        for s in (slice(0, 2), slice(2, 4))
+    )
     assert float(halves) == pytest.approx(float(whole), rel=1e-6)
