@@ -86,6 +86,14 @@ def test_token_logprobs_equal_a_full_forward_and_ignore_padding(tiny):
         alone = token_logprobs(model, x[1:2, :5], y[1:2, :5])  # the row without its padding
     assert torch.allclose(got, torch.where(y != IGNORE, full, 0.0), atol=1e-5)
     assert torch.allclose(got[1, :5], alone[0], atol=1e-5) and (got[y == IGNORE] == 0).all()
+    with torch.no_grad():  # sampled at temperature 0.5: the probabilities of that distribution
+        cooled = token_logprobs(model, x, y, temperature=0.5)
+        want = (
+            torch.log_softmax(model(x).float() / 0.5, -1)
+            .gather(-1, y.clamp(min=0).unsqueeze(-1))
+            .squeeze(-1)
+        )
+    assert torch.allclose(cooled, torch.where(y != IGNORE, want, 0.0), atol=1e-5)
 
 
 def test_first_pass_ratio_is_one_and_the_gradient_is_the_policy_gradient(tiny):

@@ -59,7 +59,8 @@ class GRPOConfig:
         prompts_per_step: prompts per micro-batch (each step samples prompts_per_step x
             group_size completions per micro-batch; --train.batch_size is not used).
         max_new_tokens: tokens sampled per completion.
-        temperature: sampling temperature (> 0: a group needs different completions).
+        temperature: sampling temperature (> 0: a group needs different completions); the
+            log-probabilities in the loss use the same temperature.
         top_p: nucleus sampling (1.0: off).
         advantage: "mean_std" (reward minus the group's mean, over its std: GRPO) or "mean"
             (minus the mean only: Dr. GRPO).
@@ -283,12 +284,12 @@ class GRPOTask:
     def reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
         """Log-probabilities of the sampled tokens under the frozen reference (B, T)."""
         if self.reference is not None:
-            return token_logprobs(self.reference, batch.x, batch.y)
+            return token_logprobs(self.reference, batch.x, batch.y, self.config.temperature)
         was_training = self.policy.training
         self.policy.eval()
         try:
             with lora_disabled(self.policy):
-                return token_logprobs(self.policy, batch.x, batch.y)
+                return token_logprobs(self.policy, batch.x, batch.y, self.config.temperature)
         finally:
             self.policy.train(was_training)
 
@@ -317,13 +318,12 @@ class GRPOTask:
         The loss is multiplied by the step's micro-batch count, which the Trainer divides by:
         the step's gradient is that of the sum over all its completion tokens / their number.
         """
-        stream = self.train_batches
+        stream, cfg = self.train_batches, self.config
         if (stream.step - 1) % stream.accum == 0:  # the first micro-batch of a step
             self._sums = {}
-        logp = token_logprobs(model, batch.x, batch.y)  # (B, T)
+        logp = token_logprobs(model, batch.x, batch.y, cfg.temperature)  # (B, T), as sampled
         if batch.old_logp is None:
             batch.old_logp = logp.detach()
-        cfg = self.config
         out = clipped_policy_loss(
             logp, batch.old_logp, batch.advantages, batch.mask, cfg.eps_low, cfg.eps_high,
             batch.ref_logp, cfg.beta, num_tokens=batch.num_tokens,

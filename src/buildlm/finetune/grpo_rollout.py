@@ -195,17 +195,23 @@ def collate_rollout(
     return x, y, lengths
 
 
-def token_logprobs(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def token_logprobs(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """log p(y_t | x_<=t) under ``model`` at every completion position; 0 elsewhere. (B, T), fp32.
 
     One teacher-forced forward pass; the LM head runs only where a target is
-    (`buildlm.finetune.instruct.response_logits`).
+    (`buildlm.finetune.instruct.response_logits`). ``temperature`` divides the logits as
+    sampling did, so the probabilities are those of the distribution the tokens were drawn from
+    (top-p's cut is not applied: the usual approximation).
     """
     from buildlm.finetune.instruct import response_logits
 
     logits, targets = response_logits(model, x, y)  # (M, V), (M,)
     picked = (
-        torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        torch.log_softmax(logits.float() / temperature, dim=-1)
+        .gather(-1, targets.unsqueeze(-1))
+        .squeeze(-1)
     )  # (M,)
     out = torch.zeros(y.shape, dtype=picked.dtype, device=picked.device)
     return out.masked_scatter(y != IGNORE, picked)  # row-major, as the mask selected them
