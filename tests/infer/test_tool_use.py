@@ -151,15 +151,21 @@ def test_a_stop_token_inside_a_result_does_not_stop_it():
 
 
 def test_calls_per_row_are_capped():
-    call = "<tool>calculator: 1+1</tool>"
-    fed = "<result>2</result>"
-    cap = f"<result>error: more than {MAX_CALLS} tool calls in one reply</result>"
-    said = (call + "x" * len(fed)) * MAX_CALLS + call + "x" * len(cap)
-    engine = Engine(
-        scripted_model(script_after("Q", text_ids(said)), context_length=1024), byte_tokenizer()
-    )
-    out = engine.generate(["Q"], max_new_tokens=len(said), temperature=0, tools=("calculator",))[0]
-    assert out.text == (call + fed) * MAX_CALLS + call + cap
+    """A model stuck in a loop of calls gets an error result after `MAX_CALLS` of them."""
+    from buildlm.infer.tool_use import ToolUse
+
+    tools = ToolUse(("calculator",), lambda text: list(text.encode()))
+    text = ""
+    for _ in range(MAX_CALLS + 1):
+        text += "<tool>calculator: 1+1</tool>"
+        result = tools.scan(text)
+        assert tools.scan(text) is None  # a call is run once
+        fed = bytes(tools.next_token() for _ in range(len(tools.queue))).decode()
+        assert fed == result
+        text += fed
+        tools.scan_from = len(text)
+    assert result == f"<result>error: more than {MAX_CALLS} tool calls in one reply</result>"
+    assert tools.calls == MAX_CALLS + 1
 
 
 def test_tools_are_checked():
@@ -172,3 +178,29 @@ def test_tools_are_checked():
     engine = Engine(scripted_model([EOT]), tokenizer=None)
     with pytest.raises(ValueError, match="tools need a tokenizer"):
         engine.generate([[1, 2]], tools=("calculator",))
+
+
+def test_buildlm_chat_with_tools(tmp_path):
+    """``buildlm chat --tools calculator`` (a real subprocess): the reply shows the call and the
+    result, and the next turn's prompt holds them (the conversation keeps what was shown)."""
+    import re
+    import subprocess
+
+    from buildlm.infer.chat_format import plain_prompt
+    from scripted_model import save_scripted
+
+    question = "What is 23*58?"
+    first = [{"role": "user", "content": question}]
+    said = text_ids(" " + CALL + "x" * len(RESULT) + " 1334") + [EOT]
+    checkpoint = save_scripted(tmp_path, script_after(plain_prompt(first, True), said), 512)
+    run = subprocess.run(
+        [sys.executable, "-m", "buildlm", "chat", "--model", str(checkpoint), "--tools", "calculator",
+         "--max-new-tokens", "100", "--temperature", "0", "--stats", "--device", "cpu"],
+        input=question + "\nand?\n", capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == " " + CALL + RESULT + " 1334"
+    reply = (CALL + RESULT + " 1334").strip()
+    history = first + [{"role": "assistant", "content": reply}, {"role": "user", "content": "and?"}]
+    prefilled = [int(n) for n in re.findall(r"prefill (\d+) tokens", run.stderr)]
+    assert prefilled == [len(plain_prompt(first, True)), len(plain_prompt(history, True))]
