@@ -101,6 +101,8 @@ def run_call(call: ToolCall, enabled: Sequence[str]) -> str:
     if call.tool not in enabled:
         if not call.tool:
             return "error: name the tool before a colon, as in calculator: 2+2"
+        if not enabled:
+            return "error: no tools are enabled"
         return f"error: no tool named {call.tool!r}; the tools are: {', '.join(enabled)}"
     result = TOOLS[call.tool](call.argument)
     if len(result) > MAX_RESULT_CHARS:
