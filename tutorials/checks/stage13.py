@@ -125,6 +125,7 @@ def check_advantages(my_group_advantages) -> None:
             [[1.0, 0, 0, 1], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 1.1]]
         ),
         "groups of two": torch.tensor([[0.0, 1.0], [0.5, 0.5]]),
+        "groups of 7 (all equal but one)": torch.tensor([[0.1] * 7, [0.3] * 7, [0.1] * 6 + [1.1]]),
     }
     for name, rewards in cases.items():
         for mode in ("mean_std", "mean"):
@@ -136,6 +137,11 @@ def check_advantages(my_group_advantages) -> None:
                             "r - mean over the group (dim 1); 'mean_std' then divides by the group's "
                             "std (unbiased, torch's default) + eps; a group whose rewards are all "
                             "equal gets exactly 0 (torch.where), not 0/0")  # fmt: skip
+            same = (rewards == rewards[:, :1]).all(dim=1)
+            if (mine[same] != 0).any():
+                raise _fail(f"advantages of the all-equal groups of {name}, mode {mode!r}", "exactly 0",
+                            mine[same].tolist(), "the mean of equal floats is not always exactly "
+                            "them (rounding): set those rows to 0 with torch.where")  # fmt: skip
     print("my_group_advantages: buildlm's, both modes; all-equal groups give 0. Correct!")
 
 
@@ -167,8 +173,8 @@ def check_policy_loss(my_k3, my_policy_loss) -> None:
         got = my_policy_loss(a, old, adv, mask, **kwargs)
         want = clipped_policy_loss(b, old, adv, mask, **kwargs)
         if not _close(got.detach().reshape(()) if isinstance(got, torch.Tensor) else got, want.loss.detach()):
-            raise _fail(f"my_policy_loss on random log-probs {shown}", float(want.loss),
-                        float(got) if isinstance(got, torch.Tensor) else got,
+            raise _fail(f"my_policy_loss on random log-probs {shown}", float(want.loss.detach()),
+                        float(got.detach()) if isinstance(got, torch.Tensor) else got,
                         "-min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A) per token "
                         "(+ beta * k3), summed over the masked tokens / their count")  # fmt: skip
         got.backward()
