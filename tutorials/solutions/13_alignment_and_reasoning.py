@@ -20,15 +20,14 @@ def dpo_gradients(margin, beta):
 import re
 from fractions import Fraction
 
-NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
-
 
 def my_reward(completion, answer, format_weight=0.0):
     """1 for the right number after the last '####' (+ format_weight for any marked number)."""
+    number = re.compile(r"[-+]?\d+(?:\.\d+)?")
     reply = completion.split("<|endoftext|>")[0]
     parsed = None
     for piece in reply.split("####")[1:]:  # the text after each marker
-        found = NUMBER.search(piece.split("\n")[0])  # the first number on the marker's line
+        found = number.search(piece.split("\n")[0])  # the first number on the marker's line
         if found:
             parsed = Fraction(found.group())
     if parsed is None:
@@ -101,13 +100,12 @@ def grpo_step(policy, optimizer, answers, group_size, generator, format_weight=0
 import re
 from fractions import Fraction
 
-TOKEN = re.compile(r"\s*(?:([0-9]+(?:\.[0-9]+)?)|(\*\*|[-+*/()])|(\S))")
-
 
 def my_tokenize(expression):
     """Numbers, '**', + - * / ( ) as strings; ValueError for anything else."""
+    token = re.compile(r"\s*(?:([0-9]+(?:\.[0-9]+)?)|(\*\*|[-+*/()])|(\S))")
     tokens = []
-    for number, operator, other in TOKEN.findall(expression):
+    for number, operator, other in token.findall(expression):
         if other:
             raise ValueError(f"unexpected character {other!r}")
         if number and len(number.replace(".", "")) > 30:
