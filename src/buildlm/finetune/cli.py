@@ -45,8 +45,8 @@ TASK_DEFAULTS = {
     # Reinforcement learning: small steps (the samples come from the policy itself), every
     # step's figures logged, an evaluation and a checkpoint now and then.
     "grpo": {
-        "train.lr": 1e-4, "train.min_lr": 1e-4, "train.warmup_steps": 0, "train.max_steps": 100,
-        "train.log_interval": 1, "train.eval_interval": 25, "train.checkpoint_interval": 25,
+        "train.lr": 3e-4, "train.min_lr": 3e-4, "train.warmup_steps": 0, "train.max_steps": 100,
+        "train.log_interval": 1, "train.eval_interval": 50, "train.checkpoint_interval": 50,
         "train.grad_clip": 1.0,
     },
 }
