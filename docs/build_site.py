@@ -44,6 +44,9 @@ LESSON = re.compile(r"^(?P<stage>\d\d)_[a-z0-9_]+\.ipynb$")
 SECTION = re.compile(r"^# %% exercise: (?P<name>[a-z][a-z0-9_]*)\s*$", flags=re.MULTILINE)
 EXERCISE_LINE = re.compile(r"^# exercise: (?P<name>[a-z][a-z0-9_]*)\s*$")
 CELL_TIMEOUT_S = 300
+# Executed lessons, by content key (the default of --work, plus "executed"). The notebook tests
+# (tests/tutorials/test_notebooks.py) store the runs they make here too, through keep_executed.
+CACHE = ROOT / "build" / "site-work" / "executed"
 # Bump when the way lessons are executed changes, so cached copies are not reused.
 EXECUTION_VERSION = "1"
 
@@ -123,6 +126,23 @@ def content_key(path: Path) -> str:
     return h.hexdigest()[:20]
 
 
+def cached_copy(path: Path, cache: Path = CACHE) -> Path:
+    """Where the executed copy of the lesson ``path``, as it is now, is kept."""
+    return cache / f"{path.stem}-{content_key(path)}.ipynb"
+
+
+def keep_executed(nb, dst: Path) -> None:
+    """Store ``nb``, a lesson executed with its worked answers where no cell failed, as ``dst``
+    (its ``cached_copy``, taken *before* it ran), written whole or not at all, so the next site
+    build does not run it again."""
+    import nbformat
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_suffix(f".{os.getpid()}.partial")
+    nbformat.write(nb, str(tmp))
+    tmp.replace(dst)
+
+
 def kernel_dir(tmp: Path) -> Path:
     """A kernel spec named ``python3`` that runs this interpreter (the one with buildlm)."""
     spec = tmp / "kernels" / "python3"
@@ -142,7 +162,6 @@ def kernel_dir(tmp: Path) -> Path:
 
 def execute_one(src: Path, dst: Path, kernels: Path) -> None:
     """Run one lesson with its solutions; write the executed copy to ``dst`` (a child process)."""
-    import nbformat
     from jupyter_client.kernelspec import KernelSpecManager
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -159,15 +178,13 @@ def execute_one(src: Path, dst: Path, kernels: Path) -> None:
         client.execute()
     except CellExecutionError as err:
         raise SystemExit(f"{src.name}: a cell failed with the worked answers in place:\n{err}") from None
-    tmp = dst.with_suffix(".partial")
-    nbformat.write(nb, str(tmp))
-    tmp.replace(dst)
+    keep_executed(nb, dst)
 
 
 def execute_lessons(paths: list[Path], cache: Path, jobs: int) -> dict[Path, Path]:
     """Lesson -> its executed copy in ``cache``, running those not cached, ``jobs`` at a time."""
     cache.mkdir(parents=True, exist_ok=True)
-    out = {p: cache / f"{p.stem}-{content_key(p)}.ipynb" for p in paths}
+    out = {p: cached_copy(p, cache) for p in paths}
     todo = [p for p in paths if not out[p].exists()]
     if not todo:
         return out
@@ -347,7 +364,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
-    stats = build(args.out.resolve(), args.work.resolve(), args.work.resolve() / "executed", args.jobs)
+    work = args.work.resolve()
+    stats = build(args.out.resolve(), work, work / "executed", args.jobs)
     print(f"site: {stats['lessons']} lessons, executed in {stats['execute_s']:.0f} s, "
           f"built in {stats['total_s']:.0f} s, {stats['size_mb']:.1f} MB -> {args.out}/index.html")  # fmt: skip
     print(f"serve it: python -m http.server -d {args.out} 8000  (http://127.0.0.1:8000)")

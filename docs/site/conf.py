@@ -24,6 +24,8 @@ myst_heading_anchors = 3
 
 exclude_patterns = ["_build", "lessons/_shipped/**", "**.ipynb_checkpoints"]
 
+# `Name` in a docstring links to that name where the API reference documents it.
+default_role = "py:obj"
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
