@@ -111,6 +111,28 @@ def visit(browser, url):
         page.close()
 
 
+def test_a_new_lesson_joins_the_navigation_from_its_file_name(tmp_path):
+    """No configuration lists the lessons: a ``tutorials/NN_*.ipynb`` is found, titled by its
+    first heading, and placed in its part of the course by its stage number."""
+    import nbformat
+
+    site = _build_site_module()
+    shipped = {}
+    for name, heading in [("01_first.ipynb", "Stage 1 — First"), ("10_later.ipynb", "Stage 10 — Later")]:
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {heading}\n\nIntro.")])
+        nbformat.write(nb, str(tmp_path / name))
+        shipped[tmp_path / name] = tmp_path / name
+    src = tmp_path / "src"
+    site.stage_pages(src, shipped)
+    index = (src / "index.md").read_text()
+    part1, part2 = index.index(":caption: Part 1"), index.index(":caption: Part 2")
+    assert part1 < index.index("Stage 1 — First <lessons/01_first>") < part2
+    assert part2 < index.index("Stage 10 — Later <lessons/10_later>")
+    page = nbformat.read(str(src / "lessons" / "10_later.ipynb"), as_version=4)
+    assert "worked answers" in page.cells[1].source and "_shipped/10_later.ipynb" in page.cells[1].source
+    assert (src / "lessons" / "_shipped" / "10_later.ipynb").is_file()
+
+
 def test_the_site_builds_every_lesson_and_reports_its_time_and_size(built):
     out, stats, lessons = built
     assert lessons and stats["lessons"] == len(lessons)
