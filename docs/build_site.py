@@ -163,15 +163,17 @@ def kernel_dir(tmp: Path) -> Path:
 def execute_one(src: Path, dst: Path, kernels: Path) -> None:
     """Run one lesson with its solutions; write the executed copy to ``dst`` (a child process)."""
     from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     nb = with_solutions(src)
+    specs = KernelSpecManager(kernel_dirs=[str(kernels)])
     client = NotebookClient(
         nb,
+        km=AsyncKernelManager(kernel_name="python3", kernel_spec_manager=specs),
         timeout=CELL_TIMEOUT_S,
         kernel_name="python3",
-        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]),
         resources={"metadata": {"path": str(TUTORIALS)}},
     )
     try:
