@@ -66,6 +66,8 @@ def base_commands(w: dict[str, Path]) -> dict[str, list[str]]:
         "chat": ["chat", "--model", ckpt, "--max-new-tokens", "2"],
         "explain": ["explain", "--model", ckpt, "--text", "I had"],
         "eval perplexity": ["eval", "perplexity", "--model", ckpt, "--data", text],
+        "eval answers": ["eval", "answers", "--model", ckpt, "--data", "instruct-tasks:add",
+                         "--limit", "2", "--samples", "2", "--max-new-tokens", "2"],
         "tokenizer train": ["tokenizer", "train", "--input", text, "--vocab-size", "260",
                             "--out", "t.json", "--quiet"],
         "tokenizer encode": ["tokenizer", "encode", "--tokenizer", str(w["tok"]), "--input", text,
@@ -113,7 +115,7 @@ def flags_of(command: str) -> list[str]:
     return sorted(flags)
 
 
-COMMANDS = ["generate", "chat", "explain", "eval perplexity", "tokenizer train",
+COMMANDS = ["generate", "chat", "explain", "eval perplexity", "eval answers", "tokenizer train",
             "tokenizer encode", "prepare", "convert", "train"]  # fmt: skip
 
 ODD_VALUES = st.one_of(

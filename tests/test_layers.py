@@ -21,7 +21,7 @@ PACKAGE = SRC / "buildlm"
 
 # Bottom to top. A module may import modules of its own layer or of a lower one.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "atomic", "lock", "cli_parser", "device"),  # shared helpers
+    ("errors", "atomic", "lock", "cli_parser", "device", "precision"),  # shared helpers
     ("tokenizer",),
     ("data",),
     ("model",),

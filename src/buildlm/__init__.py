@@ -12,7 +12,8 @@ Shared helpers at the bottom, one job each:
 
 - ``errors.py``: one-line messages for user errors; ``atomic.py``: atomic writes, and which files
   buildlm wrote; ``lock.py``: one writer per folder; ``device.py``: devices, dtypes, autocast,
-  seeds; ``cli_parser.py``: the argument parser every command uses;
+  seeds; ``precision.py``: what ``--train.precision auto`` picks on this machine, measured;
+  ``cli_parser.py``: the argument parser every command uses;
 - ``checkpoint_format.py``: the checkpoint folder (config, weights, tokenizer) and loading it
   for inference;
 - ``loader.py``: ``buildlm.load(name_or_folder)``, the one-line way in: the shipped

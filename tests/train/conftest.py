@@ -95,3 +95,44 @@ def verdict_tokens(small_tokenizer, verdict):
     ids = np.asarray(small_tokenizer.encode_ordinary(verdict), dtype=np.uint16)
     cut = int(len(ids) * 0.9)
     return ids[:cut], ids[cut:]
+
+
+# --- a fake clock: budgeted runs whose step times the test sets, immune to a busy machine ----
+
+
+class FakeClock:
+    """``time.perf_counter`` for a trainer whose steps cost what the test says, not what the
+    machine gives: a step's cost is charged when its batch is drawn (`charge`)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def charge(self, batches, cost):
+        """Wrap a batch stream: drawing batch i advances the clock by ``cost(i)`` seconds."""
+        return _Charged(batches, self, cost)
+
+
+class _Charged:
+    def __init__(self, batches, clock: FakeClock, cost) -> None:
+        self.batches, self.clock, self.cost, self.drawn = batches, clock, cost, 0
+
+    def __next__(self):
+        self.clock.now += self.cost(self.drawn)
+        self.drawn += 1
+        return next(self.batches)
+
+    def __getattr__(self, name):  # state_dict / load_state_dict of the real stream
+        return getattr(self.batches, name)
+
+
+@pytest.fixture
+def fake_clock(monkeypatch) -> FakeClock:
+    """Replace ``time.perf_counter`` with a `FakeClock` for this test."""
+    import time
+
+    clock = FakeClock()
+    monkeypatch.setattr(time, "perf_counter", clock)
+    return clock

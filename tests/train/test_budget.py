@@ -211,3 +211,38 @@ def test_the_prompt_comes_from_the_text():
     assert suggest_prompt(text) == "But soft, what light"
     assert suggest_prompt("only one line here") == "only one line here"
     assert suggest_prompt("cut\nWord\n") == "Word"
+
+
+@pytest.mark.parametrize("slow_after", [None, 30], ids=["steady", "slows-mid-run"])
+def test_wsd_decays_over_the_last_share_of_the_time_left_and_ends_at_the_floor(
+    tmp_path, verdict_tokens, small_tokenizer, fake_clock, slow_after
+):
+    """Warmup-stable-decay under a 10 s budget, counted on a fake clock: the peak rate until 70%
+    of the training time is spent, then a straight line to min_lr at the last step. When the
+    steps get 3x slower mid-run, the decay still starts by the clock and ends on time."""
+    clock = fake_clock
+    trainer = make_trainer(
+        verdict_tokens, small_tokenizer, tmp_path, time_budget_s=10.0, lr_schedule="wsd",
+        lr_decay_fraction=0.3, eval_interval=1000,
+    )  # fmt: skip
+    cost = lambda i: 0.1 if slow_after is None or i < slow_after else 0.3  # noqa: E731
+    trainer.train_batches = clock.charge(trainer.train_batches, cost)
+    start = clock.now
+    result = trainer.fit()
+    cfg = trainer.config
+    assert clock.now - start <= 10.0
+    lrs = dict(logged(tmp_path, "lr"))
+    steps = sorted(s for s in lrs if s > cfg.warmup_steps)
+    stable = [s for s in steps if lrs[s] == pytest.approx(cfg.lr)]
+    decaying = [s for s in steps if lrs[s] < cfg.lr * (1 - 1e-9)]
+    assert stable and decaying and max(stable) < min(decaying)  # stable, then decay, no return
+    assert lrs[steps[-1]] == pytest.approx(cfg.min_lr)  # the last step trains at the floor
+    assert all(lrs[b] <= lrs[a] for a, b in pairwise(decaying))
+    # the decay began when about 30% of the training time was left (a step of slack each way)
+    step_time = 0.1 if slow_after is None else 0.3
+    began = start + sum(cost(i) for i in range(min(decaying) - 1))
+    trained_until = start + sum(cost(i) for i in range(result.step))
+    left = (trained_until - began) / (trained_until - start)
+    assert abs(left - 0.3) < 2 * step_time / (trained_until - start) + 0.02, left
+    if slow_after is not None:
+        assert min(decaying) > slow_after  # the decay began after the slowdown

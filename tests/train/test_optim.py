@@ -70,3 +70,14 @@ def test_optimizer_uses_a_multi_tensor_implementation():
     assert opt.param_groups[1]["weight_decay"] == 0.0
     plain = make_optimizer(model, lr=1e-3, weight_decay=0.1, fused=False)
     assert plain.param_groups[0]["foreach"]
+
+
+def test_wsd_is_flat_then_a_straight_line_to_the_floor():
+    from buildlm.train.budget import wsd_decay
+
+    top, floor = 1.0, 0.1
+    assert [wsd_decay(p, top, floor, 0.25) for p in (0.0, 0.5, 0.75)] == [top] * 3
+    assert wsd_decay(0.875, top, floor, 0.25) == pytest.approx(0.55)  # halfway down the line
+    assert wsd_decay(1.0, top, floor, 0.25) == pytest.approx(floor)
+    assert wsd_decay(7.0, top, floor, 0.25) == pytest.approx(floor)  # past the end: the floor
+    assert wsd_decay(0.0, top, floor, 1.0) == top and wsd_decay(0.5, top, floor, 1.0) == pytest.approx(0.55)

@@ -80,9 +80,11 @@ def test_training_reduces_val_loss(verdict_tokens, small_tokenizer):
     assert np.mean(result.losses[-5:]) < result.losses[0] - 1.0  # the training loss fell too
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, verdict_tokens, small_tokenizer):
-    # dropout > 0 so the RNG state must be restored too, and accumulation for the data position
-    common = dict(dropout=0.1, grad_accum_steps=2)
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, verdict_tokens, small_tokenizer, optimizer):
+    # dropout > 0 so the RNG state must be restored too, and accumulation for the data position;
+    # Muon: its momentum buffers and the AdamW moments of the other groups come back too
+    common = dict(dropout=0.1, grad_accum_steps=2, optimizer=optimizer)
     full = make_trainer(verdict_tokens, small_tokenizer, run_dir=tmp_path / "full", **common)
     full_result = full.fit()
     assert [p.name for p in checkpoint_format.list_checkpoints(tmp_path / "full")] == ["step-0000004", "step-0000008"]
@@ -165,13 +167,14 @@ def test_keep_last_k(tmp_path, verdict_tokens, small_tokenizer):
     assert [p.name for p in checkpoint_format.list_checkpoints(tmp_path)] == ["step-0000003", "step-0000004", "step-0000005"]
 
 
-def test_time_budget_state_is_kept_for_resumption(tmp_path, verdict_tokens, small_tokenizer):
+def test_time_budget_state_is_kept_for_resumption(tmp_path, verdict_tokens, small_tokenizer, fake_clock):
     trainer = make_trainer(
         verdict_tokens, small_tokenizer, run_dir=tmp_path, max_steps=100_000, time_budget_s=3.0, eval_interval=50,
         checkpoint_interval=0,
     )
+    trainer.train_batches = fake_clock.charge(trainer.train_batches, lambda i: 0.1)  # 0.1 s a step
     result = trainer.fit()
-    assert 12 < result.step < 100_000
+    assert 10 < result.step <= 30  # 3 s of 0.1 s steps, less the reserve for the end of the run
     state = ckpt.load_trainer_state(checkpoint_format.resolve_checkpoint(tmp_path))
     assert state["finished"] and state["plan"]["time_budget_s"] == 3.0 and 0 < state["budget_spent"] <= 3.0
     assert state["plan"]["from_step"] == trainer.config.warmup_steps  # the cosine began after warm-up

@@ -9,7 +9,12 @@
 - `report`: several models side by side in one Markdown table;
 - `harness`: the model class for EleutherAI's lm-evaluation-harness (needs ``lm_eval``);
 - `exact_match`, `classification`: the checks the fine-tuning stages report;
-- `cli`: ``buildlm eval perplexity | choice | report | harness``.
+- `answers`: a numeric answer read out of text (``#### 42``, ``\\boxed{3/4}``, "the answer is");
+- `verifiers`: programs that check an answer and give a reward (exact, numeric; GRPO, best-of-N);
+- `answer_items`: questions with checkable answers (``instruct-tasks`` or a file), as prompts;
+- `pass_at_k`: pass@k (Chen et al.'s unbiased estimator) and majority@k (self-consistency);
+- `best_of_n`: accuracy against the number of sampled answers (greedy, pass@k, majority@k);
+- `cli`: ``buildlm eval perplexity | choice | report | harness | answers``.
 
 The names below are imported on first use, so ``import buildlm.eval.exact_match`` (or any one
 module) does not load the others.
@@ -30,6 +35,9 @@ _EXPORTS = {
     "perplexity_of_ids": "perplexity",
     "sliding_windows": "perplexity",
     "Score": "scoring",
+    "Verdict": "verifiers",
+    "Verifier": "verifiers",
+    "verifier_for": "verifiers",
     "encode_pair": "scoring",
     "score_continuations": "scoring",
 }

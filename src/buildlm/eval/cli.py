@@ -6,6 +6,7 @@
     buildlm eval choice --model runs/shakespeare --data shakespeare-next-line --limit 200
     buildlm eval report --models runs/a runs/b --out report.md
     buildlm eval harness --model runs/shakespeare --tasks hellaswag --limit 100
+    buildlm eval answers --model runs/sft --data instruct-tasks --samples 8 --temperature 0.8
 
 The commands only parse flags and call `buildlm.eval` functions.
 """
@@ -14,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from typing import Any
 
 from buildlm.cli_parser import Parser
+from buildlm.eval.pass_at_k import VOTES
 
-SUBCOMMANDS = ("perplexity", "choice", "report", "harness")
+SUBCOMMANDS = ("perplexity", "choice", "report", "harness", "answers")
 
 
 def _device_arg(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +76,50 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--batch-size", type=int, default=8)
     h.add_argument("--out", default=None, help="write the full results as JSON here")
     _device_arg(h)
+    _answers_parser(sub)
     return parser
+
+
+def _answers_parser(sub: Any) -> None:
+    a = sub.add_parser(
+        "answers", help="generated answers checked by a verifier: greedy, pass@k, majority@k"
+    )
+    a.add_argument("--model", required=True, help="a run, checkpoint or Hugging Face folder")
+    a.add_argument(
+        "--data", default="instruct-tasks",
+        help="instruct-tasks[:add,parity] or a .jsonl/.json/.csv/.tsv file with an output or answer field",
+    )  # fmt: skip
+    a.add_argument("--split", default="test", help="the split of a bundled set: train | val | test")
+    a.add_argument("--template", default="alpaca", help="alpaca | chatml | llama3 | a format string")  # fmt: skip
+    a.add_argument(
+        "--verifier", default=None,
+        help="exact | numeric | numeric-strict (default: the data's own; needed for a file)",
+    )  # fmt: skip
+    a.add_argument("--limit", type=int, default=None, help="score the first N questions only")
+    a.add_argument("--samples", type=int, default=1, help="answers sampled per question (N)")
+    a.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0)")
+    a.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    a.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens")
+    a.add_argument("--seed", type=int, default=0, help="the seed of the samples (repeatable)")
+    a.add_argument("--vote", choices=VOTES, default="majority", help="majority: also majority@k")
+    a.add_argument("--max-new-tokens", type=int, default=32, help="tokens per answer")
+    a.add_argument("--batch-size", type=int, default=64, help="rows (question x sample) per batch")
+    a.add_argument("--dtype", default="auto", help="auto | fp32 | bf16 | fp16")
+    a.add_argument("--json", action="store_true", help="print the report as JSON")
+    a.add_argument("--out", default=None, help="also write the JSON report to this file")
+    a.add_argument("--generations", default=None, help="write each answer and verdict (JSONL)")
+    _device_arg(a)
+
+
+_POSITIVE_INTS = (
+    "batch_size",
+    "limit",
+    "max_tokens",
+    "context",
+    "stride",
+    "samples",
+    "max_new_tokens",
+)
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -87,11 +134,11 @@ def main(argv: list[str]) -> None:
         parser.print_help()
         return
     if args.command != "harness":  # lm-eval checks its own flags
-        for name in ("batch_size", "limit", "max_tokens", "context", "stride"):
+        for name in _POSITIVE_INTS:
             _positive(name.replace("_", "-"), getattr(args, name, None))
-    {"perplexity": _perplexity, "choice": _choice, "report": _report, "harness": _harness}[
-        args.command
-    ](args)
+    commands = {"perplexity": _perplexity, "choice": _choice, "report": _report, "harness": _harness,
+                "answers": _answers}  # fmt: skip
+    commands[args.command](args)
 
 
 def _load(args: argparse.Namespace):
@@ -128,7 +175,16 @@ def _choice(args: argparse.Namespace) -> None:
     model, tokenizer = _load(args)
     result = score_choices(model, tokenizer, items, args.batch_size, progress=not args.json)
     if args.json:
-        print(json.dumps({"acc": result.acc, "acc_norm": result.acc_norm, "n": result.n, "chance": result.chance}))
+        print(
+            json.dumps(
+                {
+                    "acc": result.acc,
+                    "acc_norm": result.acc_norm,
+                    "n": result.n,
+                    "chance": result.chance,
+                }
+            )
+        )
         return
     print(
         f"acc {result.acc:.4f} | acc_norm {result.acc_norm:.4f} | {result.n} items | "
@@ -175,3 +231,37 @@ def _harness(args: argparse.Namespace) -> None:
         from buildlm.eval.report import write_report
 
         write_report(json.dumps(results["results"], indent=2, default=str) + "\n", args.out)
+
+
+def _answers(args: argparse.Namespace) -> None:
+    from buildlm.eval.answer_items import answer_items, answer_records
+    from buildlm.eval.best_of_n import SamplingConfig, best_of_n_eval, format_best_of_n
+    from buildlm.eval.verifiers import verifier_for
+
+    if args.verifier is None and args.data.partition(":")[0] != "instruct-tasks":
+        raise ValueError(
+            f"name the verifier for {args.data!r}: --verifier exact | numeric | numeric-strict"
+        )
+    verifier = verifier_for(args.data if args.verifier is None else args.verifier)
+    for flag, path in (("--out", args.out), ("--generations", args.generations)):
+        if path is not None and os.path.isdir(path):  # found now, not after generating
+            raise ValueError(f"{flag} {path!r} is a folder; give a file name")
+    config = SamplingConfig(
+        args.samples, args.temperature, args.top_p, args.top_k, args.seed, args.max_new_tokens,
+        args.batch_size, args.vote,
+    )  # fmt: skip
+    # the data before the model: bad data fails at once
+    records = answer_records(args.data, args.split)
+    model, tokenizer = _load(args)
+    items = answer_items(records, args.template, tokenizer, args.limit)
+    report, rows = best_of_n_eval(model, tokenizer, items, verifier, config)
+    report = {"model": str(args.model), "data": args.data, "split": args.split, **report}
+    if args.generations:
+        from buildlm.data.records import write_jsonl
+
+        write_jsonl(rows, args.generations)
+    if args.out:
+        from buildlm.eval.report import write_report
+
+        write_report(json.dumps(report, indent=2) + "\n", args.out)
+    print(json.dumps(report) if args.json else format_best_of_n(report), end="\n" if args.json else "")  # fmt: skip

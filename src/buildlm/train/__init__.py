@@ -2,6 +2,7 @@
 
 - ``config.py``: ``TrainConfig``, ``DataConfig``, ``TokenizerConfig`` (the ``--train.*`` ... flags);
 - ``optim.py``: AdamW parameter groups and the warmup + cosine learning-rate schedule;
+- ``muon.py``: Muon (Newton-Schulz orthogonalised momentum) for the hidden matrices, AdamW beside it;
 - ``task.py``: what a task gives the `Trainer` (batches, a loss, an evaluation);
 - ``windows.py``: pretraining's batches, random windows of the token arrays (``TrainData``);
 - ``trainer.py``: the training loop (:class:`Trainer`): one optimizer step, and ``fit`` around it;

@@ -58,6 +58,30 @@ def cosine_decay(progress: float, top: float, floor: float) -> float:
     return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (top - floor)
 
 
+def wsd_decay(progress: float, top: float, floor: float, decay_fraction: float) -> float:
+    """Warmup-stable-decay after warm-up: ``top`` until the last ``decay_fraction`` of the plan,
+    then a straight line down to ``floor`` at progress 1.
+
+    Most of the run then trains at the peak rate (fast progress), and the final anneal, where
+    the loss drops most, happens at the end whatever the total length: a budgeted run measures
+    progress in time, so the decay starts when that share of the training time is *left* and
+    still ends at the deadline if the steps slow down on the way (Hu et al. 2024, MiniCPM;
+    Hägele et al. 2024).
+    """
+    progress = min(max(progress, 0.0), 1.0)
+    start = 1.0 - decay_fraction
+    if progress <= start:
+        return top
+    return top + (floor - top) * (progress - start) / decay_fraction
+
+
+def decay_lr(progress: float, top: float, floor: float, shape: str, decay_fraction: float) -> float:
+    """The rate after warm-up at ``progress`` (0 -> 1) of the plan: ``shape`` cosine or wsd."""
+    if shape == "wsd":
+        return wsd_decay(progress, top, floor, decay_fraction)
+    return cosine_decay(progress, top, floor)
+
+
 @dataclass
 class DecayPlan:
     """The cosine the learning rate follows after warm-up.

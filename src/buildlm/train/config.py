@@ -78,7 +78,8 @@ class TrainConfig:
         beta1: AdamW first-moment decay.
         beta2: AdamW second-moment decay.
         grad_clip: maximum global gradient norm (0: no clipping).
-        precision: fp32, bf16 (autocast) or fp16 (autocast + gradient scaling).
+        precision: fp32, bf16 (autocast) or fp16 (autocast + gradient scaling), or auto: bf16
+            where this machine's bf16 matmuls are clearly faster, else fp32 (`buildlm.precision`).
         compile: run the model through torch.compile.
         device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.
         seed: seeds the initial weights, the batches and dropout.
@@ -114,6 +115,14 @@ class TrainConfig:
             training loss (0: off). Dense models ignore it.
         moe_z_loss_coef: weight of the router z-loss (mean logsumexp(router logits)^2), which
             keeps router logits small (0: off).
+        lr_schedule: after warm-up, "cosine" (down from the peak all along) or "wsd"
+            (warmup-stable-decay: the peak until the last ``lr_decay_fraction`` of the run, then
+            a straight line to min_lr; counted in time under a budget, so it ends on time).
+        lr_decay_fraction: the share of the run (time under a budget) "wsd" spends decaying.
+        optimizer: "adamw", or "muon": Muon (orthogonalised momentum, `buildlm.train.muon`) for
+            the matrices inside the blocks, AdamW at ``lr`` for embeddings, head, norms, biases.
+        muon_lr: Muon's peak learning rate (the schedule scales it with ``lr``).
+        muon_momentum: Muon's (Nesterov) momentum.
     """
 
     max_steps: int = 5000
@@ -154,11 +163,16 @@ class TrainConfig:
     max_bad_steps: int = 5
     moe_aux_loss_coef: float = 0.01
     moe_z_loss_coef: float = 0.001
+    lr_schedule: str = "cosine"
+    lr_decay_fraction: float = 0.3
+    optimizer: str = "adamw"
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95
 
     def __post_init__(self) -> None:
-        if self.precision not in DTYPES:
+        if self.precision not in (*DTYPES, "auto"):
             raise ValueError(
-                f"unknown precision {self.precision!r}; choose one of: {', '.join(DTYPES)}"
+                f"unknown precision {self.precision!r}; choose one of: auto, {', '.join(DTYPES)}"
             )
         if self.device not in DEVICES and not self.device.startswith(("cuda:", "mps:")):
             raise ValueError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}")
@@ -184,6 +198,16 @@ class TrainConfig:
             raise ValueError(f"train.min_lr={self.min_lr} is above train.lr={self.lr}; lower min_lr")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ValueError(f"train.time_budget_s must be positive or null, got {self.time_budget_s}")
+        if self.lr_schedule not in ("cosine", "wsd"):
+            raise ValueError(f"unknown train.lr_schedule {self.lr_schedule!r}; choose cosine or wsd")
+        if not 0 < self.lr_decay_fraction <= 1:
+            raise ValueError(f"train.lr_decay_fraction must be in (0, 1], got {self.lr_decay_fraction}")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ValueError(f"unknown train.optimizer {self.optimizer!r}; choose adamw or muon")
+        if self.optimizer == "muon" and self.distributed == "fsdp":
+            raise ValueError("train.optimizer muon needs whole matrices; use --train.distributed ddp")
+        if not (math.isfinite(self.muon_lr) and self.muon_lr > 0) or not 0 <= self.muon_momentum < 1:
+            raise ValueError("train.muon_lr must be > 0 and train.muon_momentum in [0, 1)")
         if self.keep_checkpoints < 1:
             raise ValueError(f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
 

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from buildlm.train.muon import Muon, muon_param_groups
+
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Two AdamW groups: parameters with ``dim >= 2`` decay, the 1-D ones (biases, norms) do not.
@@ -54,13 +56,24 @@ def make_optimizer(
     eps: float = 1e-8,
     device_type: str = "cpu",
     fused: bool | None = None,
-) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups`, using the fastest implementation the device has.
+    optimizer: str = "adamw",
+    muon_lr: float = 0.02,
+    muon_momentum: float = 0.95,
+) -> torch.optim.Optimizer:
+    """AdamW over :func:`param_groups`, using the fastest implementation the device has; or,
+    with ``optimizer="muon"``, `buildlm.train.muon.Muon` (Muon for the hidden matrices at
+    ``muon_lr``, AdamW for the rest at ``lr``).
 
     ``fused`` (one kernel updates every tensor) is fastest where PyTorch provides it (CUDA, and
     CPU in recent releases); ``foreach`` (a few batched ops over lists of tensors) is the
     fallback; the per-parameter loop is the slowest. ``fused=None`` chooses automatically.
     """
+    if optimizer == "muon":
+        groups = muon_param_groups(model, lr, muon_lr, weight_decay)
+        ns_dtype = torch.bfloat16 if device_type == "cuda" else None
+        return Muon(groups, lr=lr, betas=betas, eps=eps, momentum=muon_momentum, ns_dtype=ns_dtype)
+    if optimizer != "adamw":
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose adamw or muon")
     groups = param_groups(model, weight_decay)
     kwargs: dict[str, Any] = dict(lr=lr, betas=betas, eps=eps)
     if fused is None:
@@ -90,6 +103,10 @@ def lr_at(step: int, lr: float, min_lr: float, warmup_steps: int, max_steps: int
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Write ``lr`` into every parameter group (the schedule is applied by hand each step)."""
+    """Write ``lr`` into every parameter group (the schedule is applied by hand each step).
+
+    A group with an ``lr_scale`` (Muon's matrices: `buildlm.train.muon`) gets ``lr * lr_scale``:
+    one schedule drives both rates.
+    """
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

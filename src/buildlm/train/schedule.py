@@ -25,9 +25,8 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from buildlm.train.budget import DecayPlan, TimeBudget, cosine_decay
+from buildlm.train.budget import DecayPlan, TimeBudget, decay_lr
 from buildlm.train.config import TrainConfig
-from buildlm.train.optim import lr_at
 
 T = TypeVar("T")
 
@@ -110,16 +109,20 @@ class Schedule:
             return cfg.lr * (step + 1) / cfg.warmup_steps
         top = cfg.lr if plan.from_lr is None else plan.from_lr
         if self.clock is None or plan.time_budget_s is None:
-            if plan.from_lr is None:
-                return lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, plan.max_steps)
-            return cosine_decay((step - plan.from_step) / max(1, plan.max_steps - plan.from_step), top, cfg.min_lr)
+            progress = (step - plan.from_step) / max(1, plan.max_steps - plan.from_step)
+            return self.decay(progress, top)
         if final:
             plan.progress = 1.0
             return cfg.min_lr
         if plan.from_time is None:  # warm-up just ended: the cosine starts now
             plan.from_step, plan.from_time = step, self.clock.used()
         plan.progress = max(plan.progress, self.clock.progress(plan.from_time))  # never back
-        return cosine_decay(plan.progress, top, cfg.min_lr)
+        return self.decay(plan.progress, top)
+
+    def decay(self, progress: float, top: float) -> float:
+        """The rate at ``progress`` of the plan, from ``top`` to min_lr (cosine or wsd)."""
+        cfg = self.config
+        return decay_lr(progress, top, cfg.min_lr, cfg.lr_schedule, cfg.lr_decay_fraction)
 
     # --- the jobs between steps -----------------------------------------------------------------
 

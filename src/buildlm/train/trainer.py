@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from buildlm import checkpoint_format
 from buildlm.device import autocast_context, resolve_device
+from buildlm.precision import resolve_precision
 from buildlm.train.activation_checkpointing import enable_activation_checkpointing
 from buildlm.train.budget import DecayPlan
 from buildlm.train.config import TrainConfig, to_dict
@@ -106,8 +107,6 @@ class Trainer:
         self.device = resolve_device(config.device, "--train.device") if dist is None else dist.device
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
-        if config.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ValueError("precision 'bf16' is not supported by this GPU; use fp16 or fp32")
         self.model = model.to(self.device)  # the plain module: saved, sampled from
         if config.activation_checkpointing:
             enable_activation_checkpointing(self.model)
@@ -125,6 +124,8 @@ class Trainer:
         self.run_config = dict(run_config or {})
         self.baselines = dict(baselines or {})
         self.log = log if self.is_main else silent
+        agree = None if dist is None else dist.broadcast  # every rank takes rank 0's choice
+        self.precision = resolve_precision(config.precision, self.device, self.log, agree)  # "auto" measured
         self.data = data
         self.task = task
         if task is not None:
@@ -139,14 +140,11 @@ class Trainer:
                 rank, world,
             )  # fmt: skip
         self.optimizer = make_optimizer(
-            self.model,
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-            betas=(config.beta1, config.beta2),
-            device_type=self.device.type,
-        )
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
-        self.autocast = autocast_context(self.device, config.precision)
+            self.model, config.lr, config.weight_decay, (config.beta1, config.beta2), device_type=self.device.type,
+            optimizer=config.optimizer, muon_lr=config.muon_lr, muon_momentum=config.muon_momentum,
+        )  # fmt: skip
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.autocast = autocast_context(self.device, self.precision)
         self.step = 0
         self.tokens_seen = 0
         self.elapsed = 0.0
@@ -229,7 +227,7 @@ class Trainer:
         if hasattr(norm, "full_tensor"):  # FSDP: a distributed tensor holding the global norm
             norm = norm.full_tensor()
         self.grad_norm = float(norm)
-        finite = math.isfinite(loss) and (self.config.precision == "fp16" or math.isfinite(self.grad_norm))
+        finite = math.isfinite(loss) and (self.precision == "fp16" or math.isfinite(self.grad_norm))
         if finite:
             self.scaler.step(self.optimizer)
         self.scaler.update()
