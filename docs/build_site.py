@@ -327,6 +327,11 @@ def stage_pages(src: Path, executed: dict[Path, Path]) -> None:
 
 def build(out: Path, work: Path, cache: Path, jobs: int) -> dict[str, float]:
     """Build the site into ``out``; returns timings and size."""
+    import importlib.util
+
+    missing = [m for m in ("sphinx", "myst_nb", "furo") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(f"the site needs {missing}: pip install -e '.[docs]' -c constraints.txt")
     start = time.perf_counter()
     paths = lessons()
     if not paths:
