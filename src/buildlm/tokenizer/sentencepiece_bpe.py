@@ -97,10 +97,14 @@ class SentencePieceBPE:
         self._pre_tokenizer = read_pre_tokenizer(data.get("pre_tokenizer"), path)
         self._decoder = read_decoder(data.get("decoder"), path)
         self._special = {t.content: t.id for t in self._added if t.special}
-        self._pieces = {i: t for t, i in self._vocab.items()} | {
-            t.id: t.content for t in self._added
+        self._pieces = {i: t for t, i in self._vocab.items()}
+        # id -> the text the decoder reads: an added token's content (normalized, for one that
+        # is matched normalized: Hugging Face decodes it so), else the vocabulary's token
+        self._shown = self._pieces | {
+            t.id: normalize(self._normalizer, t.content) if t.normalized else t.content
+            for t in self._added
         }
-        self._vocab_size = max(self._pieces) + 1 if self._pieces else 0
+        self._vocab_size = max(self._shown) + 1 if self._shown else 0
         self._merges, self._merges_as_strings = _read_merges(
             model.get("merges") or [], self._vocab, path
         )
@@ -114,7 +118,7 @@ class SentencePieceBPE:
         self._byte_ids = byte_ids if model.get("byte_fallback") else [None] * 256
         # The bytes each id stands for, in the middle of a text and as its first token.
         decoded = [
-            self._decoder.token_bytes(self._pieces.get(i, ""), False)
+            self._decoder.token_bytes(self._shown.get(i, ""), False)
             for i in range(self._vocab_size)
         ]
         self._bytes = [b for b, _ in decoded]
@@ -244,7 +248,7 @@ class SentencePieceBPE:
         """The bytes of one id as the first token of a text: a decoder's ``Strip`` removes the
         space a prepended ``"▁"`` became (``"▁Hello"`` -> ``b"Hello"``)."""
         self._check_id(token_id)
-        return self._decoder.token_bytes(self._pieces[token_id], True)[0]
+        return self._decoder.token_bytes(self._shown[token_id], True)[0]
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """The raw bytes of a sequence of ids (exact, even when cut inside a UTF-8 character)."""
@@ -283,7 +287,7 @@ class SentencePieceBPE:
         return ids
 
     def _check_id(self, token_id: int) -> None:
-        if not isinstance(token_id, int) or token_id not in self._pieces:
+        if not isinstance(token_id, int) or token_id not in self._shown:
             raise ValueError(
                 f"token id {token_id!r} is not in the vocabulary "
                 f"(ids run from 0 to {self.vocab_size - 1})"
