@@ -44,10 +44,10 @@ QWEN2 = (
 GEMMA3 = (
     "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}"
     "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
-    "{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = \"\" -%}"
+    '{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = "" -%}'
     "{%- set loop_messages = messages -%}{%- endif -%}{%- for message in loop_messages -%}"
     "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
-    "{{ raise_exception(\"Conversation roles must alternate user/assistant/user/assistant/...\") }}"
+    '{{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}'
     "{%- endif -%}{%- if (message['role'] == 'assistant') -%}{%- set role = \"model\" -%}"
     "{%- else -%}{%- set role = message['role'] -%}{%- endif -%}"
     "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}"
@@ -56,11 +56,11 @@ GEMMA3 = (
 )
 MISTRAL_V3 = (
     '{%- if messages[0]["role"] == "system" %}\n    {%- set system_message = messages[0]["content"] %}'
-    '\n    {%- set loop_messages = messages[1:] %}\n{%- else %}\n    {%- set loop_messages = messages %}'
-    '\n{%- endif %}\n{%- if not tools is defined %}\n    {%- set tools = none %}\n{%- endif %}\n'
+    "\n    {%- set loop_messages = messages[1:] %}\n{%- else %}\n    {%- set loop_messages = messages %}"
+    "\n{%- endif %}\n{%- if not tools is defined %}\n    {%- set tools = none %}\n{%- endif %}\n"
     '{%- set user_messages = loop_messages | selectattr("role", "equalto", "user") | list %}\n\n'
     "{#- This block checks for alternating user/assistant messages, skipping tool calling messages #}"
-    '\n{%- set ns = namespace() %}\n{%- set ns.index = 0 %}\n{%- for message in loop_messages %}\n'
+    "\n{%- set ns = namespace() %}\n{%- set ns.index = 0 %}\n{%- for message in loop_messages %}\n"
     '    {%- if not (message.role == "tool" or message.role == "tool_results" or (message.tool_calls '
     'is defined and message.tool_calls is not none)) %}\n        {%- if (message["role"] == "user") != '
     '(ns.index % 2 == 0) %}\n            {{- raise_exception("After the optional system message, '
@@ -71,8 +71,8 @@ MISTRAL_V3 = (
     "            {%- for tool in tools %}\n                {%- set tool = tool.function %}\n"
     '                {{- \'{"type": "function", "function": {\' }}\n                {%- for key, val in '
     'tool.items() if key != "return" %}\n                    {%- if val is string %}\n'
-    '                        {{- \'"\' + key + \'": "\' + val + \'"\' }}\n                    {%- else %}\n'
-    '                        {{- \'"\' + key + \'": \' + val|tojson }}\n                    {%- endif %}\n'
+    "                        {{- '\"' + key + '\": \"' + val + '\"' }}\n                    {%- else %}\n"
+    "                        {{- '\"' + key + '\": ' + val|tojson }}\n                    {%- endif %}\n"
     '                    {%- if not loop.last %}\n                        {{- ", " }}\n'
     '                    {%- endif %}\n                {%- endfor %}\n                {{- "}}" }}\n'
     '                {%- if not loop.last %}\n                    {{- ", " }}\n                {%- else %}'
@@ -96,7 +96,7 @@ MISTRAL_V3 = (
     '        {{- \'[TOOL_RESULTS] {"content": \' + content|string + ", " }}\n        {%- if not '
     "message.tool_call_id is defined or message.tool_call_id|length != 9 %}\n"
     '            {{- raise_exception("Tool call IDs should be alphanumeric strings with length 9!") '
-    "}}\n        {%- endif %}\n        {{- '\"call_id\": \"' + message.tool_call_id + "
+    '}}\n        {%- endif %}\n        {{- \'"call_id": "\' + message.tool_call_id + '
     "'\"}[/TOOL_RESULTS]' }}\n    {%- else %}\n        {{- raise_exception(\"Only user and assistant "
     'roles are supported, with the exception of an initial optional system message!") }}\n'
     "    {%- endif %}\n{%- endfor %}\n"

@@ -20,8 +20,9 @@ Encoding a text, in Hugging Face's order (:meth:`SentencePieceBPE._encode`):
 Speed without changing an id: a word may be a whole paragraph, but no merge can join the text
 before a ``"▁"`` to the ``"▁"`` unless some merge ``(a, b)`` has ``a`` ending in that
 character and ``b`` starting with ``"▁"``. Those characters are found once from the merges;
-words are cut before every other ``"▁"`` (``_cut``) and each piece, typically a word with its
-leading ``"▁"``, is merged once and remembered (``_WordCache``).
+words are cut before every other ``"▁"`` (and newline, and around characters spelled in byte
+tokens: ``_cut``) and each piece, typically a word with its leading ``"▁"``, is merged once and
+remembered (``_WordCache``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from buildlm.tokenizer.fast_encode import encode_batch
 from buildlm.tokenizer.files import read_json
 from buildlm.tokenizer.hf_pipeline import (
     SPACE_MARK,
-    Metaspace,
     normalize,
     pre_tokenize,
     read_decoder,
@@ -366,26 +366,28 @@ class SentencePieceBPE:
     def _cut_regex(self) -> re.Pattern | None:
         """A regex that cuts a word where no merge can join the two sides, or ``None``.
 
-        A cut before a ``"▁"`` is safe when no merge ``(a, b)`` has ``b`` starting with
-        ``"▁"`` and ``a`` ending in the character before it: then the two sides are merged
-        independently, in the same order, to the same ids. Not used where a pre-tokenizer
-        already cuts at each ``"▁"``, with ``ignore_merges`` (which looks at whole words), or
-        where merges involve byte tokens or the unknown token.
+        Between characters ``x`` and ``y`` a cut is safe when no merge ``(a, b)`` has ``a``
+        ending in ``x`` and ``b`` starting with ``y``: the two sides are then merged
+        independently, in the same order, to the same ids. Cuts are made before ``"▁"`` and
+        ``"\\n"`` where that holds, and around characters the vocabulary lacks (spelled in byte
+        tokens, which no merge touches). Not used with ``ignore_merges`` (which looks at whole
+        words), or where merges involve byte tokens or the unknown token.
         """
-        if any(isinstance(s, Metaspace) and s.split for s in self._pre_tokenizer):
-            return None
-        if self._ignore_merges or SPACE_MARK not in self._vocab:
-            return None
         odd = {i for i in self._byte_ids if i is not None} | {self._unk}
-        joined = set()
-        for a, b in self._merges:
-            if a in odd or b in odd:
-                return None
-            if self._pieces[b].startswith(SPACE_MARK):
-                joined.add(self._pieces[a][-1])
-        if not joined:
-            return re.compile(f"(?={SPACE_MARK})")
-        return re.compile(f"(?<![{''.join(map(re.escape, sorted(joined)))}])(?={SPACE_MARK})")
+        if self._ignore_merges or any(a in odd or b in odd for a, b in self._merges):
+            return None
+        cuts = []
+        for c in (SPACE_MARK, "\n"):
+            if c in self._vocab:
+                joined = {
+                    self._pieces[a][-1] for a, b in self._merges if self._pieces[b].startswith(c)
+                }
+                behind = f"(?<![{_char_class(joined)}])" if joined else ""
+                cuts.append(f"{behind}(?={re.escape(c)})")
+        known = _char_class({t for t in self._vocab if len(t) == 1})
+        if None not in self._byte_ids and known:  # every unknown character is spelled in bytes
+            cuts += [f"(?=[^{known}])", f"(?<=[^{known}])"]
+        return re.compile("|".join(cuts)) if cuts else None
 
     # --- pickling --------------------------------------------------------------------------
 
@@ -419,6 +421,11 @@ def _read_merges(entries: list, vocab: dict[str, int], path) -> tuple[dict, bool
             )
         merges[vocab[pair[0]], vocab[pair[1]]] = (rank, vocab[pair[0] + pair[1]])
     return merges, as_strings
+
+
+def _char_class(chars: set[str]) -> str:
+    """The inside of a regex character class matching exactly ``chars``."""
+    return "".join(re.escape(c) for c in sorted(chars))
 
 
 def _run_text(run: bytes, tokens: int) -> str:
