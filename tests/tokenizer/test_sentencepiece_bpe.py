@@ -234,3 +234,17 @@ def test_unsupported_files_are_one_line_errors(built, tmp_path, edit, message):
     with pytest.raises(ValueError, match=message) as err:
         Tokenizer.load(bad)
     assert str(bad) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_tokenizer_command_reads_it(built):
+    import subprocess
+
+    ours, theirs, path = built("gemma")
+    text = STRINGS[11] + " and <eos> as text"
+    result = subprocess.run(
+        [sys.executable, "-m", "buildlm", "tokenizer", "encode", "--tokenizer", str(path),
+         "--special-as-text"],
+        input=text.encode(), capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    assert [int(x) for x in result.stdout.split()] == ours.encode_ordinary(text)
