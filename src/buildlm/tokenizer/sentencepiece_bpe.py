@@ -374,15 +374,19 @@ class SentencePieceBPE:
         words), or where merges involve byte tokens or the unknown token.
         """
         odd = {i for i in self._byte_ids if i is not None} | {self._unk}
-        if self._ignore_merges or any(a in odd or b in odd for a, b in self._merges):
+        if self._ignore_merges:
             return None
+        joined: dict[str, set[str]] = {SPACE_MARK: set(), "\n": set()}  # y -> the x of its merges
+        for a, b in self._merges:
+            if a in odd or b in odd:
+                return None
+            ends = joined.get(self._pieces[b][:1])
+            if ends is not None:
+                ends.add(self._pieces[a][-1])
         cuts = []
-        for c in (SPACE_MARK, "\n"):
+        for c, ends in joined.items():
             if c in self._vocab:
-                joined = {
-                    self._pieces[a][-1] for a, b in self._merges if self._pieces[b].startswith(c)
-                }
-                behind = f"(?<![{_char_class(joined)}])" if joined else ""
+                behind = f"(?<![{_char_class(ends)}])" if ends else ""
                 cuts.append(f"{behind}(?={re.escape(c)})")
         known = _char_class({t for t in self._vocab if len(t) == 1})
         if None not in self._byte_ids and known:  # every unknown character is spelled in bytes
@@ -413,13 +417,14 @@ def _read_merges(entries: list, vocab: dict[str, int], path) -> tuple[dict, bool
     merges: dict[tuple[int, int], tuple[int, int]] = {}
     as_strings = bool(entries) and isinstance(entries[0], str)
     for rank, entry in enumerate(entries):
-        pair = entry.split(" ") if isinstance(entry, str) else entry
-        if len(pair) != 2 or any(p not in vocab for p in pair) or pair[0] + pair[1] not in vocab:
+        try:
+            left, right = entry.split(" ") if isinstance(entry, str) else entry
+            merges[vocab[left], vocab[right]] = (rank, vocab[left + right])
+        except (KeyError, TypeError, ValueError):
             raise ValueError(
                 f"{path}: merge {rank} {entry!r} is not two tokens of the vocabulary whose "
                 "concatenation is a token too"
-            )
-        merges[vocab[pair[0]], vocab[pair[1]]] = (rank, vocab[pair[0] + pair[1]])
+            ) from None
     return merges, as_strings
 
 
