@@ -248,3 +248,22 @@ def test_the_tokenizer_command_reads_it(built):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()
     assert [int(x) for x in result.stdout.split()] == ours.encode_ordinary(text)
+
+
+@pytest.mark.parametrize("fuse_unk", [True, False])
+def test_unknown_characters_without_byte_fallback(built, tmp_path, fuse_unk):
+    """Without byte fallback a character the vocabulary lacks is <unk> (runs of them one <unk>
+    with ``fuse_unk``); the merges written as "a b" strings read the same as [a, b] lists."""
+    _, _, path = built("metaspace_split")
+
+    def edit(d):
+        d["model"].update(byte_fallback=False, fuse_unk=fuse_unk)
+        d["model"]["merges"] = [" ".join(m) for m in d["model"]["merges"]]
+
+    out = _edited(path, tmp_path, edit)
+    ours, theirs = Tokenizer.load(out), HFTokenizer.from_file(str(out))
+    for text in ["☃☃ snow 🙂x🙂 日本語", *STRINGS]:
+        check(ours, theirs, text)
+    assert ours.encode("☃☃").count(0) == (1 if fuse_unk else 2)
+    ours.save_hf(tmp_path / "again.json")
+    assert json.loads((tmp_path / "again.json").read_text("utf-8")) == json.loads(out.read_text())
