@@ -135,7 +135,8 @@ def make_row(
         stop_ids = () if eot is None else (eot,)
     detok = None
     if tokenizer is not None:
-        detok = IncrementalDetokenizer(tokenizer.token_bytes, params.stop)
+        first = getattr(tokenizer, "first_token_bytes", None)  # SentencePiece-style tokenizers
+        detok = IncrementalDetokenizer(tokenizer.token_bytes, params.stop, first)
     elif params.stop:
         raise ValueError("stop strings need a tokenizer to decode text; use stop_token_ids")
     generator = None
