@@ -25,7 +25,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_the_bundled_names():
     assert {"shakespeare-small", "verdict-tiny", "gpu-shakespeare-small"} <= set(bundled_names())
-    assert bundled_names("finetune") == ["classify", "dpo", "instruct"]
+    assert bundled_names("finetune") == ["classify", "dpo", "grpo", "instruct"]
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.rglob("*.yaml")), ids=lambda p: p.stem)

@@ -20,7 +20,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "buildlm", *args], capture_output=True, text=True, env=env, timeout=120)
 
 
-@pytest.mark.parametrize("task", ["classify", "instruct", "dpo"])
+@pytest.mark.parametrize("task", ["classify", "instruct", "dpo", "grpo"])
 def test_presets_parse(task):
     from buildlm.finetune.cli import parse
 

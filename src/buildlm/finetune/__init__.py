@@ -9,6 +9,10 @@ work the same. One method per file:
 - ``classify.py``: a GPT with an n-classes head (``buildlm finetune classify``);
 - ``instruct.py``: instruction tuning with the loss on response tokens (``finetune instruct``);
 - ``dpo.py``: preference tuning against a frozen reference (``finetune dpo``);
+- ``grpo_loss.py``: GRPO's arithmetic: group advantages, the clipped token-level objective, k3 KL;
+- ``grpo_rollout.py``: GRPO's rollouts: prompts, sampled completions, their tensors and log-probs;
+- ``grpo.py``: reinforcement learning with verifiable rewards, as a Task (``finetune grpo``);
+- ``grpo_run.py``: a GRPO run from start to end (before/after accuracy, ``--resume``);
 - ``cli.py``: ``buildlm finetune``; ``classify_cli.py``: ``buildlm classify``.
 
 A new fine-tuning method is one more file here (its config, its task, its ``run_*``) and its test.

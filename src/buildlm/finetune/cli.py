@@ -4,18 +4,22 @@ a model tuned to preferences (DPO).
     buildlm finetune classify --model RUN --data shakespeare-plays
     buildlm finetune instruct --model RUN --data instruct-tasks --lora.rank 8
     buildlm finetune dpo      --model SFT_RUN --data instruct-prefs --lora.rank 8
+    buildlm finetune grpo     --config grpo --model SFT_RUN --data instruct-tasks:parity
+    buildlm finetune grpo     --resume RUN          (continue a GRPO run from its newest checkpoint)
     buildlm finetune data NAME DIR          (write a bundled dataset's splits as JSONL)
 
 Like ``buildlm train``, settings are dataclass fields set from a YAML file (``--config
 my.yaml``, or a bundled one by name: ``--config instruct``) and/or flags: ``--train.*`` (the same `TrainConfig`: steps,
 batch size, learning rate, ...), ``--lora.*`` (`LoRAConfig`; ``--lora.rank 0`` trains every
-weight) and the task's own group (``--classify.*``, ``--instruct.*``, ``--dpo.*``). ``--model``
+weight) and the task's own group (``--classify.*``, ``--instruct.*``, ``--dpo.*``, ``--grpo.*``). ``--model``
 is a buildlm run or checkpoint folder, or a Hugging Face folder (GPT-2, Llama, Qwen).
 """
 
 from __future__ import annotations
 
 import sys
+
+FINETUNE_DATA_FIELDS = ("data", "val_data", "test_data", "val_fraction", "test_fraction", "max_train_examples")
 
 # Fine-tuning defaults that differ from pretraining: a fixed number of steps (no time budget),
 # smaller batches of whole examples, a lower peak rate without weight decay, no text samples,
@@ -38,6 +42,13 @@ TASK_DEFAULTS = {
     "classify": {},
     "instruct": {},
     "dpo": {"train.lr": 5e-4, "train.min_lr": 5e-5, "train.max_steps": 200},
+    # Reinforcement learning: small steps (the samples come from the policy itself), every
+    # step's figures logged, an evaluation and a checkpoint now and then.
+    "grpo": {
+        "train.lr": 3e-4, "train.min_lr": 3e-4, "train.warmup_steps": 0, "train.max_steps": 100,
+        "train.log_interval": 1, "train.eval_interval": 50, "train.checkpoint_interval": 50,
+        "train.grad_clip": 1.0,
+    },
 }
 DESCRIPTIONS = {
     "classify": "Fine-tune a classifier: the LM head is replaced by an n-classes head on the pooled "
@@ -51,12 +62,18 @@ DESCRIPTIONS = {
     "{instruction, input, chosen, rejected} or {messages, chosen, rejected} JSONL/JSON, or "
     "'instruct-prefs'. Reports the reward margin, reward accuracy and how often the model "
     "prefers the chosen answer, before and after.",
+    "grpo": "Reinforcement learning with verifiable rewards (GRPO): per prompt, a group of sampled "
+    "completions scored by a verifier, advantages within the group, a clipped token-level policy "
+    "gradient (optional KL penalty against the starting model). Data: {prompt|question|instruction, "
+    "answer} JSONL/JSON, or 'instruct-tasks'. Start from an instruction-tuned run; reports greedy "
+    "accuracy on the test prompts before and after.",
 }
 TASKS = tuple(DESCRIPTIONS)
+RESUMABLE = ("grpo",)  # tasks whose runs continue from a checkpoint (--resume)
 
 
 def _usage() -> str:
-    lines = ["usage: buildlm finetune {classify,instruct,dpo,data} [options]", "", "tasks:"]
+    lines = ["usage: buildlm finetune {classify,instruct,dpo,grpo,data} [options]", "", "tasks:"]
     lines += [f"  {name:<9} {DESCRIPTIONS[name].split(':')[0]}" for name in TASKS]
     lines += ["  data      write a bundled dataset's train/val/test splits as JSONL: data NAME DIR"]
     lines += ["", "`buildlm finetune <task> --help` shows a task's options."]
@@ -72,6 +89,10 @@ def task_config_class(task: str) -> type:
         from buildlm.finetune.instruct import InstructConfig
 
         return InstructConfig
+    if task == "grpo":
+        from buildlm.finetune.grpo import GRPOConfig
+
+        return GRPOConfig
     from buildlm.finetune.dpo import DPOConfig
 
     return DPOConfig
@@ -91,9 +112,15 @@ def build_parser(task: str):
         help="a YAML file of settings, or a bundled one by name: " + ", ".join(bundled_names("finetune")),
     )  # fmt: skip
     parser.add_argument(
-        "--model", type=str, required=True,
+        "--model", type=str, required=task not in RESUMABLE, default="",
         help="the starting model: a buildlm run or checkpoint folder, or a Hugging Face model folder",
     )  # fmt: skip
+    if task in RESUMABLE:
+        parser.add_argument(
+            "--resume", type=str | None, default=None,
+            help="continue a run: its folder (newest checkpoint) or one checkpoint folder; its saved "
+            "settings are the defaults (flags given now override them)",
+        )  # fmt: skip
     parser.add_argument(
         "--out", type=str | None, default=None,
         help="the run folder (default: <train.out_dir>/<train.name or task-date-time>)",
@@ -112,16 +139,47 @@ def parse(task: str, argv: list[str]):
     from buildlm.finetune.run import FinetuneData
     from buildlm.model.lora import LoRAConfig
     from buildlm.train.bundled_configs import resolve_config_args
-    from buildlm.train.cli import parse_in_one_line
+    from buildlm.train.cli import _resume_target, parse_in_one_line
     from buildlm.train.config import TrainConfig
 
     argv = resolve_config_args(underscore_flags(argv), "finetune")
-    cfg = parse_in_one_line(build_parser(task), argv)
+    parser = build_parser(task)
+    target = _resume_target(argv) if task in RESUMABLE else None
+    if target is not None:
+        parser.set_defaults(saved_defaults(parser, target, task))
+    cfg = parse_in_one_line(parser, argv)
     data = FinetuneData(**{k: getattr(cfg, k) for k in FinetuneData.__dataclass_fields__})
     train = TrainConfig(**vars(cfg.train))
     lora = LoRAConfig(**vars(cfg.lora))
     task_config = task_config_class(task)(**vars(getattr(cfg, task)))
     return cfg.model, data, train, lora, task_config, cfg.out
+
+
+def saved_defaults(parser, target: str, task: str) -> dict:
+    """The settings of the run ``target`` names (its newest checkpoint's config.json), as defaults."""
+    from buildlm import checkpoint_format
+    from buildlm.train.checkpoint_health import resolve_resumable
+
+    saved = checkpoint_format.read_config(resolve_resumable(target, set_aside_damaged=False))
+    block = saved.get("finetune") or {}
+    if block.get("task") != task:
+        raise ValueError(
+            f"{target!r} is not a finetune {task} run (its task: {block.get('task')!r}); resume it with its own command"
+        )
+    flat = {"model": block.get("base_model")}
+    for key, value in block.items():
+        flat[key if key in FINETUNE_DATA_FIELDS else f"{task}.{key}"] = value
+    for group in ("train", "lora"):
+        for key, value in (saved.get(group) or {}).items():
+            flat[f"{group}.{key}"] = value
+    defaults = {}
+    for key, value in flat.items():
+        try:
+            parser.get_default(key)
+        except KeyError:  # not a setting (task, base_model), or one this version no longer has
+            continue
+        defaults[key] = value
+    return defaults
 
 
 def write_bundled(argv: list[str]) -> None:
@@ -161,6 +219,12 @@ def main(argv: list[str]) -> None:
         from buildlm.finetune.classify import run_classify as run
     elif task == "instruct":
         from buildlm.finetune.instruct import run_instruct as run
-    else:
+    elif task == "dpo":
         from buildlm.finetune.dpo import run_dpo as run
+    else:
+        from buildlm.finetune.grpo_run import run_grpo
+        from buildlm.train.cli import _resume_target
+
+        run_grpo(model, data, train, task_config, lora, out=out, log=log, resume=_resume_target(rest))
+        return
     run(model, data, train, task_config, lora, out=out, log=log)

@@ -196,19 +196,33 @@ class FinetuneRun:
     tokenizer: Any
     lock: Any = None  # the run folder's FolderLock (buildlm.lock), released by finish()
 
+    resume_from: Path | None = None  # the checkpoint a resumed run continues from
+
     @classmethod
-    def start(cls, kind: str, model_path: str, data: FinetuneData, train: TrainConfig, out: str | None) -> FinetuneRun:
-        """Threads and device, a fresh run folder, the data splits, the starting model."""
+    def start(
+        cls, kind: str, model_path: str, data: FinetuneData, train: TrainConfig, out: str | None,
+        data_kind: str | None = None, resume: str | None = None,
+    ) -> FinetuneRun:  # fmt: skip
+        """Threads and device, a fresh run folder (or the folder of the run ``resume`` names), the
+        data splits (of bundled data of ``data_kind``, default ``kind``), the starting model."""
         started = time.perf_counter()
         device = prepare_device(train)
         from buildlm.lock import FolderLock
 
-        run_dir = resolve_run_dir(out, train, kind)
-        lock = FolderLock(run_dir, "pick another --out or --train.name").acquire()
-        resolve_run_dir(str(run_dir), train, kind)  # again, now that no other run can start it
-        splits = load_splits(data, kind)
+        resume_from = None
+        if resume is not None:
+            from buildlm.train.checkpoint_health import resolve_resumable
+
+            resume_from = resolve_resumable(resume, set_aside_damaged=False)
+            run_dir = resume_from.parent.parent
+            lock = FolderLock(run_dir, "resume it once that run has ended").acquire()
+        else:
+            run_dir = resolve_run_dir(out, train, kind)
+            lock = FolderLock(run_dir, "pick another --out or --train.name").acquire()
+            resolve_run_dir(str(run_dir), train, kind)  # again, now that no other run can start it
+        splits = load_splits(data, data_kind or kind)
         model, tokenizer = load_start_model(model_path, device)
-        return cls(started, device, run_dir, splits, model, tokenizer, lock)
+        return cls(started, device, run_dir, splits, model, tokenizer, lock, resume_from)
 
     @property
     def pad_id(self) -> int:
@@ -221,6 +235,9 @@ class FinetuneRun:
         trainer = Trainer(
             model, train, tokenizer=self.tokenizer, run_dir=self.run_dir, run_config=run_config, log=log, task=task
         )
+        if self.resume_from is not None:
+            trainer.load_state(self.resume_from)
+            log(f"resumed from {self.resume_from} at step {trainer.step}")
         log(f"writing to {self.run_dir}")
         return trainer.fit()
 

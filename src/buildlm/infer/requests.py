@@ -59,12 +59,18 @@ class SamplingParams:
 
 @dataclass
 class Completion:
-    """One finished request: the new ids and text, and why it ended (``"stop"`` or ``"length"``)."""
+    """One finished request: the new ids and text, and why it ended (``"stop"`` or ``"length"``).
+
+    ``stop_token_id`` is the stop token that ended it (it is not in ``token_ids``), or None
+    (a stop string, the length limit). Reinforcement learning trains on it too: sampling it was
+    the model's choice to stop (`buildlm.finetune.grpo_rollout`).
+    """
 
     prompt_ids: list[int]
     token_ids: list[int]
     text: str
     finish_reason: str
+    stop_token_id: int | None = None
 
 
 @dataclass

@@ -36,6 +36,7 @@ class Row:
     generated: list[int] = field(default_factory=list)
     done: bool = False
     finish_reason: str = "length"  # "stop", "length" or "cancelled"
+    stop_token_id: int | None = None  # the stop token that ended it (not in `generated`)
     start: int = 0  # where the window the cache holds begins in `sequence` (moved by a slide)
 
     @property
@@ -74,7 +75,7 @@ class Row:
         if self.done:
             return ""
         if token in self.stop_ids:
-            self.done, self.finish_reason = True, "stop"
+            self.done, self.finish_reason, self.stop_token_id = True, "stop", token
             return self.detok.flush() if self.detok else ""
         self.generated.append(token)
         text = self.detok.push(token) if self.detok else ""
@@ -91,7 +92,7 @@ class Row:
 
     def completion(self) -> Completion:
         text = self.detok.text if self.detok is not None else ""
-        return Completion(self.prompt, list(self.generated), text, self.finish_reason)
+        return Completion(self.prompt, list(self.generated), text, self.finish_reason, self.stop_token_id)
 
 
 def make_row(

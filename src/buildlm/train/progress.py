@@ -20,6 +20,10 @@ from buildlm.train.config import TrainConfig
 from buildlm.train.distributed import silent
 from buildlm.train.metrics import MetricsLogger, PeakFlops, plot_losses
 
+# Columns of a step's extra figures shown beside the bar too (reinforcement learning's reward
+# and accuracy); every extra column goes to metrics.csv.
+BAR_FIGURES = ("reward", "accuracy")
+
 
 class Progress:
     """The bar and the metrics of one ``fit`` that starts at step ``step``.
@@ -80,7 +84,8 @@ class Progress:
     ) -> None:  # fmt: skip
         """After step ``step``, which read ``tokens`` (``tokens_seen`` in all): move the bar, and
         every ``log_interval`` steps (or after the ``last``) record the figures, with the
-        columns ``extra()`` gives (a mixture of experts' router figures), asked only then."""
+        columns ``extra()`` gives (a mixture of experts' router figures, a task's own), asked only
+        then; those named in `BAR_FIGURES` are shown beside the bar as well."""
         self.window_tokens += tokens
         if self.clock is None:
             self.bar.update(1)
@@ -98,12 +103,13 @@ class Progress:
                 f"training ran faster than the measured peak: {self.peak.describe()[:-1]}, "
                 "raised: the start-up measurement ran on a busy machine)"
             )
+        row = extra() if extra is not None else {}
+        shown = {k: f"{row[k]:.3f}" for k in BAR_FIGURES if k in row}
         self.bar.set_postfix(  # a dict keeps this order (keywords would be sorted)
-            {"step": step, "loss": f"{loss:.3f}", "lr": f"{lr:.2e}", "tok_s": f"{tok_s:,.0f}", "mfu": f"{util:.1%}"}
-        )
+            {"step": step, "loss": f"{loss:.3f}", **shown, "lr": f"{lr:.2e}", "tok_s": f"{tok_s:,.0f}", "mfu": f"{util:.1%}"}
+        )  # fmt: skip
         self.record(
-            {"step": step, "train_loss": loss, "lr": lr, "tokens_per_s": tok_s, "mfu": util, "tokens": tokens_seen}
-            | (extra() if extra is not None else {})
+            {"step": step, "train_loss": loss, "lr": lr, "tokens_per_s": tok_s, "mfu": util, "tokens": tokens_seen} | row
         )
 
     def record(self, row: dict[str, Any]) -> None:

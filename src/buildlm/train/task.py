@@ -60,6 +60,9 @@ class Task(Protocol):
         """One line for the progress log."""
         ...
 
+    # Optional: ``step_metrics() -> dict[str, float]``, the last step's own figures (GRPO's
+    # reward, accuracy, KL, ...): the Trainer adds them to metrics.csv at each logged step.
+
 
 class PaddedExamplesTask:
     """Base of the fine-tuning tasks whose batches are lists of encoded examples, right-padded.

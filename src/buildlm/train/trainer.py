@@ -368,7 +368,7 @@ class Trainer:
                     last, timed_out = self.dist.broadcast((last, timed_out))
                 schedule.finished = last
                 progress.step_done(
-                    self.step, loss, self.lr, self._step_tokens, self.tokens_seen, last, self.router_loss.row
+                    self.step, loss, self.lr, self._step_tokens, self.tokens_seen, last, self._step_row
                 )  # fmt: skip
                 due = schedule.jobs_after(self.step)  # at their intervals; and at the end, eval and save
                 if "eval" in due or (self.val_batches is not None and (last or timed_out)):
@@ -398,6 +398,11 @@ class Trainer:
         result.val_loss = self.last_val_loss
         result.seconds = self.elapsed
         return result
+
+    def _step_row(self) -> dict[str, float]:
+        """The step's own metrics.csv columns: the router's, and a task's (``step_metrics``)."""
+        task_row = getattr(self.task, "step_metrics", dict)
+        return {**self.router_loss.row(), **task_row()}
 
     def _record(self, record: dict[str, Any]) -> None:
         if self.progress is not None:
