@@ -229,13 +229,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: object) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically (`atomic_write_text`).
+def json_text(obj: object) -> str:
+    """``obj`` as the JSON buildlm writes: indented by two spaces with a final newline, and
+    non-ASCII text written as itself (UTF-8), so a person can read config.json and manifest.json."""
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
 
-    Indented by two spaces with a final newline, and non-ASCII text written as itself (UTF-8),
-    so a person can read the config.json and manifest.json files buildlm writes.
+
+def atomic_write_json(path: str | os.PathLike, obj: object) -> Path:
+    """Write ``obj`` as JSON (`json_text`) to ``path`` atomically (`atomic_write_text`).
+
+    Inside an `atomic_folder` a plain write is enough: the folder is flushed and renamed whole.
     """
-    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    return atomic_write_text(path, json_text(obj))
 
 
 def _fsync_tree(folder: Path) -> None:

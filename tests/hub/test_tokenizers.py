@@ -1,5 +1,11 @@
-"""The tokenizer of a Hugging Face folder: tokenizer.json (byte-level BPE) or GPT-2's vocab.json +
-merges.txt, each checked against Hugging Face ``tokenizers`` reading the same files."""
+"""The tokenizer of a Hugging Face folder: tokenizer.json (byte-level BPE, or SentencePiece-style
+with byte fallback) or GPT-2's vocab.json + merges.txt, each checked against Hugging Face
+``tokenizers`` reading the same files."""
+
+import json
+import sys
+import warnings
+from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer as HFTokenizer
@@ -7,7 +13,7 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from buildlm.data.corpora import load_corpus
 from buildlm.hub import load_hf, load_hf_tokenizer, save_hf
-from buildlm.tokenizer import Tokenizer
+from buildlm.tokenizer import SentencePieceBPE, Tokenizer
 
 SAMPLES = [
     "I had always thought Jack Gisburn rather a cheap genius--though a good fellow enough.",
@@ -122,3 +128,75 @@ def test_added_tokens_and_what_buildlm_does_not_do(model_folder, hf_tokenizer, t
     assert expected[0] == 401 and 400 in expected
     assert ours.encode(text, allowed_special="all") == expected[1:]  # no BOS added
     assert ours.decode(expected) == tok.decode(expected, skip_special_tokens=False)
+
+
+# --- SentencePiece-style tokenizers (Llama 2, Mistral, Gemma): byte-fallback BPE -------------
+
+
+@pytest.fixture
+def spm_folder(hub, tmp_path):
+    """A tiny Llama folder with a Llama-2-style tokenizer.json (built by tokenizers) and a
+    tokenizer_config.json naming its bos/eos, as a Hub folder has them."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import spm_files
+
+    folder = tmp_path / "llama2"
+    hub.make_hf("llama", **hub.llama_shape(vocab_size=1024)).save_pretrained(folder)
+    spm_files.build("llama", folder / "tokenizer.json")
+    config = {"tokenizer_class": "LlamaTokenizerFast", "bos_token": "<s>", "eos_token": "</s>"}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_sentencepiece_tokenizer_loads_with_the_model(spm_folder):
+    from buildlm.infer.load import load_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # its normalizer is buildlm's too: no caveat to give
+        model, tok = load_model(spm_folder)
+    assert isinstance(tok, SentencePieceBPE) and (tok.bos, tok.eot_token) == ("<s>", 2)
+    theirs = HFTokenizer.from_file(str(spm_folder / "tokenizer.json"))
+    for text in SAMPLES:
+        assert tok.encode(text, disallowed_special=()) == theirs.encode(text).ids
+    assert tok.vocab_size <= model.config.vocab_size
+
+
+def test_a_generated_reply_streams_as_it_decodes(spm_folder):
+    """A reply "▁Hello▁world" reads "Hello world": the decoder's Strip on the first token."""
+    from buildlm.infer.requests import SamplingParams
+    from buildlm.infer.row import make_row
+
+    model, tok = load_hf(spm_folder)
+    reply = tok.encode("Hello émigré ☃ world", disallowed_special=())
+    assert tok.token_bytes(reply[0]).startswith(b" ")
+    row = make_row("[INST] Hi [/INST]", SamplingParams(max_new_tokens=50), model.config, tok)
+    streamed = "".join(row.push(i) for i in [*reply, tok.eot_token])
+    assert streamed == row.completion().text == tok.decode(reply) == "Hello émigré ☃ world"
+    assert row.finish_reason == "stop"
+
+
+def test_sentencepiece_tokenizer_round_trips_through_save_hf(spm_folder, tmp_path):
+    from transformers import AutoTokenizer
+
+    model, tok = load_hf(spm_folder)
+    out = save_hf(model, tok, tmp_path / "out")
+    original = json.loads((spm_folder / "tokenizer.json").read_text("utf-8"))
+    assert json.loads((out / "tokenizer.json").read_text("utf-8")) == original
+    config = json.loads((out / "tokenizer_config.json").read_text("utf-8"))
+    assert (config["bos_token"], config["eos_token"]) == ("<s>", "</s>")
+    assert json.loads((out / "config.json").read_text("utf-8"))["eos_token_id"] == 2
+    theirs = AutoTokenizer.from_pretrained(out)
+    for text in SAMPLES:
+        ids = theirs.encode(text, add_special_tokens=False)
+        assert load_hf_tokenizer(out).encode(text, disallowed_special=()) == ids
+
+
+def test_sentencepiece_tokenizer_in_a_buildlm_checkpoint(spm_folder, tmp_path):
+    from buildlm.checkpoint_format import load_checkpoint
+    from buildlm.hub.convert import hf_to_checkpoint
+
+    hf_to_checkpoint(spm_folder, tmp_path / "ckpt")
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    assert isinstance(loaded.tokenizer, SentencePieceBPE)
+    text = SAMPLES[1]
+    assert loaded.tokenizer.encode(text) == load_hf_tokenizer(spm_folder).encode(text)

@@ -198,3 +198,37 @@ def test_command_runs_unchanged_on_a_hugging_face_qwen3_folder(plays_tokenizer, 
         len(rows(out)) == 2
         and (out / "checkpoints" / "step-0000002" / "model.safetensors").is_file()
     )
+
+
+def test_a_tool_in_the_loop_is_run_and_its_result_carries_no_loss():
+    """Rollouts with tools=["calculator"]: the model (a real GPT scripted to write a call) gets
+    the result fed back; the verifier judges the final answer; the fed tokens are no targets."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from buildlm.finetune.grpo_rollout import GRPOPrompt, sample_completions
+    from buildlm.infer import Engine
+    from scripted_model import byte_tokenizer, script_after, scripted_model, text_ids
+
+    prompt, call, result = "Q: 23*58\nA: ", "<tool>calculator: 23*58</tool>", "<result>1334</result>"
+    said = call + "x" * len(result) + " 1334"  # what the model writes where the result goes
+    script = script_after(prompt, text_ids(said) + [256])
+    engine = Engine(scripted_model(script), byte_tokenizer())
+    grpo_prompt = GRPOPrompt(text_ids(prompt), prompt, call + result + "1334", [], [256])
+    (group,) = sample_completions(engine, [grpo_prompt], 2, 80, 1.0, None, seed=0, tools=("calculator",))
+    assert [c.text for c in group] == [call + result + " 1334"] * 2
+    fed = list(range(len(call), len(call) + len(result)))
+    assert all(c.inserted == fed for c in group)
+    verdict = verifier_for("exact").score(prompt, group[0].text, grpo_prompt.answer)
+    assert verdict.correct
+    _, y, _ = collate_rollout([grpo_prompt], [group], pad_id=0, context_length=128)
+    start = len(grpo_prompt.ids) - 1  # the target of completion token j sits at start + j
+    completion = text_ids(call + result + " 1334") + [256]
+    expected = [IGNORE if j in fed else t for j, t in enumerate(completion)]
+    assert y[0, start : start + len(completion)].tolist() == expected
+    (plain,) = sample_completions(engine, [grpo_prompt], 1, 80, 1.0, None, seed=0)
+    assert plain[0].inserted == [] and not verifier_for("exact").score(prompt, plain[0].text, grpo_prompt.answer).correct
+    assert GRPOConfig(tools=["calculator"]).tools == ["calculator"]
+    with pytest.raises(ValueError, match="unknown tool"):
+        GRPOConfig(tools=["shell"])

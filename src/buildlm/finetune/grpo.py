@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from buildlm.finetune.grpo_rollout import (
     token_logprobs,
 )
 from buildlm.model.lora import lora_disabled, lora_modules
+from buildlm.tools.calls import check_tools
 
 SAMPLES = "samples.jsonl"
 
@@ -79,6 +80,9 @@ class GRPOConfig:
         max_test_examples: test prompts scored before and after training (null: all).
         eval_before: also score the starting model on the test prompts.
         log_samples: sampled completions written to samples.jsonl per rollout.
+        tools: tools the model may call while it answers, e.g. [calculator]: the tool loop runs
+            in the rollouts and in the evaluations; the results it inserts are fed to the
+            model, not chosen by it, so they carry no loss (`buildlm.infer.tool_use`).
     """
 
     group_size: int = 8
@@ -99,8 +103,10 @@ class GRPOConfig:
     max_test_examples: int | None = None
     eval_before: bool = True
     log_samples: int = 2
+    tools: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.tools = list(check_tools(self.tools))
         for name in (
             "group_size",
             "prompts_per_step",
@@ -250,6 +256,7 @@ class GRPOTask:
         groups = sample_completions(
             self.engine, prompts, cfg.group_size, cfg.max_new_tokens, cfg.temperature,
             cfg.top_p if cfg.top_p < 1 else None, seed=self.seed * 1_000_003 + generation * len(prompts) * cfg.group_size,
+            tools=tuple(cfg.tools),
         )  # fmt: skip
         self.policy.train(was_training)
         verdicts = [
@@ -364,7 +371,7 @@ class GRPOTask:
         if not self.val:
             return {}
         scores, _ = score_prompts(model, self.tokenizer, self.val, self.verifier, self.config.max_new_tokens,
-                                  self.config.eval_batch_size)  # fmt: skip
+                                  self.config.eval_batch_size, tuple(self.config.tools))  # fmt: skip
         return {"val_accuracy": scores["accuracy"], "val_reward": scores["reward"]}
 
     def describe(self, m: dict[str, float]) -> str:
@@ -378,12 +385,13 @@ def score_prompts(
     verifier: Any,
     max_new_tokens: int,
     batch_size: int,
+    tools: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(scores, rows): greedy replies checked by ``verifier`` (accuracy, reward) and by exact
     match (`buildlm.eval.exact_match`, as instruction tuning reports it), overall and per task."""
     from buildlm.eval.exact_match import GenerationItem, exact_match, generate_answers
 
-    items = [GenerationItem(p.ids, p.answer, p.stop, p.stop_ids, p.where, p.task) for p in prompts]
+    items = [GenerationItem(p.ids, p.answer, p.stop, p.stop_ids, p.where, p.task, tools) for p in prompts]
     replies = generate_answers(model, tokenizer, items, max_new_tokens, batch_size)
     rows = []
     for p, text in zip(prompts, replies, strict=True):

@@ -101,11 +101,13 @@ def sample_completions(
     temperature: float,
     top_p: float | None,
     seed: int,
+    tools: tuple[str, ...] = (),
 ) -> list[list[Any]]:
     """``group_size`` sampled `Completion`s per prompt, in one batched Engine call.
 
     Completion g of prompt p is seeded with ``seed + p * group_size + g``: its tokens do not
-    depend on what else is in the batch, or on the global random state.
+    depend on what else is in the batch, or on the global random state. With ``tools`` the
+    model may call them (`buildlm.infer.tool_use`); ``Completion.inserted`` marks the results.
     """
     from buildlm.infer.requests import SamplingParams
 
@@ -121,6 +123,7 @@ def sample_completions(
                     stop=tuple(prompt.stop),
                     stop_token_ids=tuple(prompt.stop_ids),
                     seed=seed + p * group_size + g,
+                    tools=tools,
                 )  # fmt: skip
             )
     completions = engine.generate(requests, params)
@@ -176,13 +179,15 @@ def collate_rollout(
     """x (B, T), y (B, T) and completion lengths (B,) of every prompt's group, in order.
 
     Row = prompt ids + completion ids (cut to ``context_length + 1`` tokens); x = row[:-1],
-    y = row[1:] with the prompt's targets set to ``IGNORE``.
+    y = row[1:] with the prompt's targets set to ``IGNORE``, and so are the tokens a tool's
+    result inserted (``Completion.inserted``): the model read them, it did not choose them.
     """
-    rows, starts = [], []
+    rows, starts, inserted = [], [], []
     for prompt, group in zip(prompts, groups, strict=True):
         for completion in group:
             rows.append((list(prompt.ids) + completion_ids(completion))[: context_length + 1])
             starts.append(len(prompt.ids))
+            inserted.append(getattr(completion, "inserted", ()))
     width = max(len(r) for r in rows) - 1
     x = torch.full((len(rows), width), pad_id, dtype=torch.long)
     y = torch.full((len(rows), width), IGNORE, dtype=torch.long)
@@ -191,6 +196,9 @@ def collate_rollout(
         n = len(row) - 1
         x[i, :n] = torch.tensor(row[:-1])
         y[i, start - 1 : n] = torch.tensor(row[start:])  # target t is token t + 1
+        for j in inserted[i]:  # completion token j is the target at start - 1 + j
+            if start - 1 + j < n:
+                y[i, start - 1 + j] = IGNORE
         lengths[i] = len(row) - start
     return x, y, lengths
 

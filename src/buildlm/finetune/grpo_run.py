@@ -112,7 +112,7 @@ def run_grpo(
 
     def score(label: str, path: Path) -> dict[str, Any]:
         scores, rows = score_prompts(
-            model, tokenizer, test, verifier, config.max_new_tokens, config.eval_batch_size
+            model, tokenizer, test, verifier, config.max_new_tokens, config.eval_batch_size, tuple(config.tools)
         )
         write_jsonl(rows, path)
         log(f"{label}: {_describe(scores)}")

@@ -33,7 +33,7 @@ from buildlm.hub.hf_config import config_from_hf, model_type_of, parse_hf_dtype,
 from buildlm.hub.hf_weights import Link, canonical_name, is_ignored, weight_links
 from buildlm.hub.weight_files import TensorFile, open_weights
 from buildlm.model import GPT, ModelConfig
-from buildlm.tokenizer import Tokenizer
+from buildlm.tokenizer import SentencePieceBPE, Tokenizer
 from buildlm.tokenizer.files import read_json
 
 
@@ -42,12 +42,13 @@ def load_hf(
     dtype: torch.dtype | str | None = None,
     device: torch.device | str = "cpu",
     tokenizer: bool = True,
-) -> tuple[GPT, Tokenizer | None]:
+) -> tuple[GPT, Tokenizer | SentencePieceBPE | None]:
     """A Hugging Face model folder as ``(model, tokenizer)``; the model is in eval mode.
 
     ``dtype`` converts the weights (``torch.bfloat16``, ``"bf16"`` or ``"bfloat16"``); by default each
     tensor keeps the checkpoint's dtype, so a bf16 checkpoint stays bf16. The tokenizer comes from
-    ``tokenizer.json`` (byte-level BPE) or GPT-2's ``vocab.json`` + ``merges.txt``; it is ``None``
+    ``tokenizer.json`` (byte-level BPE, or SentencePiece-style with byte fallback) or GPT-2's
+    ``vocab.json`` + ``merges.txt``; it is ``None``
     when the folder has neither, or when ``tokenizer=False``.
     """
     folder = Path(path)
@@ -89,8 +90,12 @@ def _skip_init() -> Iterator[None]:
             setattr(nn.init, n, fn)
 
 
-def load_hf_tokenizer(folder: str | os.PathLike) -> Tokenizer | None:
-    """The tokenizer of a Hugging Face model folder, or ``None`` if it has no tokenizer files."""
+def load_hf_tokenizer(folder: str | os.PathLike) -> Tokenizer | SentencePieceBPE | None:
+    """The tokenizer of a Hugging Face model folder, or ``None`` if it has no tokenizer files.
+
+    A SentencePiece-style tokenizer.json (Llama 2, Mistral, Gemma) takes its beginning- and
+    end-of-sequence tokens from ``tokenizer_config.json`` when the folder has one.
+    """
     folder = Path(folder)
     if (folder / "tokenizer.json").is_file():
         path = folder / "tokenizer.json"
@@ -101,7 +106,9 @@ def load_hf_tokenizer(folder: str | os.PathLike) -> Tokenizer | None:
             raise ValueError(
                 f"{err} (pass tokenizer=False to load the weights without the tokenizer)"
             ) from None
-        for caveat in _tokenizer_caveats(data):
+        if isinstance(tokenizer, SentencePieceBPE):
+            _bos_eos_from_config(folder, tokenizer)
+        for caveat in _tokenizer_caveats(data, isinstance(tokenizer, SentencePieceBPE)):
             warnings.warn(f"{path}: {caveat}", stacklevel=3)
         return tokenizer
     if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
@@ -110,15 +117,28 @@ def load_hf_tokenizer(folder: str | os.PathLike) -> Tokenizer | None:
     return None
 
 
-def _tokenizer_caveats(data: dict) -> list[str]:
-    """What a tokenizer.json does that `Tokenizer` does not (said once, at load time).
+def _bos_eos_from_config(folder: Path, tokenizer: SentencePieceBPE) -> None:
+    """Set ``tokenizer.bos`` / ``.eos`` from tokenizer_config.json's ``bos_token`` /
+    ``eos_token`` (a string, or ``{"content": ...}``) where they name special tokens."""
+    path = folder / "tokenizer_config.json"
+    config = read_json(path) if path.is_file() else {}
+    for key, attr in (("bos_token", "bos"), ("eos_token", "eos")):
+        value = config.get(key) if isinstance(config, dict) else None
+        value = value.get("content") if isinstance(value, dict) else value
+        if isinstance(value, str) and value in tokenizer.special_tokens:
+            setattr(tokenizer, attr, value)
 
-    Qwen's tokenizers NFC-normalise text first; Llama 3's add ``<|begin_of_text|>`` to every
-    encoded text in a post-processor. buildlm's encode does neither.
+
+def _tokenizer_caveats(data: dict, normalizes: bool = False) -> list[str]:
+    """What a tokenizer.json does that buildlm's tokenizer does not (said once, at load time).
+
+    Qwen's tokenizers NFC-normalise text first (a byte-level `Tokenizer` does not; a
+    `SentencePieceBPE`, ``normalizes``, does); Llama 3's and Gemma's add ``<|begin_of_text|>`` /
+    ``<bos>`` to every encoded text in a post-processor. buildlm's encode does not.
     """
     caveats = []
     normalizer = data.get("normalizer")
-    if normalizer:
+    if normalizer and not normalizes:
         caveats.append(
             f"the tokenizer normalizes text first ({normalizer.get('type')}) and buildlm's does "
             "not: normalize text yourself if it may not be in that form already"

@@ -5,7 +5,8 @@ same logits as the buildlm model::
 
     config.json             the architecture in transformers' terms (`hf_config.config_to_hf`)
     model.safetensors       the weights under transformers' names (`hf_weights.buildlm_to_hf`)
-    tokenizer.json          the tokenizer, when one is given (``tokenizers`` reads it)
+    tokenizer.json          the tokenizer, when one is given (``tokenizers`` reads it; a
+                            SentencePiece-style one is written back as it was read)
     tokenizer_config.json   tells ``AutoTokenizer`` to use tokenizer.json as it is
 
 The folder is written under a temporary name beside ``path`` and renamed into place when
@@ -25,14 +26,14 @@ from buildlm.hub.hf_config import config_to_hf, hf_dtype_name, hf_model_type
 from buildlm.hub.hf_weights import buildlm_to_hf
 from buildlm.hub.safetensors_io import write_safetensors
 from buildlm.model import GPT
-from buildlm.tokenizer import Tokenizer
+from buildlm.tokenizer import SentencePieceBPE, Tokenizer
 
 HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
 def save_hf(
     model: GPT,
-    tokenizer: Tokenizer | None,
+    tokenizer: Tokenizer | SentencePieceBPE | None,
     path: str | os.PathLike,
     model_type: str | None = None,
     force: bool = False,
@@ -68,13 +69,15 @@ def save_hf(
             )
         if tokenizer is not None:
             tokenizer.save_hf(tmp / "tokenizer.json")
-            eot = "<|endoftext|>" if eos is not None else None
+            # A byte-level tokenizer's <|endoftext|> is both; a SentencePiece-style one names its
+            # own (<s> and </s>, <bos> and <eos>).
+            eot = next((t for t, i in tokenizer.special_tokens.items() if i == eos), None)
             atomic_write_json(
                 tmp / "tokenizer_config.json",
                 {
                     "tokenizer_class": "PreTrainedTokenizerFast",
                     "model_max_length": cfg.context_length,
-                    "bos_token": eot,
+                    "bos_token": getattr(tokenizer, "bos", None) or eot,
                     "eos_token": eot,
                     "clean_up_tokenization_spaces": False,
                 },

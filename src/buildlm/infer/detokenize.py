@@ -6,6 +6,10 @@ characters in the middle of a stream. `IncrementalDetokenizer` keeps the bytes o
 character back until the token that completes it arrives (Python's incremental UTF-8 decoder
 does exactly that), so streamed text is always the prefix of the final text.
 
+A SentencePiece-style token (Llama 2, Mistral, Gemma) reads the same, its ``"▁"`` a space and its
+``<0xNN>`` the byte NN, except as the *first* token of a text, where a decoder may drop the space
+a prepended ``"▁"`` became (``"▁Hello"`` -> ``"Hello"``): ``first_token_bytes`` gives those.
+
 Stop strings (``stop=["\\n\\n"]``) are matched on the text, not on tokens: one stop string can
 span several tokens, and one token can hold a stop string plus more text. While streaming, the
 last few characters that could still be the start of a stop string are held back too.
@@ -20,14 +24,20 @@ from collections.abc import Callable, Sequence
 class IncrementalDetokenizer:
     """Feed token ids one at a time; get back the text they complete, cut at any stop string.
 
-    ``token_bytes(id)`` gives a token's bytes (``Tokenizer.token_bytes``). After ``push``,
-    ``stopped`` tells whether a stop string was found; the text then ends just before it.
+    ``token_bytes(id)`` gives a token's bytes (``Tokenizer.token_bytes``);
+    ``first_token_bytes(id)``, if given, those of the first token pushed
+    (``SentencePieceBPE.first_token_bytes``). After ``push``, ``stopped`` tells whether a stop
+    string was found; the text then ends just before it.
     """
 
     def __init__(
-        self, token_bytes: Callable[[int], bytes], stop: Sequence[str] = ()
+        self,
+        token_bytes: Callable[[int], bytes],
+        stop: Sequence[str] = (),
+        first_token_bytes: Callable[[int], bytes] | None = None,
     ) -> None:
         self._token_bytes = token_bytes
+        self._first_token_bytes = first_token_bytes
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.stop = [s for s in stop if s]
         self._hold = max((len(s) for s in self.stop), default=1) - 1
@@ -40,7 +50,9 @@ class IncrementalDetokenizer:
         if self.stopped:
             return ""
         start = max(0, len(self.text) - self._hold)  # a stop string may straddle the old tail
-        self.text += self._decoder.decode(self._token_bytes(token_id))
+        read = self._first_token_bytes or self._token_bytes
+        self._first_token_bytes = None
+        self.text += self._decoder.decode(read(token_id))
         cut = self._find_stop(start)
         if cut is not None:
             self.text = self.text[:cut]

@@ -159,7 +159,8 @@ def make_row(
         stop_ids = () if eot is None else (eot,)
     detok = None
     if tokenizer is not None:
-        detok = IncrementalDetokenizer(tokenizer.token_bytes, params.stop)
+        first = getattr(tokenizer, "first_token_bytes", None)  # SentencePiece-style tokenizers
+        detok = IncrementalDetokenizer(tokenizer.token_bytes, params.stop, first)
     elif params.stop or params.tools:
         what = "stop strings" if params.stop else "tools"
         raise ValueError(f"{what} need a tokenizer to decode text; pass Engine(model, tokenizer)")

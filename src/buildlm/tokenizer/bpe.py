@@ -29,20 +29,17 @@ process pool); the tests check that both paths give the same ids.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from functools import lru_cache, partial
+from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from importlib import resources
-from typing import Literal
-
-import regex
 
 from buildlm.tokenizer import buildlm_json, hf_json, openai_files
 from buildlm.tokenizer.fast_encode import FastEncoder, encode_batch
 from buildlm.tokenizer.files import read_json
 from buildlm.tokenizer.merge import LARGE_CHUNK, merge_large, merge_small, merges_from_ranks
 from buildlm.tokenizer.patterns import Splitter, pattern_name, resolve_pattern
-
-Specials = Literal["all"] | Collection[str]
+from buildlm.tokenizer.sentencepiece_bpe import SentencePieceBPE
+from buildlm.tokenizer.specials import Specials, allowed_specials, special_regex
 
 
 class Tokenizer:
@@ -147,29 +144,12 @@ class Tokenizer:
         Pass ``allowed_special={"<|endoftext|>"}`` (or ``"all"``) to encode it as the special id,
         or ``disallowed_special=()`` to encode it as ordinary text.
         """
-        allowed = self._special.keys() if allowed_special == "all" else allowed_special
-        unknown = [t for t in allowed if t not in self._special]
-        if unknown:
-            raise ValueError(
-                f"allowed_special contains {unknown[0]!r}, which is not a special token "
-                f"of this tokenizer; its special tokens are {sorted(self._special)}"
-            )
-        if disallowed_special == "all":
-            disallowed = [t for t in self._special if t not in allowed]
-        else:
-            disallowed = disallowed_special
-        for token in disallowed:
-            if token in text:
-                raise ValueError(
-                    f"the text contains the special token {token!r}. To encode it as the special "
-                    f"token, pass allowed_special={{{token!r}}} (or 'all'); to encode it as plain "
-                    "text, pass disallowed_special=()"
-                )
+        allowed = allowed_specials(self._special, text, allowed_special, disallowed_special)
         if not allowed:
             return self.encode_ordinary(text)
         ids: list[int] = []
         start = 0
-        for m in _special_regex(frozenset(allowed)).finditer(text):
+        for m in special_regex(allowed).finditer(text):
             ids += self.encode_ordinary(text[start : m.start()])
             ids.append(self._special[m.group()])
             start = m.end()
@@ -271,7 +251,11 @@ class Tokenizer:
 
         special_tokens = tuple(special_tokens)
         merges = train_bpe(
-            texts, vocab_size, pattern=pattern, special_tokens=special_tokens, progress=progress,
+            texts,
+            vocab_size,
+            pattern=pattern,
+            special_tokens=special_tokens,
+            progress=progress,
             strict=strict,
         )
         return cls.from_merges(merges, pattern, special_tokens)
@@ -326,8 +310,9 @@ class Tokenizer:
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Tokenizer:
-        """Read a file written by :meth:`save` (or a Hugging Face byte-level ``tokenizer.json``).
+    def load(cls, path: str | os.PathLike) -> Tokenizer | SentencePieceBPE:
+        """Read a file written by :meth:`save` (or a Hugging Face ``tokenizer.json``, see
+        :meth:`from_hf`).
 
         A corrupted file raises ``ValueError`` naming it and the problem.
         """
@@ -378,8 +363,16 @@ class Tokenizer:
         return cls(openai_files.read_tiktoken(path), pattern, special_tokens)
 
     @classmethod
-    def from_hf(cls, tokenizer_json: str | os.PathLike, data: object = None) -> Tokenizer:
-        """A byte-level BPE ``tokenizer.json`` from Hugging Face (GPT-2, Llama 3, Qwen, ...)."""
+    def from_hf(
+        cls, tokenizer_json: str | os.PathLike, data: object = None
+    ) -> Tokenizer | SentencePieceBPE:
+        """A Hugging Face ``tokenizer.json``: a byte-level BPE (GPT-2, Llama 3, Qwen) as a
+        `Tokenizer`; a SentencePiece-style one with byte fallback (Llama 2, Mistral, Gemma) as a
+        `SentencePieceBPE` (``sentencepiece_bpe.py``), which has the same interface."""
+        if data is None:
+            data = read_json(tokenizer_json)
+        if isinstance(data, dict) and hf_json.is_sentencepiece_style(data):
+            return SentencePieceBPE.from_hf(tokenizer_json, data)
         vocab, merges, specials, pattern = hf_json.read_hf_tokenizer(tokenizer_json, data)
         try:
             return cls(vocab, pattern, specials, merges=merges)
@@ -417,12 +410,3 @@ class Tokenizer:
     def __repr__(self) -> str:
         name = pattern_name(self.pattern) or "custom"
         return f"Tokenizer(vocab_size={self.vocab_size}, pattern={name!r}, special_tokens={self._special})"
-
-
-@lru_cache(maxsize=64)
-def _special_regex(tokens: frozenset[str]) -> regex.Pattern:
-    # Longest first, so a special token that is a prefix of another cannot shadow it.
-    return regex.compile(
-        "|".join(regex.escape(t) for t in sorted(tokens, key=lambda t: (-len(t), t)))
-    )
-

@@ -29,6 +29,18 @@ user, model, user, ...; a system message has no turn of its own and opens the fi
 as Gemma 3's template does; content is stripped of surrounding whitespace)::
 
     <bos><start_of_turn>user\\nBe brief.\\n\\nHi<end_of_turn>\\n<start_of_turn>model\\n
+
+Mistral / Mixtral (Mistral-7B-Instruct-v0.3's template; ``</s>`` ends a reply; turns alternate
+user, assistant, ...; a system message has no turn and opens the *last* user message, and is
+dropped when the conversation does not end with a user message; no generation header: the
+prompt ends with ``[/INST]``)::
+
+    <s>[INST] Hi[/INST] Hello!</s>[INST] Be brief.\\n\\nAnd now?[/INST]
+
+OLMo 2 Instruct (Tulu's format; ``<|endoftext|>`` is both the first token and the end of a
+reply)::
+
+    <|endoftext|><|system|>\\nBe brief.\\n<|user|>\\nHi\\n<|assistant|>\\n
 """
 
 from __future__ import annotations
@@ -44,6 +56,9 @@ CHATML_END = "<|im_end|>"
 QWEN2_DEFAULT_SYSTEM = "You are a helpful assistant."
 GEMMA_BOS = "<bos>"
 GEMMA_END = "<end_of_turn>"
+MISTRAL_BOS = "<s>"
+MISTRAL_EOS = "</s>"
+OLMO2_EOT = "<|endoftext|>"
 
 
 def check_messages(messages: Sequence[Message]) -> None:
@@ -145,3 +160,75 @@ def gemma_parts(messages: Sequence[Message], add_generation_prompt: bool = False
 def gemma_prompt(messages: Sequence[Message], add_generation_prompt: bool = False) -> str:
     """The Gemma (Instruct) chat format: ``<start_of_turn>role\\ncontent<end_of_turn>\\n``."""
     return "".join(gemma_parts(messages, add_generation_prompt))
+
+
+def _alternating(messages: Sequence[Message], family: str) -> None:
+    """Raise unless ``messages`` alternate user, assistant, user, ... (one family's rule)."""
+    for i, m in enumerate(messages):
+        if (m["role"] == "user") != (i % 2 == 0) or m["role"] == "system":
+            raise ValueError(
+                f"message {i} is a {m['role']!r} turn: {family}'s chat format needs turns that "
+                "alternate user, assistant, user, ... (after at most one first system message)"
+            )
+
+
+def mistral_parts(
+    messages: Sequence[Message], add_generation_prompt: bool = False, control_tokens: bool = True
+) -> list[str]:
+    """`mistral_prompt` as parts. ``[INST]`` / ``[/INST]`` are `Special` when ``control_tokens``
+    (they are special tokens of v0.3 tokenizers) and plain text otherwise (v0.1, Mixtral 8x7B).
+
+    ``add_generation_prompt`` changes nothing: the prompt already ends with ``[/INST]``.
+    """
+    check_messages(messages)
+    system = None
+    if messages[0]["role"] == "system":
+        system, messages = messages[0]["content"], messages[1:]
+    _alternating(messages, "Mistral")
+    inst, end_inst = ("[INST]", "[/INST]")
+    if control_tokens:
+        inst, end_inst = Special(inst), Special(end_inst)
+    parts: list[str] = [Special(MISTRAL_BOS)]
+    for i, m in enumerate(messages):
+        if m["role"] == "user":
+            last = i == len(messages) - 1
+            content = f"{system}\n\n{m['content']}" if last and system is not None else m["content"]
+            parts += [inst, " " + content, end_inst]
+        else:
+            parts += [" " + m["content"].strip(), Special(MISTRAL_EOS)]
+    return parts
+
+
+def mistral_prompt(messages: Sequence[Message], add_generation_prompt: bool = False) -> str:
+    """The Mistral / Mixtral (Instruct) chat format: ``[INST] user[/INST] reply</s>``."""
+    return "".join(mistral_parts(messages, add_generation_prompt))
+
+
+def olmo2_parts(
+    messages: Sequence[Message], add_generation_prompt: bool = False, role_tokens: bool = False
+) -> list[str]:
+    """`olmo2_prompt` as parts: ``<|endoftext|>`` `Special`; the role tags ``<|user|>`` ... are
+    plain text, or `Special` with ``role_tokens`` (a tokenizer that has them as special tokens).
+    """
+    check_messages(messages)
+    eot = Special(OLMO2_EOT)
+
+    def tag(role: str) -> str:
+        return Special(f"<|{role}|>") if role_tokens else f"<|{role}|>"
+
+    parts: list[str] = [eot]
+    for i, m in enumerate(messages):
+        last = i == len(messages) - 1
+        if m["role"] == "assistant":
+            parts += [tag("assistant"), "\n" + m["content"], eot, "" if last else "\n"]
+        else:
+            parts += [tag(m["role"]), "\n" + m["content"] + "\n"]
+    if add_generation_prompt:
+        parts += [tag("assistant"), "\n"]
+    return parts
+
+
+def olmo2_prompt(messages: Sequence[Message], add_generation_prompt: bool = False) -> str:
+    """The OLMo 2 (Instruct) chat format: ``<|user|>\\ncontent\\n``, replies end with
+    ``<|endoftext|>``."""
+    return "".join(olmo2_parts(messages, add_generation_prompt))

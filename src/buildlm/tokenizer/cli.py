@@ -6,7 +6,8 @@
     buildlm tokenizer decode --tokenizer gpt2 --input ids.npy
 
 ``--tokenizer`` takes a file written by ``train`` (or ``Tokenizer.save``), a Hugging Face
-byte-level ``tokenizer.json``, or the name ``gpt2``.
+``tokenizer.json`` (byte-level, or SentencePiece-style: Llama 2, Mistral, Gemma), or the name
+``gpt2``.
 Errors a user can cause raise ``ValueError``/``FileNotFoundError``; ``buildlm.cli`` prints them
 as one line.
 """
@@ -25,9 +26,10 @@ from buildlm.cli_parser import Parser
 from buildlm.tokenizer.bpe import Tokenizer
 from buildlm.tokenizer.files import read_text
 from buildlm.tokenizer.patterns import pattern_name
+from buildlm.tokenizer.sentencepiece_bpe import SentencePieceBPE
 
 
-def load_tokenizer(spec: str) -> Tokenizer:
+def load_tokenizer(spec: str) -> Tokenizer | SentencePieceBPE:
     """A tokenizer file (buildlm JSON or Hugging Face ``tokenizer.json``), or ``gpt2``."""
     if Path(spec).is_file():
         return Tokenizer.load(spec)
@@ -185,7 +187,9 @@ def text_blocks(text: str, block_chars: int = BLOCK_CHARS) -> list[str]:
     return blocks
 
 
-def encode_text(tokenizer: Tokenizer, text: str, mode: str, progress: bool = True) -> list[int]:
+def encode_text(
+    tokenizer: Tokenizer | SentencePieceBPE, text: str, mode: str, progress: bool = True
+) -> list[int]:
     """Encode with a progress bar over blocks when the text is long and the pattern built in."""
     encode = {
         "allow": lambda t: tokenizer.encode(t, allowed_special="all"),
@@ -196,8 +200,10 @@ def encode_text(tokenizer: Tokenizer, text: str, mode: str, progress: bool = Tru
         for token in tokenizer.special_tokens:  # check once, not per block
             if token in text:
                 encode(token)  # raises the ValueError that explains the choice
-    splittable = pattern_name(tokenizer.pattern) is not None and not any(
-        ch.isspace() for token in tokenizer.special_tokens for ch in token
+    splittable = (  # blocks are cut where a byte-level tokenizer's regex surely cuts
+        isinstance(tokenizer, Tokenizer)
+        and pattern_name(tokenizer.pattern) is not None
+        and not any(ch.isspace() for token in tokenizer.special_tokens for ch in token)
     )
     if not splittable or len(text) <= 4 * BLOCK_CHARS:
         return encode(text)

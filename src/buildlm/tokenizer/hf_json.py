@@ -4,7 +4,8 @@ This is the format of GPT-2, Llama 3 and Qwen checkpoints on the Hugging Face Hu
 written with GPT-2's byte map (``openai_files.gpt2_bytes_to_unicode``), the model is ``BPE`` with
 a ``vocab`` and ordered ``merges``, and the pre-tokenizer is ``ByteLevel`` (GPT-2's regex) or a
 ``Split`` regex followed by ``ByteLevel``. Special tokens are the ``added_tokens``. Other kinds of
-tokenizer (SentencePiece-style byte fallback, WordPiece, ...) are refused with one line.
+tokenizer are refused with one line here; SentencePiece-style files (byte fallback: Llama 2, Mistral,
+Gemma) are read by ``sentencepiece_bpe.py`` instead (`is_sentencepiece_style` tells them apart).
 """
 
 from __future__ import annotations
@@ -22,6 +23,24 @@ from buildlm.tokenizer.patterns import PATTERNS
 def is_hf_tokenizer(data: object) -> bool:
     """True for parsed JSON that looks like a Hugging Face ``tokenizer.json``."""
     return isinstance(data, dict) and "format" not in data and "model" in data
+
+
+def is_sentencepiece_style(data: dict) -> bool:
+    """True for a SentencePiece-style BPE (byte fallback or a ``"▁"`` Metaspace step: Llama 2,
+    Mistral, Gemma), which ``sentencepiece_bpe.py`` reads; False for a byte-level one."""
+    model = data.get("model")
+    if isinstance(model, dict) and model.get("byte_fallback"):
+        return True
+
+    def steps(spec: object, key: str) -> list:
+        if not isinstance(spec, dict):
+            return []
+        return (spec.get(key) or []) if spec.get("type") == "Sequence" else [spec]
+
+    found = steps(data.get("pre_tokenizer"), "pretokenizers") + steps(
+        data.get("decoder"), "decoders"
+    )
+    return any(isinstance(s, dict) and s.get("type") == "Metaspace" for s in found)
 
 
 def read_hf_tokenizer(

@@ -36,8 +36,8 @@ from buildlm.atomic import (
     OUTPUTS,
     adopt_files,
     atomic_folder,
-    atomic_write_json,
     foreign_entries,
+    json_text,
     remove_folder,
     remove_stale_temporaries,
 )
@@ -177,7 +177,7 @@ def save_checkpoint(
         elif not (final / OUTPUTS).is_file() and not foreign_entries(final) - FILES:
             adopt_files(final, foreign_entries(final))  # saved before buildlm listed its files
     with atomic_folder(final, force=True, will_write=FILES) as tmp:
-        atomic_write_json(tmp / CONFIG, {**config, "step": step})
+        (tmp / CONFIG).write_text(json_text({**config, "step": step}), encoding="utf-8")  # the folder is atomic
         save_weights(model if weights is None else weights, tmp / WEIGHTS)
         if tokenizer is not None:
             tokenizer.save(tmp / TOKENIZER)
