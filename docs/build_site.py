@@ -51,7 +51,7 @@ CACHE = ROOT / "build" / "site-work" / "executed"
 EXECUTION_VERSION = "1"
 
 # The course in two parts; a stage's part is the last one that starts at or before it.
-PARTS = [(1, "Part 1: GPT-2 from scratch"), (10, "Part 2: modern LLMs, fast and big")]
+PARTS = [(1, "Part 1: GPT-2 from scratch"), (10, "Part 2: beyond GPT-2")]
 
 # API pages, in the order of the layers (docs/architecture.md, "The packages, in layers").
 API_PACKAGES = [
