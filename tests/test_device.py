@@ -43,7 +43,7 @@ def test_one_table_of_dtype_names_for_dtype_flags_and_training_precision():
 def test_a_dtype_name_outside_the_table_is_refused_by_every_flag(name):
     with pytest.raises(ValueError, match=r"unknown dtype .*choose auto, fp32, bf16, fp16"):
         parse_dtype(name)
-    with pytest.raises(ValueError, match=r"unknown precision .*choose one of: fp32, bf16, fp16"):
+    with pytest.raises(ValueError, match=r"unknown precision .*choose one of: auto, fp32, bf16, fp16"):
         TrainConfig(precision=name)
 
 
