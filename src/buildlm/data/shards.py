@@ -34,10 +34,12 @@ never overwritten; an earlier output is replaced only with ``force`` (`buildlm.a
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
 import re
+import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -50,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from buildlm.atomic import atomic_folder, atomic_write_json
-from buildlm.data.corpora import corpus_documents, is_corpus_name, list_corpora
+from buildlm.data.documents import BadRecords, ReadOptions
 
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -86,34 +88,7 @@ class Piece:
     start: int
     end: int
     last: bool  # the last block of this document in this split: append <|endoftext|>
-
-
-def resolve_inputs(inputs: Sequence[str | os.PathLike]) -> list[Source]:
-    """Files, folders (their ``*.txt`` files, sorted) and bundled corpus names -> documents."""
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    sources: list[Source] = []
-    for item in inputs:
-        if is_corpus_name(item):
-            for name, text in corpus_documents(str(item)).items():
-                sources.append(Source(f"{item}/{name}", data=text.encode("utf-8")))
-            continue
-        path = Path(item)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*.txt") if p.is_file())
-            if not files:
-                raise FileNotFoundError(f"folder {str(path)!r} holds no *.txt files to prepare")
-            sources += [Source(str(p), path=str(p)) for p in files]
-        elif path.is_file():
-            sources.append(Source(str(path), path=str(path)))
-        else:
-            raise FileNotFoundError(
-                f"input {str(item)!r} is neither a file, a folder, nor a bundled corpus "
-                f"({', '.join(list_corpora())})"
-            )
-    if not sources:
-        raise ValueError("no inputs given; pass files, folders or a bundled corpus name")
-    return sources
+    doc_end: bool = False  # the last block of this document of all
 
 
 def safe_cut(f: io.BufferedIOBase, pos: int, size: int) -> int:
@@ -156,6 +131,8 @@ def plan_pieces(sources: Sequence[Source], val_fraction: float, block_bytes: int
                     cuts.append(nxt)
                 for i, (a, b) in enumerate(pairwise(cuts)):
                     pieces.append(Piece(source, split, a, b, last=i == len(cuts) - 2))
+        if pieces and pieces[-1].source is source:
+            pieces[-1] = dataclasses.replace(pieces[-1], doc_end=True)
     return pieces
 
 
@@ -182,8 +159,12 @@ def _read_piece(piece: Piece) -> str:
         ) from None
 
 
-def _encode_piece(piece: Piece, tokenizer: Any = None) -> tuple[np.ndarray, int]:
+def _encode_piece(piece: Any, tokenizer: Any = None) -> tuple[Any, int]:
+    """``(ids, bytes)`` of a `Piece`; ``([ids per segment], bytes)`` of a `buildlm.data.work.Batch`."""
     tokenizer = tokenizer if tokenizer is not None else _WORKER_TOKENIZER
+    if not isinstance(piece, Piece):  # a Batch: its segments' text came with it
+        ids = [np.asarray(tokenizer.encode_ordinary(s.data.decode("utf-8")), dtype=np.uint32) for s in piece.segments]
+        return ids, piece.size
     text = _read_piece(piece)
     ids = np.asarray(tokenizer.encode_ordinary(text), dtype=np.uint32)
     return ids, piece.end - piece.start
@@ -273,40 +254,67 @@ def prepare_shards(
     block_bytes: int = 1 << 20,
     progress: bool = True,
     force: bool = False,
+    read: ReadOptions | None = None,
+    max_documents: int | None = None,
+    max_tokens: int | None = None,
+    log=print,
 ) -> dict:
     """Tokenize ``inputs`` into ``out_dir/{train,val}.bin`` + ``manifest.json`` + ``tokenizer.json``.
 
-    Returns the manifest. ``tokenizer`` is ``"gpt2"``, a ``tokenizer.json`` path or a Tokenizer.
+    Returns the manifest. ``inputs`` are files of any format `buildlm.data.inputs` reads, folders,
+    globs, ``hf:NAME`` or bundled corpus names; ``read`` says how records become documents.
+    ``tokenizer`` is ``"gpt2"``, a ``tokenizer.json`` path or a Tokenizer. Reading stops after
+    the document that reaches ``max_documents`` documents or ``max_tokens`` tokens in all.
     Other files in ``out_dir`` are kept, and never overwritten; an earlier ``prepare`` output
     there is replaced only with ``force`` (`buildlm.atomic.atomic_folder`).
     """
+    from buildlm.data.inputs import expand_inputs
+    from buildlm.data.work import work_items
+
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if block_bytes < 1:
         raise ValueError(f"block_bytes must be positive, got {block_bytes}")
+    for name, limit in (("max_documents", max_documents), ("max_tokens", max_tokens)):
+        if limit is not None and limit < 1:
+            raise ValueError(f"{name} must be >= 1 (or None for no limit), got {limit}")
+    read = read or ReadOptions()
     tokenizer_spec = str(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else "object"
     tokenizer = load_tokenizer(tokenizer)
-    sources = resolve_inputs(inputs)
+    items = expand_inputs(inputs)
     eot = eot_id(tokenizer)
     dtype = token_dtype(tokenizer.vocab_size)
-    pieces = plan_pieces(sources, val_fraction, block_bytes)
-    num_workers = min(num_workers or os.cpu_count() or 1, len(pieces))
+    bad = BadRecords(read)
+    num_workers = min(num_workers or os.cpu_count() or 1, _most_pieces(items, val_fraction, block_bytes))
 
     splits = ("train", "val")
     outputs = (*(f"{s}.bin" for s in splits), TOKENIZER_FILE, MANIFEST)
+    sources: list[dict] = []
     with atomic_folder(out_dir, force=force, will_write=outputs) as tmp:
         stats = {s: {"file": f"{s}.bin", "tokens": 0, "bytes": 0, "documents": 0} for s in splits}
         with ExitStack() as stack:
             files = {s: stack.enter_context(open(tmp / f"{s}.bin", "wb")) for s in splits}
-            bar = stack.enter_context(_progress_bar(sum(s.size() for s in sources), progress))
-            for piece, ids, n_bytes in _encoded(pieces, tokenizer, num_workers):
-                if piece.last:
-                    ids = np.append(ids, np.uint32(eot))
-                    stats[piece.split]["documents"] += 1
-                files[piece.split].write(ids.astype(dtype).tobytes())
-                stats[piece.split]["tokens"] += int(ids.size)
-                stats[piece.split]["bytes"] += n_bytes
-                bar.update(n_bytes)
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="buildlm-prepare-")))
+            bar = stack.enter_context(_progress_bar(_known_bytes(items), progress))
+            work = work_items(items, read, bad, val_fraction, block_bytes, scratch, sources)
+            documents = tokens = 0
+            for item, ids, _ in _encoded(work, tokenizer, num_workers):
+                for split, seg_ids, n_bytes, last, doc_end in _segments(item, ids):
+                    if last:
+                        seg_ids = np.append(seg_ids, np.uint32(eot))
+                        stats[split]["documents"] += 1
+                    files[split].write(seg_ids.astype(dtype).tobytes())
+                    stats[split]["tokens"] += int(seg_ids.size)
+                    stats[split]["bytes"] += n_bytes
+                    tokens += int(seg_ids.size)
+                    documents += doc_end
+                    bar.update(n_bytes)
+                    if doc_end and _reached(documents, tokens, max_documents, max_tokens):
+                        break
+                else:
+                    bar.set_postfix_str(_rates(bar, documents, tokens), refresh=False)
+                    continue
+                break  # a limit was reached: the rest is not read
         if stats["train"]["tokens"] == 0:
             raise ValueError("the inputs hold no text to train on")
         if val_fraction > 0 and stats["val"]["tokens"] == 0:
@@ -328,16 +336,54 @@ def prepare_shards(
             "tokenizer_source": tokenizer_spec,
             "val_fraction": val_fraction,
             "splits": stats,
-            "sources": [{"name": s.name, "bytes": s.size()} for s in sources],
+            "sources": sources,
         }
+        if bad.count:
+            manifest["skipped_records"] = bad.count
         atomic_write_json(tmp / MANIFEST, manifest)
+    if bad.count:
+        log(bad.summary())
     return manifest
 
 
-def _progress_bar(total: int, enabled: bool):
+def _segments(item: Any, ids: Any) -> Iterator[tuple[str, np.ndarray, int, bool, bool]]:
+    """``(split, ids, bytes, last in split, end of document)`` of a tokenized Piece or Batch."""
+    if isinstance(item, Piece):
+        yield item.split, ids, item.end - item.start, item.last, item.doc_end
+        return
+    for segment, seg_ids in zip(item.segments, ids, strict=True):
+        yield segment.split, seg_ids, len(segment.data), segment.last, segment.doc_end
+
+
+def _reached(documents: int, tokens: int, max_documents: int | None, max_tokens: int | None) -> bool:
+    return bool((max_documents and documents >= max_documents) or (max_tokens and tokens >= max_tokens))
+
+
+def _most_pieces(items: Sequence[Any], val_fraction: float, block_bytes: int) -> int:
+    """An upper bound on the work items of ``items`` (workers beyond it would idle)."""
+    if any(i.kind not in ("text", "corpus") for i in items):
+        return 1 << 30
+    per_file = 2 if val_fraction else 1
+    return sum(per_file + os.path.getsize(i.name) // block_bytes if i.kind == "text" else 64 for i in items)
+
+
+def _known_bytes(items: Sequence[Any]) -> int | None:
+    """The total text size when every input is a plain file (the progress bar's end), else None."""
+    if any(i.kind != "text" for i in items):
+        return None
+    return sum(os.path.getsize(i.name) for i in items)
+
+
+def _progress_bar(total: int | None, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not enabled)
+
+
+def _rates(bar: Any, documents: int, tokens: int) -> str:
+    """Documents and tokens so far, and tokens per second, for the progress bar."""
+    elapsed = max(bar.format_dict.get("elapsed", 0.0), 1e-9)
+    return f"{documents:,} docs, {tokens:,} tokens, {tokens / elapsed:,.0f} tok/s"
 
 
 def load_manifest(data_dir: str | os.PathLike) -> dict:
