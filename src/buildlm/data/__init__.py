@@ -6,6 +6,7 @@
 - ``stream.py``: what every resumable batch stream shares: batch ``k`` depends only on ``(seed, k)``;
 - ``batching.py``: batches of whole examples, shuffled per epoch and length-bucketed;
 - ``shards.py``: inputs -> token shards on disk, streamed and in parallel (``buildlm prepare``);
+- ``cuts.py``: where a document may be cut into blocks that tokenize to the same ids;
 - ``work.py``: the blocks of text ``prepare`` hands its workers, from files or from readers;
 - ``inputs.py``: what an input may name (files, folders, globs, ``hf:NAME``, corpora) and its reader;
 - ``documents.py``: a document, the reading options (``--data.field`` ...), bad-record handling;

@@ -39,7 +39,7 @@ def open_binary(path: str | os.PathLike) -> io.BufferedIOBase:
         try:
             import zstandard
         except ImportError:
-            raise ImportError(
+            raise ValueError(
                 f"{str(path)!r} is Zstandard-compressed; install the zstandard package "
                 "(pip install zstandard) or decompress it first (zstd -d)"
             ) from None

@@ -145,6 +145,10 @@ def training_texts(items: Sequence[Input], options: ReadOptions, max_documents: 
     for item in items:
         if item.kind == "text":
             docs: Iterator[str | Path] = iter([Path(item.name)])
+        elif item.kind == "corpus":  # one text, as the tokenizers of earlier runs learned it
+            from buildlm.data.corpora import load_corpus
+
+            docs = iter([load_corpus(item.name)])
         else:
             docs = (d.text for d in iter_documents(item, options, bad))
         for doc in docs:

@@ -47,7 +47,7 @@ def open_hf(spec: str, options: ReadOptions) -> Any:
     try:
         import datasets
     except ImportError:
-        raise ImportError(f"reading {spec!r} needs the datasets package: pip install datasets") from None
+        raise ValueError(f"reading {spec!r} needs the datasets package: pip install datasets") from None
     path = Path(name)
     try:
         if path.is_dir() and is_saved_dataset(path):
@@ -68,7 +68,7 @@ def open_hf(spec: str, options: ReadOptions) -> Any:
                                          streaming=options.streaming)  # fmt: skip
         return datasets.load_dataset(name, options.subset, split=options.split, streaming=options.streaming)
     except ConnectionError as err:
-        raise ConnectionError(
+        raise ValueError(
             f"{spec}: cannot reach the Hugging Face Hub ({_first_line(err)}); connect to the network, "
             f"or download the dataset where there is one and pass its local folder as hf:/path/to/folder"
         ) from None

@@ -71,7 +71,7 @@ def _read_parquet(path: Path, name: str, options: ReadOptions, bad: BadRecords) 
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise ImportError(f"reading {name!r} needs pyarrow: pip install pyarrow") from None
+        raise ValueError(f"reading {name!r} needs pyarrow: pip install pyarrow") from None
     try:
         parquet = pq.ParquetFile(path)
     except Exception as err:  # pyarrow's ArrowInvalid and friends

@@ -1,9 +1,9 @@
 """The work of `buildlm prepare`, in order: blocks of text for the tokenizer workers.
 
-Two kinds of work item, both cut at the same safe places (`buildlm.data.shards.safe_cut`) so
+Two kinds of work item, both cut at the same safe places (`buildlm.data.cuts.safe_cut`) so
 either gives the ids of tokenizing each document whole:
 
-- a `buildlm.data.shards.Piece`: a byte range of a plain text file on disk (or of a bundled
+- a `buildlm.data.cuts.Piece`: a byte range of a plain text file on disk (or of a bundled
   corpus). The worker reads it from the file itself, so the main process never touches the text:
   the fast road for big ``.txt`` files. A compressed text file (``.txt.gz``, ``.txt.zst``) is
   first decompressed into a scratch folder and then read the same way;
@@ -22,9 +22,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildlm.data.cuts import Piece, Source, plan_pieces
 from buildlm.data.documents import BadRecords, ReadOptions
 from buildlm.data.inputs import Input, iter_documents
-from buildlm.data.shards import Piece, Source, plan_pieces
 
 
 @dataclass(frozen=True)
