@@ -66,9 +66,11 @@ def iter_json_list(path: Path) -> Iterator[tuple[int, Any]]:
         def more() -> bool:  # read another chunk; False at the end of the file
             nonlocal buf, pos, eof
             chunk = f.read(_CHUNK)
-            buf, pos = buf[pos:] + chunk, 0
-            eof = not chunk
-            return bool(chunk)
+            if not chunk:
+                eof = True
+                return False
+            buf, pos = buf[pos:] + chunk, 0  # drop what was parsed
+            return True
 
         def skip_space() -> str:  # the next non-space character ("" at the end)
             nonlocal pos, line
@@ -106,7 +108,9 @@ def iter_json_list(path: Path) -> Iterator[tuple[int, Any]]:
                 while True:
                     try:
                         item, end = decoder.raw_decode(buf, pos)
-                        if end == len(buf) and not eof and more():  # a number may go on
+                        # a number cut by the chunk's end ("2.5" of "2.5e10") may go on: keep
+                        # some text after every item in the buffer before trusting its end
+                        if len(buf) - end < 64 and not eof and more():
                             continue
                         break
                     except json.JSONDecodeError as err:
