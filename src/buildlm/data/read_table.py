@@ -2,8 +2,9 @@
 
 The text column is ``ReadOptions.field`` (``text`` unless ``--data.field NAME``); a table without
 it is refused at once, naming its columns. Both are streamed: CSV row by row, Parquet in batches
-of rows of that one column (``pyarrow``; other columns are never read), so memory stays small
-whatever the size. A compressed Parquet file (``.parquet.gz``, unusual: Parquet compresses
+of rows of that one column (``pyarrow``; other columns are never read), so memory does not grow
+with the file. (Parquet is decoded one row group at a time: memory holds one group's column, a
+size the file's writer chose, typically a few to a hundred MB.) A compressed Parquet file (``.parquet.gz``, unusual: Parquet compresses
 itself) is first decompressed into a temporary file, because Parquet is read by seeking.
 """
 
