@@ -74,7 +74,9 @@ def _read_parquet(path: Path, name: str, options: ReadOptions, bad: BadRecords) 
     except ImportError:
         raise ValueError(f"reading {name!r} needs pyarrow: pip install pyarrow") from None
     try:
-        parquet = pq.ParquetFile(path)
+        # no read-ahead: pyarrow's batch iterator with its defaults holds more and more of a large
+        # file (measured: 307 MB peak on a 256 MB file); one row group at a time stays flat
+        parquet = pq.ParquetFile(path, pre_buffer=False)
     except Exception as err:  # pyarrow's ArrowInvalid and friends
         raise ValueError(f"{name!r} is not a readable Parquet file ({err})") from None
     columns = parquet.schema_arrow.names
@@ -88,10 +90,13 @@ def _read_parquet(path: Path, name: str, options: ReadOptions, bad: BadRecords) 
         column = "messages"
     n = 0
     with parquet:
-        for batch in parquet.iter_batches(batch_size=_ROWS_PER_BATCH, columns=[column]):
-            for value in batch.column(0).to_pylist():
-                n += 1
-                where = f"{name}:row {n}"
-                text = record_text({column: value}, where, options, bad)
-                if text is not None:
-                    yield Document(text, where)
+        for group in range(parquet.num_row_groups):
+            table = parquet.read_row_group(group, columns=[column], use_threads=False)
+            for batch in table.to_batches(_ROWS_PER_BATCH):
+                for value in batch.column(0).to_pylist():
+                    n += 1
+                    where = f"{name}:row {n}"
+                    text = record_text({column: value}, where, options, bad)
+                    if text is not None:
+                        yield Document(text, where)
+            del table
