@@ -19,6 +19,7 @@ the main process.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 from collections.abc import Iterator, Sequence
@@ -141,7 +142,7 @@ def training_texts(items: Sequence[Input], options: ReadOptions, max_documents: 
     """What a BPE tokenizer learns from: plain files as paths (streamed by the trainer), the
     documents of every other input as strings, lazily; at most ``max_documents`` in all."""
     count = 0
-    bad = BadRecords(ReadOptions(**{**options.__dict__, "on_error": "skip"}))  # prepare reports them
+    bad = BadRecords(dataclasses.replace(options, on_error="skip"))  # prepare reports them
     for item in items:
         if item.kind == "text":
             docs: Iterator[str | Path] = iter([Path(item.name)])

@@ -68,15 +68,16 @@ def _input_fingerprint(inputs: list[str]) -> list[Any]:
     return fingerprint(expand_inputs(inputs))
 
 
-_READ_DEFAULTS = {"field": "text", "chat_template": "chatml", "on_error": "raise", "split": "train",
-                  "subset": None, "streaming": True, "max_documents": None, "max_tokens": None}  # fmt: skip
+# DataConfig's reading settings: part of the cache key when not at their defaults
+_READ_FIELDS = ("field", "chat_template", "on_error", "split", "subset", "streaming", "max_documents", "max_tokens")
 
 
 def data_cache_key(data: DataConfig, tok: TokenizerConfig) -> str:
     """Hash of everything the prepared shards depend on."""
     key: dict[str, Any] = {"inputs": _input_fingerprint(list(data.inputs)), "tokenizer": to_dict(tok),
                            "val": data.val_fraction, "v": 2}  # fmt: skip
-    read = {k: getattr(data, k) for k, v in _READ_DEFAULTS.items() if getattr(data, k) != v}
+    default = DataConfig()
+    read = {k: getattr(data, k) for k in _READ_FIELDS if getattr(data, k) != getattr(default, k)}
     if read:  # only when set: the keys of plain-text runs stay as they were
         key["read"] = read
     blob = json.dumps(key, sort_keys=True)
