@@ -61,7 +61,7 @@ class ReadOptions:
 
     def __post_init__(self) -> None:
         if not self.field:
-            raise ValueError("the text field name is empty; pass --data.field NAME")
+            raise ValueError(f"the text field name is empty; pass {self.flag('field')} NAME")
         if self.on_error not in ON_ERROR:
             raise ValueError(f"unknown on_error {self.on_error!r}; choose raise or skip")
         if self.chat_template not in CHAT_TEMPLATES:
