@@ -66,3 +66,15 @@ def test_load_splits_passes_the_mapping(tmp_path):
     spec = FinetuneData(data=str(path), val_fraction=0.0, test_fraction=0.0, fields={"output": "answer"})
     splits = load_splits(spec, "instruct")
     assert sorted(r.data["output"] for r in splits["train"]) == sorted(r["answer"] for r in ROWS)
+
+
+def test_a_local_hf_dataset_reads_like_the_file(tmp_path, monkeypatch):
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    folder = tmp_path / "qa"
+    folder.mkdir()
+    pq.write_table(pa.Table.from_pylist(ROWS), folder / "train-00000-of-00001.parquet")
+    records = read_records(f"hf:{folder}", {"instruction": "question"})
+    assert [r.data["question"] for r in records] == [r["question"] for r in ROWS]
+    assert records[0].data["instruction"] == ROWS[0]["question"]
+    assert records[2].where == f"hf:{folder}[train]:row 3"

@@ -60,12 +60,22 @@ def field_hint(key: str) -> str:
 
 def read_records(path: str | os.PathLike, fields: Mapping[str, str] | None = None) -> list[Record]:
     """Every example of a ``.jsonl``, ``.json`` (a list of objects), ``.csv``, ``.tsv`` or
-    ``.parquet`` file, each possibly ``.gz`` / ``.zst`` compressed.
+    ``.parquet`` file, each possibly ``.gz`` / ``.zst`` compressed, or of the train split of a
+    Hugging Face dataset (``hf:NAME``, or ``hf:/local/folder``; `buildlm.data.read_hf`).
 
     ``fields`` maps the field names a task reads to the file's (see the module docstring).
     Blank JSONL lines are skipped. A malformed line raises ``ValueError`` naming the file and
     line number; an empty file raises too (fine-tuning on nothing is always a mistake).
     """
+    if str(path).startswith("hf:"):  # a Hugging Face dataset (its train split), or a local one
+        from buildlm.data.documents import ReadOptions
+        from buildlm.data.read_hf import open_hf
+
+        rows = open_hf(str(path), ReadOptions())
+        records = [Record(dict(row), f"{path}[train]:row {n}") for n, row in enumerate(rows, start=1)]
+        if not records:
+            raise ValueError(f"{str(path)!r} holds no examples; the dataset is empty")
+        return [rename_fields(r, fields) for r in records] if fields else records
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file {str(path)!r} not found")

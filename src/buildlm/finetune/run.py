@@ -44,8 +44,8 @@ class FinetuneData:
     """Where the examples come from.
 
     Args:
-        data: a .jsonl/.json/.csv/.tsv/.parquet file (also .gz or .zst compressed), or a bundled
-            dataset name (shakespeare-plays, instruct-tasks, instruct-prefs;
+        data: a .jsonl/.json/.csv/.tsv/.parquet file (also .gz or .zst compressed), hf:NAME (the
+            train split of a Hugging Face dataset, or hf:/local/folder), or a bundled dataset name (shakespeare-plays, instruct-tasks, instruct-prefs;
             ``instruct-tasks:add,parity`` picks tasks).
         val_data: a separate validation file (default: split off ``data``).
         test_data: a separate test file (default: split off ``data``).
