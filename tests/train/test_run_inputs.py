@@ -57,3 +57,28 @@ def test_a_half_written_cache_of_an_older_version_is_replaced(tmp_path):
     assert prepare_data(data, tok, tmp_path, log=lambda msg: None) == folder
     assert (folder / "manifest.json").is_file() and (folder / OUTPUTS).is_file()
     assert (folder / "train.bin").stat().st_size > 1000
+
+
+def test_records_train_the_tokenizer_and_their_settings_key_the_cache(tmp_path, plays):
+    """`--data.inputs '[posts.jsonl]' --data.field body`: the BPE learns from the records' text,
+    and the reading settings are part of the cache key (another field is other data)."""
+    import json
+
+    from buildlm.data.shards import load_manifest
+    from buildlm.train.config import DataConfig
+    from buildlm.train.run import data_cache_key, prepare_data
+
+    path = tmp_path / "posts.jsonl"
+    texts = [(plays / f"corpus_{name}.txt").read_text(encoding="utf-8") for name in ("hamlet", "macbeth")]
+    path.write_text("".join(json.dumps({"id": i, "body": t}) + "\n" for i, t in enumerate(texts)))
+    data, tok = DataConfig(inputs=[str(path)], field="body", num_workers=1), TokenizerConfig(vocab_size=400)
+    assert data_cache_key(data, tok) != data_cache_key(DataConfig(inputs=[str(path)], num_workers=1), tok)
+    folder = prepare_data(data, tok, tmp_path / "runs", log=lambda msg: None)
+    manifest = load_manifest(folder)
+    assert manifest["splits"]["train"]["documents"] == 2 and manifest["sources"][0]["documents"] == 2
+    tokenizer = make_tokenizer(tok, [str(path)], log=lambda msg: None, data=data)
+    assert _bytes_per_token(tokenizer, texts[1]) > 1.6
+    learned = [tokenizer.decode([256 + i]) for i in range(len(tokenizer.merges))]
+    assert not any("\\" in t or '"' in t for t in learned)  # from the bodies, not the JSON lines
+    with pytest.raises(ValueError, match=r"posts.jsonl:1: no 'text' field .*--data.field NAME"):
+        prepare_data(DataConfig(inputs=[str(path)], num_workers=1), TokenizerConfig(name="gpt2"), tmp_path / "r2")

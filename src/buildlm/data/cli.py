@@ -1,4 +1,5 @@
-"""``buildlm prepare``: tokenize text files or bundled corpora into memmap token shards."""
+"""``buildlm prepare``: tokenize text, JSONL/JSON, CSV/TSV, Parquet (also .gz/.zst), Hugging Face
+datasets (``hf:NAME``) or bundled corpora into memmap token shards."""
 
 from __future__ import annotations
 
@@ -18,9 +19,31 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "--input", nargs="+", required=True, metavar="FILE_OR_CORPUS",
-        help="text files, folders of *.txt files, or bundled corpus names; each file is one document",
+        "--input", nargs="+", required=True, metavar="INPUT",
+        help="files (.txt, .jsonl, .json, .csv, .tsv, .parquet, each also .gz or .zst), folders, "
+        "glob patterns, hf:NAME (a Hugging Face dataset, or hf:/local/folder) or bundled corpus "
+        "names; a text file is one document, a record (line, row, item) of the others is one",
     )
+    parser.add_argument(
+        "--field", default="text",
+        help="the field (JSON key, CSV/Parquet column) holding each document's text (default: text); "
+        "a record without it but with a chat 'messages' list is rendered with --chat-template",
+    )
+    parser.add_argument("--chat-template", default="chatml", choices=("chatml", "llama3"),
+                        help="how chat 'messages' records are rendered (default: chatml)")
+    parser.add_argument(
+        "--on-error", default="raise", choices=("raise", "skip"),
+        help="a malformed record or one without the field: stop with its file and line (raise, "
+        "the default), or count and skip it (skip)",
+    )
+    parser.add_argument("--split", default="train", help="hf: datasets: the split to read (default: train)")
+    parser.add_argument("--subset", default=None, help="hf: datasets: the subset (configuration) name")
+    parser.add_argument("--no-streaming", action="store_true",
+                        help="hf: datasets: download the dataset first instead of streaming it")
+    parser.add_argument("--max-documents", type=int, default=None,
+                        help="stop after this many documents (default: all)")
+    parser.add_argument("--max-tokens", type=int, default=None,
+                        help="stop after the document that reaches this many tokens (default: all)")
     parser.add_argument(
         "--tokenizer", default="gpt2",
         help="'gpt2' or a tokenizer.json written by `buildlm tokenizer train` (default: gpt2)",
@@ -44,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> None:
+    from buildlm.data.documents import ReadOptions
     from buildlm.data.shards import prepare_shards
     from buildlm.lock import folder_lock
 
@@ -53,6 +77,9 @@ def main(argv: list[str]) -> None:
     block_bytes = args.block_mb * (1 << 20)
     if not 1024 <= block_bytes <= 1 << 40:  # also refuses nan
         raise ValueError(f"--block-mb must be between 0.001 and 1048576 (1 TB), got {args.block_mb}")
+    read = ReadOptions(field=args.field, chat_template=args.chat_template, on_error=args.on_error,
+                       split=args.split, subset=args.subset, streaming=not args.no_streaming,
+                       flag_style="prepare")  # fmt: skip
     with folder_lock(args.out, "choose another --out"):
         manifest = prepare_shards(
             args.input,
@@ -63,10 +90,13 @@ def main(argv: list[str]) -> None:
             block_bytes=int(block_bytes),
             progress=not args.quiet,
             force=args.force,
+            read=read,
+            max_documents=args.max_documents,
+            max_tokens=args.max_tokens,
         )
     splits = manifest["splits"]
     print(
         f"wrote {args.out}: train {splits['train']['tokens']:,} tokens, val {splits['val']['tokens']:,} "
         f"tokens ({manifest['dtype']}, vocab {manifest['vocab_size']:,}, "
-        f"{len(manifest['sources'])} document(s))"
+        f"{splits['train']['documents']:,} document(s))"
     )

@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from buildlm.data.records import Record
+from buildlm.data.records import Record, field_hint
 from buildlm.tokenizer.chat_templates import chatml_prompt, check_messages, llama3_prompt
 from buildlm.tools.calls import split_results
 
@@ -172,7 +172,7 @@ def _fill(fmt: str, record: Record) -> str:
         if name not in record.data or record.data[name] is None:
             raise ValueError(
                 f"{record.where}: the prompt template uses the field {name!r}, which this example "
-                f"lacks (its fields: {sorted(record.data)})"
+                f"lacks (its fields: {sorted(record.data)}); {field_hint(name)}"
             )
         values[name] = record.get_str(name)
     return fmt.format(**values)

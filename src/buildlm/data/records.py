@@ -1,22 +1,32 @@
-"""Read fine-tuning examples from JSONL, JSON, CSV or TSV files, remembering where each came from.
+"""Read fine-tuning examples from JSONL, JSON, CSV, TSV or Parquet files, remembering where each came from.
 
-Every example is a dict (one JSON object, or one CSV/TSV row keyed by the header) together with
-``where``: ``"path:line"``. A bad example anywhere downstream (a missing field, a label outside
-the label set) then raises an error that names the exact line to fix.
+Every example is a dict (one JSON object, or one CSV/TSV/Parquet row keyed by its column names)
+together with ``where``: ``"path:line"`` (``"path:row 3"`` for Parquet). A bad example anywhere
+downstream (a missing field, a label outside the label set) then raises an error that names the
+exact line to fix. Each format may also be gzip- or zstd-compressed (``train.jsonl.gz``,
+`buildlm.data.compressed`).
+
+Datasets name their fields differently (``question`` / ``answer`` where a task reads
+``instruction`` / ``output``); ``fields`` maps the names a task reads to the file's
+(``{"instruction": "question", "output": "answer"}``, the ``--fields`` flag of ``buildlm
+finetune``), so every task reads every dataset without rewriting it.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from buildlm.atomic import atomic_write_text
+from buildlm.data.compressed import open_binary, split_suffix
 
-FORMATS = (".jsonl", ".json", ".csv", ".tsv")
+FORMATS = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 
 
 @dataclass
@@ -32,7 +42,7 @@ class Record:
             if required:
                 raise ValueError(
                     f"{self.where}: the example has no {key!r} field (its fields: "
-                    f"{sorted(self.data)})"
+                    f"{sorted(self.data)}); {field_hint(key)}"
                 )
             return default
         value = self.data[key]
@@ -43,30 +53,79 @@ class Record:
         return value
 
 
-def read_records(path: str | os.PathLike) -> list[Record]:
-    """Every example of a ``.jsonl``, ``.json`` (a list of objects), ``.csv`` or ``.tsv`` file.
+def field_hint(key: str) -> str:
+    """The fix for a missing field: map one of the file's fields to it."""
+    return f"to read another field as {key!r}, pass --fields '{{\"{key}\": \"NAME\"}}'"
 
+
+def read_records(path: str | os.PathLike, fields: Mapping[str, str] | None = None) -> list[Record]:
+    """Every example of a ``.jsonl``, ``.json`` (a list of objects), ``.csv``, ``.tsv`` or
+    ``.parquet`` file, each possibly ``.gz`` / ``.zst`` compressed, or of the train split of a
+    Hugging Face dataset (``hf:NAME``, or ``hf:/local/folder``; `buildlm.data.read_hf`).
+
+    ``fields`` maps the field names a task reads to the file's (see the module docstring).
     Blank JSONL lines are skipped. A malformed line raises ``ValueError`` naming the file and
     line number; an empty file raises too (fine-tuning on nothing is always a mistake).
     """
+    if str(path).startswith("hf:"):  # a Hugging Face dataset (its train split), or a local one
+        from buildlm.data.documents import ReadOptions
+        from buildlm.data.read_hf import open_hf
+
+        rows = open_hf(str(path), ReadOptions())
+        records = [Record(dict(row), f"{path}[train]:row {n}") for n, row in enumerate(rows, start=1)]
+        if not records:
+            raise ValueError(f"{str(path)!r} holds no examples; the dataset is empty")
+        return [rename_fields(r, fields) for r in records] if fields else records
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file {str(path)!r} not found")
-    suffix = path.suffix.lower()
+    suffix, _ = split_suffix(path)
     if suffix not in FORMATS:
         raise ValueError(
-            f"{str(path)!r}: unknown data format {suffix or '(no suffix)'!r}; use one of {', '.join(FORMATS)}"
+            f"{str(path)!r}: unknown data format {suffix or '(no suffix)'!r}; use one of "
+            f"{', '.join(FORMATS)} (also .gz or .zst compressed)"
         )
-    text = path.read_text(encoding="utf-8")
-    if suffix == ".jsonl":
-        records = _read_jsonl(path, text)
-    elif suffix == ".json":
-        records = _read_json(path, text)
+    if suffix == ".parquet":
+        records = _read_parquet(path)
     else:
-        records = _read_table(path, text, "\t" if suffix == ".tsv" else ",")
+        with open_binary(path) as f:
+            try:
+                text = f.read().decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path} is not UTF-8 text (bad byte at offset {err.start}); convert it to UTF-8") from None
+        if suffix == ".jsonl":
+            records = _read_jsonl(path, text)
+        elif suffix == ".json":
+            records = _read_json(path, text)
+        else:
+            records = _read_table(path, text, "\t" if suffix == ".tsv" else ",")
     if not records:
         raise ValueError(f"{str(path)!r} holds no examples; the dataset is empty")
+    if fields:
+        records = [rename_fields(r, fields) for r in records]
     return records
+
+
+def rename_fields(record: Record, fields: Mapping[str, str]) -> Record:
+    """``record`` with each field ``fields[name]`` of the file also readable as ``name``."""
+    data = dict(record.data)
+    for wanted, actual in fields.items():
+        if actual in record.data:
+            data[wanted] = record.data[actual]
+    return Record(data, record.where)
+
+
+def _read_parquet(path: Path) -> list[Record]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValueError(f"reading {str(path)!r} needs pyarrow: pip install pyarrow") from None
+    if split_suffix(path)[1] is not None:  # compressed: Parquet needs to seek, so read it whole
+        with open_binary(path) as f:
+            table = pq.read_table(io.BytesIO(f.read()))
+    else:
+        table = pq.read_table(path)
+    return [Record(row, f"{path}:row {n}") for n, row in enumerate(table.to_pylist(), start=1)]
 
 
 def _read_jsonl(path: Path, text: str) -> list[Record]:
@@ -105,7 +164,8 @@ def _read_json(path: Path, text: str) -> list[Record]:
 
 
 def _read_table(path: Path, text: str, delimiter: str) -> list[Record]:
-    reader = csv.reader(text.splitlines(), delimiter=delimiter)
+    # a file object, not text.splitlines(): a quoted field may hold line breaks of its own
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader)
     except StopIteration:

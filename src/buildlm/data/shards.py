@@ -1,27 +1,14 @@
-"""Text files -> token shards on disk, streamed, in parallel, for corpora larger than memory.
+"""Inputs -> token shards on disk, streamed, in parallel, for corpora larger than memory.
 
 Training reads token ids millions of times, so we tokenize once and store the ids as a flat
 binary array (``train.bin``, ``val.bin``) that ``numpy.memmap`` maps straight from disk: a batch
 touches only its own windows, never the whole file. Ids are stored as ``uint16`` when the vocabulary
 fits (<= 65,536 ids; half the disk and page cache of ``uint32``), else ``uint32``.
 
-How the text is cut, and why it is safe:
-
-- every source (a file, or one work of a bundled corpus) is a *document*; each document ends
-  with ``<|endoftext|>`` so the model learns where texts stop;
-- the last ``val_fraction`` of each document's bytes goes to the validation split, so every
-  source is represented in both splits and the val text is never seen in training;
-- documents are read in blocks of about 1 MB, each tokenized by a worker process. A block only
-  ever ends at a *safe cut*: just after a newline that has a printable non-space ASCII
-  character on both sides (``"good.\nEMILIA"``), or, in a stretch of text (64 KB) that holds
-  no such newline, just before a single space between two ASCII letters (``"of| the"``). The
-  GPT-2, cl100k and o200k pre-tokenization regexes never build a chunk across such a spot, and
-  BPE never merges across chunks, so tokenizing the blocks separately gives exactly the ids of
-  tokenizing the whole document at once. (A newline after whitespace is *not* safe: GPT-2's
-  regex reads ``"\n\nX"`` as ``"\n"``, ``"\n"``, ``"X"`` but a block ending in ``"\n\n"``
-  as one ``"\n\n"`` chunk, a different token. Nor is ``"\r\n"``, for the same reason; the
-  space rule keeps files with Windows line ends, and text with no line breaks, cut into blocks.)
-  The validation split starts at a safe cut too.
+How the text is cut into blocks that tokenize separately to the ids of the whole document, and
+why that is safe, is told in ``cuts.py``. Every source (a file, one work of a bundled corpus, one
+record of a JSONL file, ...) is a *document*; each document ends with ``<|endoftext|>``, and the
+last ``val_fraction`` of each document's bytes goes to the validation split.
 
 Memory stays bounded whatever the size of the corpus: cuts are found by reading 64 KB windows,
 a worker reads only its own block from disk, and at most ``2 * num_workers`` blocks are in
@@ -34,129 +21,25 @@ never overwritten; an earlier output is replaced only with ``force`` (`buildlm.a
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import re
+import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from buildlm.atomic import atomic_folder, atomic_write_json
-from buildlm.data.corpora import corpus_documents, is_corpus_name, list_corpora
+from buildlm.data.cuts import Piece, Source, plan_pieces, safe_cut  # noqa: F401 - re-exported
+from buildlm.data.documents import BadRecords, ReadOptions
 
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 EOT = "<|endoftext|>"
-# Safe places to cut the text (see the module docstring): after a newline with a printable
-# non-space ASCII character on both sides; else before a single space between two ASCII letters.
-_LINE_CUT = re.compile(rb"[\x21-\x7e]\n[\x21-\x7e]")  # cut at match start + 2
-_WORD_CUT = re.compile(rb"[A-Za-z] [A-Za-z]")  # cut at match start + 1
-_CUT_WINDOW = 1 << 16  # bytes read at a time while looking for a cut
-
-
-@dataclass(frozen=True)
-class Source:
-    """One document: a file on disk, or a text held in memory (a work of a bundled corpus)."""
-
-    name: str
-    path: str | None = None
-    data: bytes | None = None
-
-    def open(self) -> io.BufferedIOBase:
-        return open(self.path, "rb") if self.path is not None else io.BytesIO(self.data)
-
-    def size(self) -> int:
-        return os.path.getsize(self.path) if self.path is not None else len(self.data)
-
-
-@dataclass(frozen=True)
-class Piece:
-    """A block of one document's bytes, ``[start, end)``, to tokenize for one split."""
-
-    source: Source
-    split: str
-    start: int
-    end: int
-    last: bool  # the last block of this document in this split: append <|endoftext|>
-
-
-def resolve_inputs(inputs: Sequence[str | os.PathLike]) -> list[Source]:
-    """Files, folders (their ``*.txt`` files, sorted) and bundled corpus names -> documents."""
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    sources: list[Source] = []
-    for item in inputs:
-        if is_corpus_name(item):
-            for name, text in corpus_documents(str(item)).items():
-                sources.append(Source(f"{item}/{name}", data=text.encode("utf-8")))
-            continue
-        path = Path(item)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*.txt") if p.is_file())
-            if not files:
-                raise FileNotFoundError(f"folder {str(path)!r} holds no *.txt files to prepare")
-            sources += [Source(str(p), path=str(p)) for p in files]
-        elif path.is_file():
-            sources.append(Source(str(path), path=str(path)))
-        else:
-            raise FileNotFoundError(
-                f"input {str(item)!r} is neither a file, a folder, nor a bundled corpus "
-                f"({', '.join(list_corpora())})"
-            )
-    if not sources:
-        raise ValueError("no inputs given; pass files, folders or a bundled corpus name")
-    return sources
-
-
-def safe_cut(f: io.BufferedIOBase, pos: int, size: int) -> int:
-    """The first safe cut at or after byte ``pos`` (see the module docstring), or ``size``.
-
-    The file is read in 64 KB windows (overlapping by 2 bytes, so no cut is missed at their
-    seams); a line cut anywhere in a window is preferred to a word cut in it.
-    """
-    if pos <= 0:
-        return 0
-    start = max(pos - 2, 0)
-    while start < size:
-        f.seek(start)
-        window = f.read(_CUT_WINDOW)
-        line = _LINE_CUT.search(window, max(pos - 2 - start, 0))
-        if line is not None:
-            return min(start + line.start() + 2, size)
-        word = _WORD_CUT.search(window, max(pos - 1 - start, 0))
-        if word is not None:
-            return min(start + word.start() + 1, size)
-        if len(window) < _CUT_WINDOW:
-            break
-        start += len(window) - 2
-    return size
-
-
-def plan_pieces(sources: Sequence[Source], val_fraction: float, block_bytes: int) -> list[Piece]:
-    """Cut every document into train and val blocks at safe places."""
-    pieces: list[Piece] = []
-    for source in sources:
-        size = source.size()
-        with source.open() as f:
-            split_at = safe_cut(f, round(size * (1.0 - val_fraction)), size) if val_fraction else size
-            for split, lo, hi in (("train", 0, split_at), ("val", split_at, size)):
-                if hi <= lo:
-                    continue
-                cuts = [lo]
-                while cuts[-1] < hi:
-                    nxt = safe_cut(f, cuts[-1] + block_bytes, hi) if cuts[-1] + block_bytes < hi else hi
-                    cuts.append(nxt)
-                for i, (a, b) in enumerate(pairwise(cuts)):
-                    pieces.append(Piece(source, split, a, b, last=i == len(cuts) - 2))
-    return pieces
 
 
 # --- the worker side: each process holds one tokenizer --------------------------------------
@@ -182,8 +65,12 @@ def _read_piece(piece: Piece) -> str:
         ) from None
 
 
-def _encode_piece(piece: Piece, tokenizer: Any = None) -> tuple[np.ndarray, int]:
+def _encode_piece(piece: Any, tokenizer: Any = None) -> tuple[Any, int]:
+    """``(ids, bytes)`` of a `Piece`; ``([ids per segment], bytes)`` of a `buildlm.data.work.Batch`."""
     tokenizer = tokenizer if tokenizer is not None else _WORKER_TOKENIZER
+    if not isinstance(piece, Piece):  # a Batch: its segments' text came with it
+        ids = [np.asarray(tokenizer.encode_ordinary(s.data.decode("utf-8")), dtype=np.uint32) for s in piece.segments]
+        return ids, piece.size
     text = _read_piece(piece)
     ids = np.asarray(tokenizer.encode_ordinary(text), dtype=np.uint32)
     return ids, piece.end - piece.start
@@ -273,40 +160,67 @@ def prepare_shards(
     block_bytes: int = 1 << 20,
     progress: bool = True,
     force: bool = False,
+    read: ReadOptions | None = None,
+    max_documents: int | None = None,
+    max_tokens: int | None = None,
+    log=print,
 ) -> dict:
     """Tokenize ``inputs`` into ``out_dir/{train,val}.bin`` + ``manifest.json`` + ``tokenizer.json``.
 
-    Returns the manifest. ``tokenizer`` is ``"gpt2"``, a ``tokenizer.json`` path or a Tokenizer.
+    Returns the manifest. ``inputs`` are files of any format `buildlm.data.inputs` reads, folders,
+    globs, ``hf:NAME`` or bundled corpus names; ``read`` says how records become documents.
+    ``tokenizer`` is ``"gpt2"``, a ``tokenizer.json`` path or a Tokenizer. Reading stops after
+    the document that reaches ``max_documents`` documents or ``max_tokens`` tokens in all.
     Other files in ``out_dir`` are kept, and never overwritten; an earlier ``prepare`` output
     there is replaced only with ``force`` (`buildlm.atomic.atomic_folder`).
     """
+    from buildlm.data.inputs import expand_inputs
+    from buildlm.data.work import work_items
+
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if block_bytes < 1:
         raise ValueError(f"block_bytes must be positive, got {block_bytes}")
+    for name, limit in (("max_documents", max_documents), ("max_tokens", max_tokens)):
+        if limit is not None and limit < 1:
+            raise ValueError(f"{name} must be >= 1 (or None for no limit), got {limit}")
+    read = read or ReadOptions()
     tokenizer_spec = str(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else "object"
     tokenizer = load_tokenizer(tokenizer)
-    sources = resolve_inputs(inputs)
+    items = expand_inputs(inputs)
     eot = eot_id(tokenizer)
     dtype = token_dtype(tokenizer.vocab_size)
-    pieces = plan_pieces(sources, val_fraction, block_bytes)
-    num_workers = min(num_workers or os.cpu_count() or 1, len(pieces))
+    bad = BadRecords(read)
+    num_workers = min(num_workers or os.cpu_count() or 1, _most_pieces(items, val_fraction, block_bytes))
 
     splits = ("train", "val")
     outputs = (*(f"{s}.bin" for s in splits), TOKENIZER_FILE, MANIFEST)
+    sources: list[dict] = []
     with atomic_folder(out_dir, force=force, will_write=outputs) as tmp:
         stats = {s: {"file": f"{s}.bin", "tokens": 0, "bytes": 0, "documents": 0} for s in splits}
         with ExitStack() as stack:
             files = {s: stack.enter_context(open(tmp / f"{s}.bin", "wb")) for s in splits}
-            bar = stack.enter_context(_progress_bar(sum(s.size() for s in sources), progress))
-            for piece, ids, n_bytes in _encoded(pieces, tokenizer, num_workers):
-                if piece.last:
-                    ids = np.append(ids, np.uint32(eot))
-                    stats[piece.split]["documents"] += 1
-                files[piece.split].write(ids.astype(dtype).tobytes())
-                stats[piece.split]["tokens"] += int(ids.size)
-                stats[piece.split]["bytes"] += n_bytes
-                bar.update(n_bytes)
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="buildlm-prepare-")))
+            bar = stack.enter_context(_progress_bar(_known_bytes(items), progress))
+            work = work_items(items, read, bad, val_fraction, block_bytes, scratch, sources)
+            documents = tokens = 0
+            for item, ids, _ in _encoded(work, tokenizer, num_workers):
+                for split, seg_ids, n_bytes, last, doc_end in _segments(item, ids):
+                    if last:
+                        seg_ids = np.append(seg_ids, np.uint32(eot))
+                        stats[split]["documents"] += 1
+                    files[split].write(seg_ids.astype(dtype).tobytes())
+                    stats[split]["tokens"] += int(seg_ids.size)
+                    stats[split]["bytes"] += n_bytes
+                    tokens += int(seg_ids.size)
+                    documents += doc_end
+                    bar.update(n_bytes)
+                    if doc_end and _reached(documents, tokens, max_documents, max_tokens):
+                        break
+                else:
+                    bar.set_postfix_str(_rates(bar, documents, tokens), refresh=False)
+                    continue
+                break  # a limit was reached: the rest is not read
         if stats["train"]["tokens"] == 0:
             raise ValueError("the inputs hold no text to train on")
         if val_fraction > 0 and stats["val"]["tokens"] == 0:
@@ -328,16 +242,54 @@ def prepare_shards(
             "tokenizer_source": tokenizer_spec,
             "val_fraction": val_fraction,
             "splits": stats,
-            "sources": [{"name": s.name, "bytes": s.size()} for s in sources],
+            "sources": sources,
         }
+        if bad.count:
+            manifest["skipped_records"] = bad.count
         atomic_write_json(tmp / MANIFEST, manifest)
+    if bad.count:
+        log(bad.summary())
     return manifest
 
 
-def _progress_bar(total: int, enabled: bool):
+def _segments(item: Any, ids: Any) -> Iterator[tuple[str, np.ndarray, int, bool, bool]]:
+    """``(split, ids, bytes, last in split, end of document)`` of a tokenized Piece or Batch."""
+    if isinstance(item, Piece):
+        yield item.split, ids, item.end - item.start, item.last, item.doc_end
+        return
+    for segment, seg_ids in zip(item.segments, ids, strict=True):
+        yield segment.split, seg_ids, len(segment.data), segment.last, segment.doc_end
+
+
+def _reached(documents: int, tokens: int, max_documents: int | None, max_tokens: int | None) -> bool:
+    return bool((max_documents and documents >= max_documents) or (max_tokens and tokens >= max_tokens))
+
+
+def _most_pieces(items: Sequence[Any], val_fraction: float, block_bytes: int) -> int:
+    """An upper bound on the work items of ``items`` (workers beyond it would idle)."""
+    if any(i.kind not in ("text", "corpus") for i in items):
+        return 1 << 30
+    per_file = 2 if val_fraction else 1
+    return sum(per_file + os.path.getsize(i.name) // block_bytes if i.kind == "text" else 64 for i in items)
+
+
+def _known_bytes(items: Sequence[Any]) -> int | None:
+    """The total text size when every input is a plain file (the progress bar's end), else None."""
+    if any(i.kind != "text" for i in items):
+        return None
+    return sum(os.path.getsize(i.name) for i in items)
+
+
+def _progress_bar(total: int | None, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not enabled)
+
+
+def _rates(bar: Any, documents: int, tokens: int) -> str:
+    """Documents and tokens so far, and tokens per second, for the progress bar."""
+    elapsed = max(bar.format_dict.get("elapsed", 0.0), 1e-9)
+    return f"{documents:,} docs, {tokens:,} tokens, {tokens / elapsed:,.0f} tok/s"
 
 
 def load_manifest(data_dir: str | os.PathLike) -> dict:

@@ -52,7 +52,7 @@ TASK_DEFAULTS = {
 }
 DESCRIPTIONS = {
     "classify": "Fine-tune a classifier: the LM head is replaced by an n-classes head on the pooled "
-    "hidden state. Data: text + label columns (CSV/TSV/JSONL/JSON) or 'shakespeare-plays'. "
+    "hidden state. Data: text + label columns (CSV/TSV/JSONL/JSON/Parquet, also .gz/.zst) or 'shakespeare-plays'. "
     "Reports accuracy, per-class precision/recall/F1, a confusion-matrix PNG and the "
     "majority-class baseline.",
     "instruct": "Instruction tuning (SFT): loss on response tokens only. Data: Alpaca-style "

@@ -7,7 +7,7 @@ run by the same `Trainer` as pretraining; this file holds the steps around it:
 
 1. **the starting model**: a buildlm checkpoint or run folder, or a Hugging Face folder
    (GPT-2, Llama, Qwen), opened by `buildlm.infer.load_model`, with its tokenizer;
-2. **the data**: a file (JSONL, JSON, CSV, TSV) or a bundled dataset name
+2. **the data**: a file (JSONL, JSON, CSV, TSV, Parquet; also .gz/.zst) or a bundled dataset name
    (`buildlm.data.bundled_tasks`); a file without separate validation/test files is split by a
    seeded shuffle;
 3. **what trains**: every weight (full fine-tuning), or only LoRA adapters
@@ -44,13 +44,16 @@ class FinetuneData:
     """Where the examples come from.
 
     Args:
-        data: a .jsonl/.json/.csv/.tsv file, or a bundled dataset name (shakespeare-plays,
-            instruct-tasks, instruct-prefs; ``instruct-tasks:add,parity`` picks tasks).
+        data: a .jsonl/.json/.csv/.tsv/.parquet file (also .gz or .zst compressed), hf:NAME (the
+            train split of a Hugging Face dataset, or hf:/local/folder), or a bundled dataset name (shakespeare-plays, instruct-tasks, instruct-prefs;
+            ``instruct-tasks:add,parity`` picks tasks).
         val_data: a separate validation file (default: split off ``data``).
         test_data: a separate test file (default: split off ``data``).
         val_fraction: share of ``data`` held out for validation when no val_data is given.
         test_fraction: share of ``data`` held out for the final test when no test_data is given.
         max_train_examples: use only the first N training examples (null: all).
+        fields: the file's names for the fields the task reads, e.g.
+            '{"instruction": "question", "output": "answer"}' (null: the task's own names).
     """
 
     data: str = ""
@@ -59,6 +62,7 @@ class FinetuneData:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     max_train_examples: int | None = None
+    fields: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         for name in ("val_fraction", "test_fraction"):
@@ -98,7 +102,7 @@ def load_splits(spec: FinetuneData, kind: str, seed: int = 0) -> dict[str, list[
             )
         splits = {k: records_from_dicts(v, f"{spec.data}/{k}") for k, v in bundled_tasks.load_bundled(spec.data).items()}
     else:
-        records = read_records(spec.data)
+        records = read_records(spec.data, spec.fields)
         random.Random(seed).shuffle(records)
         n = len(records)
         n_val = 0 if spec.val_data else int(round(n * spec.val_fraction))
@@ -109,9 +113,9 @@ def load_splits(spec: FinetuneData, kind: str, seed: int = 0) -> dict[str, list[
             "test": records[n_val : n_val + n_test],
         }
     if spec.val_data:
-        splits["val"] = read_records(spec.val_data)
+        splits["val"] = read_records(spec.val_data, spec.fields)
     if spec.test_data:
-        splits["test"] = read_records(spec.test_data)
+        splits["test"] = read_records(spec.test_data, spec.fields)
     if spec.max_train_examples is not None:
         splits["train"] = splits["train"][: spec.max_train_examples]
     if not splits["train"]:

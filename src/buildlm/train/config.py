@@ -26,17 +26,50 @@ class DataConfig:
     """Where the tokens come from.
 
     Args:
-        inputs: files, folders of *.txt files or bundled corpus names (shakespeare, the-verdict),
-            tokenized before training (cached under <out_dir>/data-cache).
+        inputs: files (.txt, .jsonl, .json, .csv, .tsv, .parquet, each also .gz or .zst),
+            folders, glob patterns, hf:NAME (a Hugging Face dataset, or hf:/local/folder) or
+            bundled corpus names (shakespeare, the-verdict), tokenized before training (cached
+            under <out_dir>/data-cache).
         prepared_dir: a `buildlm prepare` output folder to train on instead (its tokenizer is used).
         val_fraction: share of each document (its end) held out for validation.
         num_workers: tokenizer processes (default: one per CPU core).
+        field: the field (JSON key, CSV/Parquet column) holding each record's text.
+        chat_template: how a record with a chat "messages" list and no field is rendered:
+            chatml or llama3.
+        on_error: a malformed record or one without the field: "raise" (stop, naming its file
+            and line) or "skip" (count and skip it).
+        split: hf: datasets: the split to read.
+        subset: hf: datasets: the subset (configuration) name.
+        streaming: hf: datasets: stream the rows instead of downloading the dataset first.
+        max_documents: read at most this many documents (null: all).
+        max_tokens: stop after the document that reaches this many tokens (null: all).
     """
 
     inputs: list[str] = field(default_factory=lambda: ["shakespeare"])
     prepared_dir: str | None = None
     val_fraction: float = 0.1
     num_workers: int | None = None
+    field: str = "text"
+    chat_template: str = "chatml"
+    on_error: str = "raise"
+    split: str = "train"
+    subset: str | None = None
+    streaming: bool = True
+    max_documents: int | None = None
+    max_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        self.read_options()  # a bad on_error or chat_template fails here, before any work
+        for name in ("max_documents", "max_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"data.{name} must be >= 1 or null, got {value}")
+
+    def read_options(self):
+        """The `buildlm.data.documents.ReadOptions` of these settings."""
+        from buildlm.data.documents import ReadOptions
+
+        return ReadOptions(self.field, self.chat_template, self.on_error, self.split, self.subset, self.streaming)
 
 
 @dataclass

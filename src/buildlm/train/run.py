@@ -63,48 +63,44 @@ def build_model_config(model_args: Any, vocab_size: int | None = None, context_l
 
 
 def _input_fingerprint(inputs: list[str]) -> list[Any]:
-    from buildlm.data.corpora import is_corpus_name
+    from buildlm.data.inputs import expand_inputs, fingerprint
 
-    out: list[Any] = []
-    for item in inputs:
-        if is_corpus_name(item):
-            out.append(["corpus", item])
-            continue
-        path = Path(item)
-        files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
-        for f in files:
-            if not f.is_file():
-                raise FileNotFoundError(f"input {str(f)!r} not found")
-            st = f.stat()
-            out.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
-    return out
+    return fingerprint(expand_inputs(inputs))
+
+
+# DataConfig's reading settings: part of the cache key when not at their defaults
+_READ_FIELDS = ("field", "chat_template", "on_error", "split", "subset", "streaming", "max_documents", "max_tokens")
 
 
 def data_cache_key(data: DataConfig, tok: TokenizerConfig) -> str:
     """Hash of everything the prepared shards depend on."""
-    blob = json.dumps(
-        {"inputs": _input_fingerprint(list(data.inputs)), "tokenizer": to_dict(tok), "val": data.val_fraction, "v": 2},
-        sort_keys=True,
-    )
+    key: dict[str, Any] = {"inputs": _input_fingerprint(list(data.inputs)), "tokenizer": to_dict(tok),
+                           "val": data.val_fraction, "v": 2}  # fmt: skip
+    default = DataConfig()
+    read = {k: getattr(data, k) for k in _READ_FIELDS if getattr(data, k) != getattr(default, k)}
+    if read:  # only when set: the keys of plain-text runs stay as they were
+        key["read"] = read
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def make_tokenizer(tok: TokenizerConfig, inputs: list[str], log=print):
-    """Train a BPE on ``inputs`` (``name="bpe"``), or load ``"gpt2"`` / a tokenizer.json path."""
-    from buildlm.data.corpora import is_corpus_name, load_corpus
+def make_tokenizer(tok: TokenizerConfig, inputs: list[str], log=print, data: DataConfig | None = None):
+    """Train a BPE on ``inputs`` (``name="bpe"``), or load ``"gpt2"`` / a tokenizer.json path.
+
+    ``data`` says how records become documents (``--data.field`` ...) and how many to read.
+    """
+    from buildlm.data.inputs import expand_inputs, training_texts
     from buildlm.data.shards import load_tokenizer
     from buildlm.tokenizer import Tokenizer
 
     if tok.name != "bpe":
         return load_tokenizer(tok.name)
-    texts: list[Any] = []
-    for item in inputs:  # a str is text to Tokenizer.train, a Path a file it streams
-        if is_corpus_name(item):
-            texts.append(load_corpus(item))
-        elif Path(item).is_dir():
-            texts += sorted(p for p in Path(item).rglob("*.txt") if p.is_file())
-        else:
-            texts.append(Path(item))
+    data = data or DataConfig(inputs=list(inputs))
+    # a str is text to Tokenizer.train, a Path a file it streams; records are read lazily
+    items = expand_inputs(inputs)
+    texts: Any = training_texts(items, data.read_options(), data.max_documents)
+    if all(item.kind in ("text", "corpus") for item in items):
+        texts = list(texts)  # a list: the progress bar knows the total
     t0 = time.perf_counter()
     tokenizer = Tokenizer.train(texts, tok.vocab_size, pattern=tok.pattern, progress=True)
     log(f"trained a BPE tokenizer: vocab {tokenizer.vocab_size} in {time.perf_counter() - t0:.1f}s")
@@ -134,10 +130,11 @@ def prepare_data(data: DataConfig, tok: TokenizerConfig, out_dir: str | os.PathL
             log(f"using prepared data in {folder}")
             return folder
         _adopt_old_cache(folder)
-        tokenizer = make_tokenizer(tok, list(data.inputs), log)
+        tokenizer = make_tokenizer(tok, list(data.inputs), log, data)
         t0 = time.perf_counter()
         prepare_shards(data.inputs, tokenizer, folder, val_fraction=data.val_fraction,
-                       num_workers=data.num_workers, force=True)  # fmt: skip
+                       num_workers=data.num_workers, force=True, read=data.read_options(),
+                       max_documents=data.max_documents, max_tokens=data.max_tokens, log=log)  # fmt: skip
         log(f"tokenized {', '.join(map(str, data.inputs))} into {folder} in {time.perf_counter() - t0:.1f}s")
     return folder
 
