@@ -22,6 +22,7 @@ PACKAGE = SRC / "buildlm"
 # Bottom to top. A module may import modules of its own layer or of a lower one.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "atomic", "lock", "cli_parser", "device", "precision"),  # shared helpers
+    ("tools",),  # the tools a model may call (used by data and by infer)
     ("tokenizer",),
     ("data",),
     ("model",),

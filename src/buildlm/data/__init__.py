@@ -10,5 +10,7 @@
 - ``classify.py``: (text, label) examples, the label set, padded batches;
 - ``instruct.py``: instruction examples, their prompt templates, the loss mask on response tokens;
 - ``bundled_tasks.py``: the fine-tuning datasets made from the bundled Shakespeare;
+- ``bundled_arith.py``: bundled multi-digit arithmetic, answered with the calculator tool
+  (``instruct-tools``) or without it (``instruct-arith``);
 - ``cli.py``: ``buildlm prepare``.
 """

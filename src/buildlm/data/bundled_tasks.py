@@ -39,6 +39,11 @@ splits out as JSONL with ``buildlm finetune data NAME DIR`` to read or edit them
     "task"}``: ``chosen`` is the correct answer, ``rejected`` a corrupted one (a sum off by 1
     to 9, the other parity, the words in the wrong order, a count off by one, another speaker
     of the same play, another word of the line).
+
+``instruct-tools`` and ``instruct-arith`` (instruction tuning)
+    Multi-digit arithmetic (``"4821 * 37"``), answered with a call to the calculator tool and
+    its result (``instruct-tools``) or with the bare answer (``instruct-arith``): see
+    `buildlm.data.bundled_arith`.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from collections import Counter
 from functools import cache, lru_cache
 from typing import Any
 
+from buildlm.data.bundled_arith import arith_examples
 from buildlm.data.corpora import corpus_documents
 
 PLAYS = ("hamlet", "julius_caesar", "macbeth", "romeo_and_juliet")
@@ -57,6 +63,8 @@ BUNDLED: dict[str, str] = {
     "shakespeare-plays": "classify",
     "instruct-tasks": "instruct",
     "instruct-prefs": "dpo",
+    "instruct-tools": "instruct",
+    "instruct-arith": "instruct",
 }
 SPLITS = ("train", "val", "test")
 PER_TASK = {"train": 300, "val": 30, "test": 50}
@@ -266,4 +274,6 @@ def load_bundled(name: str) -> dict[str, list[dict[str, Any]]]:
         return play_examples(tasks)
     if base == "instruct-tasks":
         return instruct_examples(tasks)
+    if base in ("instruct-tools", "instruct-arith"):
+        return arith_examples(with_tool=base == "instruct-tools", tasks=tasks)
     return preference_examples(tasks)

@@ -23,6 +23,12 @@ assistant turn is trained, never the user's or system's.
 Each piece of text (prompt, response) is tokenized separately and the ids are concatenated. At
 evaluation time the prompt is tokenized the same way, so the model sees exactly the ids it was
 trained on, even where BPE would have merged across the prompt/response boundary.
+
+**Tool results.** A response that calls a tool (``<tool>calculator: 2+2</tool><result>4</result>
+4``, `buildlm.tools.calls`) holds text the model never writes: the ``<result>...</result>``
+block, which the runtime inserts. It is tokenized on its own, as the runtime tokenizes it, and
+carries no loss (`buildlm.tools.calls.split_results`): the model learns to call and to read,
+not to guess a result.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import torch
 
 from buildlm.data.records import Record
 from buildlm.tokenizer.chat_templates import chatml_prompt, check_messages, llama3_prompt
+from buildlm.tools.calls import split_results
 
 IGNORE = -100  # the target of tokens that carry no loss (F.cross_entropy's ignore_index)
 
@@ -232,17 +239,30 @@ def encode_rendered(rendered: Rendered, tokenizer: Any) -> tuple[list[int], list
     ids: list[int] = []
     labels: list[int] = []
     for text, trained in rendered.prompt:
-        piece = encode_text(tokenizer, text)
+        piece, piece_labels = _encode_trained(tokenizer, text, trained)
         ids += piece
-        labels += piece if trained else [IGNORE] * len(piece)
+        labels += piece_labels
     prompt_length = len(ids)
-    response = encode_text(tokenizer, rendered.response)
+    response, response_labels = _encode_trained(tokenizer, rendered.response, True)
     eot = getattr(tokenizer, "eot_token", None)
     if rendered.add_eot and eot is not None:
-        response = response + [eot]
+        response, response_labels = response + [eot], response_labels + [eot]
     ids += response
-    labels += response
+    labels += response_labels
     return ids, labels, prompt_length
+
+
+def _encode_trained(tokenizer: Any, text: str, trained: bool) -> tuple[list[int], list[int]]:
+    """(ids, labels) of one piece; in a trained piece, tool results are cut out and untrained."""
+    if not trained:
+        ids = encode_text(tokenizer, text)
+        return ids, [IGNORE] * len(ids)
+    ids, labels = [], []
+    for part, written_by_model in split_results(text):
+        part_ids = encode_text(tokenizer, part)
+        ids += part_ids
+        labels += part_ids if written_by_model else [IGNORE] * len(part_ids)
+    return ids, labels
 
 
 def prompt_ids(rendered: Rendered, tokenizer: Any) -> list[int]:

@@ -4,6 +4,11 @@ The strictest check of an instruction follower, and the right one when every ans
 and checkable (a number, a word, a list of words). Leading and trailing whitespace is ignored;
 nothing else is. Generation is greedy (temperature 0), so the score is repeatable, and runs
 batched through `buildlm.infer.Engine` (left-padded prompts, one KV cache).
+
+An expected answer that goes through a tool (``<tool>calculator: 2+2</tool><result>4</result>
+4``) is judged on its final answer alone, what it says after its last tool result
+(`buildlm.tools.calls.final_answer`): the reply must reach the right answer, however it wrote
+its call. ``GenerationItem.tools`` lets the model call tools while it generates.
 """
 
 from __future__ import annotations
@@ -15,12 +20,17 @@ from typing import Any
 
 from torch import nn
 
+from buildlm.tools.calls import RESULT_CLOSE, final_answer
+
 
 def normalize(text: str) -> str:
     return text.strip()
 
 
 def exact_match(prediction: str, answer: str) -> bool:
+    """Equal up to surrounding whitespace; an answer with a tool result compares final answers."""
+    if RESULT_CLOSE in answer:
+        return final_answer(prediction) == final_answer(answer)
     return normalize(prediction) == normalize(answer)
 
 
@@ -34,6 +44,7 @@ class GenerationItem:
     stop_token_ids: Sequence[int] = ()
     where: str = ""
     task: str | None = None
+    tools: Sequence[str] = ()  # the tools the model may call (`buildlm.infer.tool_use`)
 
 
 def generate_answers(
@@ -59,6 +70,7 @@ def generate_answers(
                 temperature=0.0,
                 stop=tuple(items[i].stop),
                 stop_token_ids=tuple(items[i].stop_token_ids),
+                tools=tuple(items[i].tools),
             )
             for i in chunk
         ]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -42,6 +42,7 @@ from buildlm.data.instruct import (
 )
 from buildlm.data.records import Record
 from buildlm.model.lora import LoRAConfig
+from buildlm.tools.calls import check_tools
 from buildlm.train.config import TrainConfig
 from buildlm.train.task import PaddedExamplesTask
 
@@ -58,6 +59,8 @@ class InstructConfig:
         max_new_tokens: tokens generated per test prompt for exact match.
         max_eval_examples: test examples scored by exact match (null: all).
         eval_before: also score the starting model, to show the gain.
+        tools: tools the model may call while it answers the test prompts, e.g. [calculator]
+            (`buildlm.infer.tool_use`; data that teaches the calls: instruct-tools).
     """
 
     template: str = "alpaca"
@@ -66,9 +69,11 @@ class InstructConfig:
     max_new_tokens: int = 16
     max_eval_examples: int | None = None
     eval_before: bool = True
+    tools: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_template(self.template)
+        self.tools = list(check_tools(self.tools))
 
 
 def response_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,8 +134,11 @@ def render_all(records: list[Record], template: str) -> list[tuple[Rendered, str
     return [(render(r, template), r.where) for r in records]
 
 
-def generation_items(records: list[Record], template: str, tokenizer: Any, limit: int | None = None):
-    """The exact-match items of ``records``: prompt ids, expected answer, stop conditions."""
+def generation_items(
+    records: list[Record], template: str, tokenizer: Any, limit: int | None = None, tools: tuple[str, ...] = ()
+):
+    """The exact-match items of ``records``: prompt ids, expected answer, stop conditions, and
+    the ``tools`` the model may call."""
     from buildlm.eval.exact_match import GenerationItem
 
     items = []
@@ -144,6 +152,7 @@ def generation_items(records: list[Record], template: str, tokenizer: Any, limit
                 stop_token_ids(rendered, tokenizer),
                 r.where,
                 r.data.get("task"),
+                tools,
             )
         )
     return items
@@ -195,7 +204,7 @@ def run_instruct(
     model.train()
     log(ft.describe_trainable(model))
     test = splits["test"] or splits["val"]
-    items = generation_items(test, config.template, tokenizer, config.max_eval_examples)
+    items = generation_items(test, config.template, tokenizer, config.max_eval_examples, tuple(config.tools))
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"task": "instruct", "template": config.template}
     if items and config.eval_before:

@@ -6,6 +6,8 @@
 - ``kvcache.py``: the static key/value cache the Engine decodes with;
 - ``requests.py``: `SamplingParams`, `Completion`, `EngineStats`: what a request asks and gets;
 - ``row.py``: `Row`, one sequence being decoded: its settings, stop conditions, slide rule;
+- ``tool_use.py``: `ToolUse`, a row's tool calls: run when the model writes one, the result fed
+  back as if it were prompt text;
 - ``batch.py``: `DecodeBatch`, the one decode loop: prefill, pick, advance, decode, rows
   joining and leaving (what the Engine and the server's scheduler both drive);
 - ``engine.py``: `Engine`: batched, streaming generation with a KV cache over a `DecodeBatch`;

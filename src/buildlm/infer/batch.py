@@ -197,8 +197,8 @@ class DecodeBatch:
             return self.logits.argmax(dim=-1)  # plain greedy: one kernel, no host copies
         picks = []
         for i, row in enumerate(self.rows):
-            if row.done:
-                picks.append(0)
+            if row.done or (row.tools is not None and row.tools.feeding):
+                picks.append(0)  # nothing to sample: finished, or being fed a tool's result
                 continue
             history = torch.tensor([row.sequence], dtype=torch.long, device=self.device)
             scores = row.processors(history, self.logits[i : i + 1])  # (1, V)
@@ -213,10 +213,16 @@ class DecodeBatch:
     def advance(self, tokens: torch.Tensor) -> list[str]:
         """Give each row its token (B,): each row's new text ("" if none), in `rows` order.
 
-        The tokens are what the next `decode` feeds the model.
+        A row being fed a tool's result (`buildlm.infer.tool_use`) gets the result's next id
+        instead of its picked one. The tokens are what the next `decode` feeds the model.
         """
+        picked = tokens.tolist()
+        chosen = [row.next_token(tok) for row, tok in zip(self.rows, picked, strict=True)]
+        if any(fed for _, fed in chosen):
+            ids = [tok for tok, _ in chosen]
+            tokens = torch.tensor(ids, dtype=tokens.dtype, device=tokens.device)
         self._pending = tokens
-        return [row.push(tok) for row, tok in zip(self.rows, tokens.tolist(), strict=True)]
+        return [row.push(tok, fed) for row, (tok, fed) in zip(self.rows, chosen, strict=True)]
 
     @_inference
     def decode(self) -> list[Row]:

@@ -11,6 +11,11 @@ Keys: Ctrl-C during a reply stops that reply (what was written so far stays in t
 conversation) and gives the prompt back; Ctrl-C at the prompt, or end of input (Ctrl-D),
 leaves. ``/reset`` starts the conversation over, ``/quit`` leaves.
 
+``--tools calculator`` lets the model call the calculator (`buildlm.infer.tool_use`): a call
+it writes (``<tool>calculator: 23*58</tool>``) is run and its result streamed and fed back
+(``<result>1334</result>``), and the reply kept in the conversation holds both, so the model
+sees its earlier calls in the next turns.
+
 ``--seed S`` makes a whole session repeatable: reply ``i`` (counted from 0 over the session,
 across ``/reset``) samples with seed ``S + i``, so the same lines typed give the same replies,
 while two replies never share one random stream (the same seed every turn would start every

@@ -8,6 +8,7 @@ from typing import Any
 from buildlm.infer.engine import Engine
 from buildlm.infer.requests import EngineStats, SamplingParams
 from buildlm.infer.sampling import DEFAULT_TEMPERATURE
+from buildlm.tools.calls import TOOLS
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +52,16 @@ def add_sampling_args(parser: argparse.ArgumentParser, max_new_tokens: int = 200
     parser.add_argument("--presence-penalty", type=float, default=0.0, help="0 = off")
     parser.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
     parser.add_argument("--seed", type=int, default=None, help="fix the sampling for a repeatable output (default: random)")
+    add_tools_arg(parser)
+
+
+def add_tools_arg(parser: argparse.ArgumentParser) -> None:
+    """``--tools calculator``: the tools the model may call (`buildlm.infer.tool_use`)."""
+    parser.add_argument(
+        "--tools", action="append", choices=sorted(TOOLS), default=[],
+        help="a tool the model may call while it writes, as <tool>calculator: 23*58</tool>; its "
+        "result is fed back as <result>1334</result> (repeatable; default: none)",
+    )  # fmt: skip
 
 
 def sampling_params_from_args(args: argparse.Namespace, **overrides: Any) -> SamplingParams:
@@ -59,7 +70,7 @@ def sampling_params_from_args(args: argparse.Namespace, **overrides: Any) -> Sam
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
         top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
         frequency_penalty=args.frequency_penalty, presence_penalty=args.presence_penalty,
-        stop=tuple(args.stop), seed=args.seed,
+        stop=tuple(args.stop), seed=args.seed, tools=tuple(args.tools),
     )  # fmt: skip
     return SamplingParams(**{**fields, **overrides})
 

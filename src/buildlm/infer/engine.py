@@ -110,6 +110,11 @@ class Engine:
         in it (``<|endoftext|>``) becomes the special token. Conversations are never passed as
         text: `buildlm.infer.chat_format.ChatFormat.encode` gives their ids, specials only from
         the template.
+
+        ``tools=("calculator",)`` lets the model call the calculator as it writes
+        (`buildlm.infer.tool_use`): each call's result is fed back, and `Completion.inserted`
+        lists the positions of those fed tokens (a trainer, such as GRPO, leaves them out of its
+        loss: the model did not choose them).
         """
         batch = self.new_batch()
         rows = batch.make_rows(prompts, params, **kwargs)

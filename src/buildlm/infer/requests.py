@@ -7,9 +7,10 @@ These are plain records, shared by `buildlm.infer.engine.Engine`, the decode bat
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from buildlm.infer.processors import LogitsProcessorList, build_processors
+from buildlm.tools.calls import check_tools
 
 
 @dataclass
@@ -18,6 +19,8 @@ class SamplingParams:
 
     ``stop_token_ids=None`` means the tokenizer's end-of-text token; ``()`` means none.
     ``seed`` makes this request's sampling repeatable whatever else is in the batch.
+    ``tools`` names the tools the model may call while it generates (``("calculator",)``;
+    default none): a call it writes is run and its result fed back (`buildlm.infer.tool_use`).
     """
 
     max_new_tokens: int = 128
@@ -31,6 +34,7 @@ class SamplingParams:
     stop: Sequence[str] = ()
     stop_token_ids: Sequence[int] | None = None
     seed: int | None = None
+    tools: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
@@ -41,6 +45,7 @@ class SamplingParams:
             raise ValueError(f"seed must be an integer from -2**63 to 2**64-1, got {self.seed!r}")
         if isinstance(self.stop, str):
             self.stop = (self.stop,)
+        self.tools = check_tools(self.tools)
         self.processors()  # validates temperature, top_k, top_p, min_p and the penalties
 
     def processors(self, prompt_length: int = 0) -> LogitsProcessorList:
@@ -59,12 +64,17 @@ class SamplingParams:
 
 @dataclass
 class Completion:
-    """One finished request: the new ids and text, and why it ended (``"stop"`` or ``"length"``)."""
+    """One finished request: the new ids and text, and why it ended (``"stop"`` or ``"length"``).
+
+    ``inserted`` lists the positions in ``token_ids`` that a tool's result put there (fed to
+    the model, not sampled: `buildlm.infer.tool_use`); empty without tools.
+    """
 
     prompt_ids: list[int]
     token_ids: list[int]
     text: str
     finish_reason: str
+    inserted: list[int] = field(default_factory=list)
 
 
 @dataclass

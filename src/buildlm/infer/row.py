@@ -5,6 +5,8 @@ A `Row` is what `buildlm.infer.batch.DecodeBatch` decodes and what the server's 
 logits processors and seeded generator), when it stops (a stop token id, a stop string matched
 on the decoded text, ``max_new_tokens``) and the one rule for sliding its window once it has
 outgrown the model's context (`Row.slide`). `make_row` checks a prompt and builds its row.
+A row with tools (`buildlm.infer.tool_use`) also runs the calls it writes and is fed their
+results: `next_token` gives the id to feed instead of the sampled one while it has one.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from buildlm.infer.detokenize import IncrementalDetokenizer
 from buildlm.infer.processors import LogitsProcessorList
 from buildlm.infer.requests import Completion, SamplingParams
+from buildlm.infer.tool_use import ToolUse
 
 if TYPE_CHECKING:
     from buildlm.model import ModelConfig
@@ -37,6 +40,8 @@ class Row:
     done: bool = False
     finish_reason: str = "length"  # "stop", "length" or "cancelled"
     start: int = 0  # where the window the cache holds begins in `sequence` (moved by a slide)
+    tools: ToolUse | None = None  # the tools it may call (None: no tools)
+    inserted: list[int] = field(default_factory=list)  # positions in `generated` a tool fed
 
     @property
     def sequence(self) -> list[int]:
@@ -69,13 +74,25 @@ class Row:
         elif self.outgrew(context_length):
             self.start = len(self.sequence) - (context_length - context_length // 4)
 
-    def push(self, token: int) -> str:
-        """Record the next token, check the stop conditions; return the new text ("" if none)."""
+    def next_token(self, picked: int) -> tuple[int, bool]:
+        """``(token, fed)``: the id of a tool result being fed, if any, else ``picked``."""
+        if self.tools is not None and self.tools.feeding and not self.done:
+            return self.tools.next_token(), True
+        return picked, False
+
+    def push(self, token: int, fed: bool = False) -> str:
+        """Record the next token, check the stop conditions; return the new text ("" if none).
+
+        ``fed``: the token is a tool result's (`next_token`), not the model's choice: it is no
+        stop token, and the text it completes is not scanned for calls.
+        """
         if self.done:
             return ""
-        if token in self.stop_ids:
+        if token in self.stop_ids and not fed:
             self.done, self.finish_reason = True, "stop"
             return self.detok.flush() if self.detok else ""
+        if fed:
+            self.inserted.append(len(self.generated))
         self.generated.append(token)
         text = self.detok.push(token) if self.detok else ""
         if self.detok is not None and self.detok.stopped:
@@ -83,6 +100,11 @@ class Row:
         elif len(self.generated) >= self.params.max_new_tokens:
             self.done = True
             text += self.detok.flush() if self.detok else ""
+        elif self.tools is not None and self.detok is not None:
+            if not fed:
+                self.tools.scan(self.detok.text)
+            elif not self.tools.feeding:  # the result is all in: calls start after it
+                self.tools.scan_from = len(self.detok.text)
         return text
 
     def cancel(self) -> None:
@@ -91,7 +113,8 @@ class Row:
 
     def completion(self) -> Completion:
         text = self.detok.text if self.detok is not None else ""
-        return Completion(self.prompt, list(self.generated), text, self.finish_reason)
+        return Completion(self.prompt, list(self.generated), text, self.finish_reason,
+                          list(self.inserted))  # fmt: skip
 
 
 def make_row(
@@ -136,11 +159,15 @@ def make_row(
     detok = None
     if tokenizer is not None:
         detok = IncrementalDetokenizer(tokenizer.token_bytes, params.stop)
-    elif params.stop:
-        raise ValueError("stop strings need a tokenizer to decode text; use stop_token_ids")
+    elif params.stop or params.tools:
+        what = "stop strings" if params.stop else "tools"
+        raise ValueError(f"{what} need a tokenizer to decode text; pass Engine(model, tokenizer)")
+    tools = None
+    if params.tools:
+        tools = ToolUse(params.tools, lambda text: tokenizer.encode(text, disallowed_special=()))
     generator = None
     if params.seed is not None:
         generator = torch.Generator(device=device).manual_seed(params.seed)
     processors = params.processors(prompt_length=len(ids))
     return Row(ids, params, detok, frozenset(stop_ids), processors, generator,
-               done=params.max_new_tokens == 0)  # fmt: skip
+               done=params.max_new_tokens == 0, tools=tools)  # fmt: skip

@@ -27,6 +27,11 @@ context are left out (`prompts`), and the answer says how many messages were: a
 ``dropped_messages`` field in the ``chat.completion`` object or in the first chunk of a stream,
 and the header ``X-Dropped-Messages`` on both.
 
+With ``--tools calculator`` (``create_app(tools=...)``) the model may call the calculator in
+every reply (`buildlm.infer.tool_use`): the reply's text, streamed or whole, shows the call
+and the result the server fed back (``<tool>calculator: 23*58</tool><result>1334</result>``),
+and ``/v1/models`` lists the tools.
+
 Bind to ``127.0.0.1`` (the default of ``buildlm serve``) unless you mean to expose the model;
 ``api_key`` then makes every ``/v1`` request carry ``Authorization: Bearer <key>``. Web pages
 the user visits cannot use the server either way: `web_guard` refuses other sites' requests and
@@ -36,10 +41,11 @@ unknown Host names (DNS rebinding).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -67,6 +73,7 @@ from buildlm.serve.schemas import (
     _GenerationRequest,
 )
 from buildlm.serve.web_guard import WebGuard, WebPolicy
+from buildlm.tools.calls import check_tools
 
 STATIC = Path(__file__).parent / "static"
 
@@ -88,11 +95,14 @@ def create_app(
     limits: ServeLimits | None = None,
     api_key: str | None = None,
     web: WebPolicy | None = None,
+    tools: Sequence[str] = (),
 ) -> FastAPI:
     """A FastAPI app serving ``engine`` (which must have a tokenizer) as ``model_name``.
 
     ``web`` says which Host names and web origins are answered (`web_guard`; default: loopback
-    names only, no other origin).
+    names only, no other origin). ``tools`` names the tools the model may call in every reply
+    (``("calculator",)``; `buildlm.infer.tool_use`): a streamed reply shows the call and the
+    result the server fed back.
 
     The scheduler thread starts and stops with the app (its lifespan), so run the app with a
     server that sends lifespan events (uvicorn does).
@@ -100,6 +110,7 @@ def create_app(
     if engine.tokenizer is None:
         raise ValueError("the engine has no tokenizer; a server needs one to read text")
     limits = limits or ServeLimits()
+    tools = check_tools(tools)
     scheduler = Scheduler(engine, limits.max_batch_size)
     tokenizer = engine.tokenizer
     fmt = chat_format_for(tokenizer)
@@ -154,12 +165,17 @@ def create_app(
             "id": model_name, "object": "model", "created": created, "owned_by": "buildlm",
             "context_length": cfg.context_length, "n_layers": cfg.n_layers,
             "n_heads": cfg.n_heads, "vocab_size": cfg.vocab_size, "chat_format": fmt.name,
+            "tools": list(tools),
         }  # fmt: skip
 
     async def generate(request: Request, req: _GenerationRequest, work: Work, chat: bool):
         if scheduler.queued >= limits.max_queued:
             raise busy(f"{scheduler.queued} requests are waiting for the model, this server's "
                        "limit (--max-queued); retry shortly")  # fmt: skip
+        if tools:
+            work = dataclasses.replace(
+                work, params=[dataclasses.replace(p, tools=tools) for p in work.params]
+            )
         try:
             ticket = scheduler.submit(work.prompts, work.params, work.prompt_tokens)
         except ValueError as err:

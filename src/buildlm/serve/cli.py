@@ -22,6 +22,7 @@ from pathlib import Path
 from buildlm.cli_parser import Parser
 from buildlm.serve.limits import ServeLimits
 from buildlm.serve.web_guard import WebPolicy
+from buildlm.tools.calls import TOOLS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds a request body may take to arrive (then 408), and a new "
                         "connection's request head (then closed)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--tools", action="append", choices=sorted(TOOLS), default=[],
+        help="a tool the model may call in every reply, as <tool>calculator: 23*58</tool>; the "
+        "result is fed back and streamed as <result>1334</result> (repeatable; default: none)",
+    )  # fmt: skip
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
@@ -147,7 +153,7 @@ def main(argv: list[str]) -> None:
     serve_log.propagate = False
     engine = open_engine(args)
     name = args.name or Path(args.model).resolve().name
-    app = create_app(engine, name, limits, api_key=args.api_key, web=web)
+    app = create_app(engine, name, limits, api_key=args.api_key, web=web, tools=args.tools)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
