@@ -71,7 +71,8 @@ class Drafter(Protocol):
 def check_speculable(model: nn.Module, what: str = "the model") -> None:
     """Refuse a model whose cache cannot be rolled back (sliding-window layers keep a ring)."""
     cfg = model.config
-    if any(cfg.layer_window(i) is not None for i in range(cfg.n_layers)):
+    windows = [cfg.layer_window(i) for i in range(cfg.n_layers)]
+    if any(w is not None and w < cfg.context_length for w in windows):
         raise ValueError(
             f"{what} has sliding-window layers, whose cache cannot be rolled back; "
             "decode it without speculation (no draft model or prompt lookup)"
