@@ -70,6 +70,15 @@ def test_greedy_tokens_equal_plain_decoding(target, draft, mode, batch):
         assert 0 < stats.acceptance_rate < 1  # some drafts rejected, and rolled back
 
 
+def test_greedy_with_a_penalty_equals_plain_decoding(target, draft):
+    params = SamplingParams(max_new_tokens=40, temperature=0, repetition_penalty=1.5,
+                            frequency_penalty=0.5, stop_token_ids=())  # fmt: skip
+    plain = Engine(target).generate(PROMPTS, params)
+    for drafter in (PromptLookup(num_tokens=4), DraftModel(draft, num_tokens=3)):
+        fast = Engine(target, speculative=drafter).generate(PROMPTS, params)
+        assert [c.token_ids for c in fast] == [c.token_ids for c in plain]
+
+
 def test_a_stop_token_inside_an_accepted_block_ends_the_row_there(target):
     plain = Engine(target).generate([PROMPTS[0]], max_new_tokens=30, **GREEDY)[0].token_ids
     stop = plain[12]

@@ -130,6 +130,17 @@ def accept_drafts(
     return out
 
 
+def accept_greedy(best: list[int], drafts: list[int]) -> list[int]:
+    """`accept_drafts` for a greedy target: keep the drafts while they equal the target's
+    argmax ``best`` (n + 1 ids), then add the argmax after the last one kept."""
+    out = []
+    for x, b in zip(drafts, best, strict=False):
+        if x != b:
+            break
+        out.append(x)
+    return [*out, best[len(out)]]
+
+
 def _uniform(generator: torch.Generator | None) -> float:
     device = generator.device if generator is not None else "cpu"
     return float(torch.rand((), generator=generator, device=device))
@@ -168,7 +179,10 @@ def _decode_row(model: nn.Module, drafter: Drafter, row: Row, stats: EngineStats
         n = max(0, min(drafter.num_tokens, context - len(window), row.remaining - 1))
         drafts, q = drafter.propose(row, n) if n else ([], None)
         logits = forward_tokens(model, [window[-1], *drafts], cache)  # (n + 1, V)
-        tokens = accept_drafts(target_probs(row, drafts, logits), drafts, q, row.generator)
+        if row.params.temperature == 0 and not row.processors:  # plain greedy: no distributions
+            tokens = accept_greedy(logits.argmax(dim=-1).tolist(), drafts)
+        else:
+            tokens = accept_drafts(target_probs(row, drafts, logits), drafts, q, row.generator)
         accepted = len(tokens) - 1
         cache.truncate(len(window) + accepted)  # forget the rejected drafts
         drafter.keep(len(window) + accepted)
