@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds")
     parser.add_argument("--draft-tokens", type=int, default=4, help="k: tokens drafted per step")
-    parser.add_argument("--draft-layers", type=int, default=1, help="blocks kept in the draft")
+    parser.add_argument("--draft-layers", type=int, default=2, help="blocks kept in the draft")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--threads", type=int, default=1, help="the model is tiny: one thread is fastest")
     parser.add_argument("--tiny", action="store_true", help="a few tokens, one round (CI)")
