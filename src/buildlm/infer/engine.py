@@ -59,7 +59,8 @@ class Engine:
     (`buildlm.infer.speculative`): `buildlm.infer.prompt_lookup.PromptLookup` or
     `buildlm.infer.draft_model.DraftModel`. The tokens are those of plain decoding (greedy) or
     distributed exactly as them (sampling); rows are then decoded one at a time at batch 1,
-    without fixed-shape steps or ``torch.compile``, and tool calls are refused.
+    without fixed-shape steps or ``torch.compile``, and tool calls are refused. Only
+    `generate` and `stream` speculate: the server's scheduler drives plain `DecodeBatch` steps.
     """
 
     def __init__(
