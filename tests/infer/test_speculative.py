@@ -132,6 +132,7 @@ def _two_token_distribution(model: GPT, prompt: list[int], params: SamplingParam
         ("draft", dict(temperature=1.0)),
         ("draft", dict(temperature=0.7, top_k=3)),  # the processors shape both p and q
         ("prompt-lookup", dict(temperature=1.0, top_p=0.9)),
+        ("draft", dict(temperature=0.9, presence_penalty=1.0)),  # p depends on the history
     ],
 )
 def test_sampled_tokens_are_distributed_as_the_targets(mode, settings):

@@ -46,9 +46,17 @@ from torch import nn
 
 from buildlm.infer.float32_matmuls import float32_matmuls
 from buildlm.infer.kvcache import StaticKVCache
-from buildlm.infer.processors import check_samplable
+from buildlm.infer.processors import (
+    FrequencyPenalty,
+    PresencePenalty,
+    RepetitionPenalty,
+    check_samplable,
+)
 from buildlm.infer.requests import EngineStats
 from buildlm.infer.row import Row
+
+# The processors that read the history (the tokens so far); the others only reshape scores.
+PENALTIES = (RepetitionPenalty, FrequencyPenalty, PresencePenalty)
 
 
 class Drafter(Protocol):
@@ -84,6 +92,12 @@ def target_probs(row: Row, drafts: list[int], logits: torch.Tensor) -> torch.Ten
 
     Greedy rows get point masses on the processed argmax (ties: the first, as ``argmax``).
     """
+    if row.params.temperature != 0 and not any(isinstance(p, PENALTIES) for p in row.processors):
+        # Warpers alone never read the history: all positions in one call.
+        history = torch.tensor([row.sequence], device=logits.device).expand(len(logits), -1)
+        scores = row.processors(history, logits)
+        check_samplable(scores)
+        return torch.softmax(scores, dim=-1)
     rows = []
     for i in range(len(drafts) + 1):
         scores = logits[i : i + 1]
