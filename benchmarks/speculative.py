@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds")
     parser.add_argument("--draft-tokens", type=int, default=4, help="k: tokens drafted per step")
     parser.add_argument("--draft-layers", type=int, default=2, help="blocks kept in the draft")
+    parser.add_argument("--min-ngram", type=int, default=1, help="prompt lookup's shortest match")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--threads", type=int, default=1, help="the model is tiny: one thread is fastest")
     parser.add_argument("--tiny", action="store_true", help="a few tokens, one round (CI)")
@@ -76,7 +77,7 @@ def main() -> None:
     draft = truncated_copy(model, args.draft_layers)
     engines = {
         "plain": Engine(model, tokenizer),
-        "prompt-lookup": Engine(model, tokenizer, speculative=PromptLookup(args.draft_tokens)),
+        "prompt-lookup": Engine(model, tokenizer, speculative=PromptLookup(args.draft_tokens, min_ngram=args.min_ngram)),
         f"draft ({args.draft_layers} of {model.config.n_layers} layers)": Engine(
             model, tokenizer, speculative=DraftModel(draft, args.draft_tokens)
         ),
