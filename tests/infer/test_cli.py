@@ -102,3 +102,23 @@ def test_a_prompt_longer_than_the_context_names_the_flag_that_keeps_its_end(chec
                "2", "--truncate-prompt", "--temperature", "0")  # fmt: skip
     assert kept.returncode == 0, kept.stderr
     assert kept.stdout.startswith(long_prompt)
+
+
+def test_generate_with_a_draft_or_prompt_lookup_prints_the_plain_greedy_text(checkpoint, tmp_path):
+    from buildlm.tokenizer import Tokenizer
+
+    # The draft: a smaller random model saved with the same tokenizer.
+    tok = Tokenizer.load(os.path.join(checkpoint, "tokenizer.json"))
+    torch.manual_seed(1)
+    small = GPT(ModelConfig.preset("tiny", vocab_size=tok.vocab_size, context_length=64, n_layers=1))
+    draft = save_checkpoint(tmp_path / "draft", 1, small, {"model": small.config.to_dict()}, tokenizer=tok)
+    args = ["generate", "--model", checkpoint, "--prompt", "I had I had I had", "--max-new-tokens",
+            "70", "--temperature", "0"]  # fmt: skip
+    plain = run(*args)
+    lookup = run(*args, "--prompt-lookup", "--stats")
+    drafted = run(*args, "--draft", draft, "--draft-tokens", "3", "--no-stream")
+    assert plain.returncode == lookup.returncode == drafted.returncode == 0, lookup.stderr + drafted.stderr
+    assert plain.stdout == lookup.stdout == drafted.stdout  # 70 tokens: past the context, slid
+    assert "drafted tokens accepted" in lookup.stderr
+    both = run(*args, "--prompt-lookup", "--draft", draft)
+    assert both.returncode != 0 and "pick one" in both.stderr

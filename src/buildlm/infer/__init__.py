@@ -11,6 +11,10 @@
 - ``batch.py``: `DecodeBatch`, the one decode loop: prefill, pick, advance, decode, rows
   joining and leaving (what the Engine and the server's scheduler both drive);
 - ``engine.py``: `Engine`: batched, streaming generation with a KV cache over a `DecodeBatch`;
+- ``speculative.py``: speculative decoding: drafts checked in one pass, the exact accept/reject
+  rule, caches rolled back past rejected drafts;
+- ``prompt_lookup.py``: `PromptLookup`, drafts copied from what followed the last match in the text;
+- ``draft_model.py``: `DraftModel`, drafts from a smaller model with the same tokenizer;
 - ``static_decode.py``: the fixed-shape decode step replayed as a CUDA graph on a GPU;
 - ``weight_layout.py``: CPU weights re-laid out for matrix-vector products;
 - ``float32_matmuls.py``: half-precision products over many rows in float32 on CPUs without

@@ -32,6 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-stream", action="store_true", help="print each sample when done")
     parser.add_argument(
+        "--draft", default=None, metavar="MODEL",
+        help="speculative decoding: a smaller model with the same tokenizer guesses tokens, the "
+        "model checks them in one pass (same output, faster when the guesses are right)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--prompt-lookup", action="store_true",
+        help="speculative decoding with guesses copied from the text itself (no second model; "
+        "fast on repetitive text)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--draft-tokens", type=int, default=4,
+        help="tokens guessed per step with --draft or --prompt-lookup (default: 4)",
+    )  # fmt: skip
+    parser.add_argument(
         "--truncate-prompt", action="store_true",
         help="keep the end of a prompt longer than the model's context instead of refusing it",
     )  # fmt: skip

@@ -85,7 +85,36 @@ def open_engine(args: argparse.Namespace) -> Engine:
     if tokenizer is None:
         raise FileNotFoundError(f"{args.model} has no tokenizer; cannot turn text into ids")
     truncate = getattr(args, "truncate_prompt", False)  # `buildlm generate --truncate-prompt`
-    return Engine(model, tokenizer, compile=args.compile, truncate_prompts=truncate)
+    speculative = drafter_from_args(args, model, tokenizer)
+    return Engine(model, tokenizer, compile=args.compile, truncate_prompts=truncate,
+                  speculative=speculative)  # fmt: skip
+
+
+def drafter_from_args(args: argparse.Namespace, model, tokenizer):
+    """The drafter ``--draft MODEL`` or ``--prompt-lookup`` asks for (None: plain decoding)."""
+    from buildlm.device import parse_dtype
+    from buildlm.infer.draft_model import DraftModel
+    from buildlm.infer.load import load_model
+    from buildlm.infer.prompt_lookup import PromptLookup
+
+    draft, lookup = getattr(args, "draft", None), getattr(args, "prompt_lookup", False)
+    if draft is not None and lookup:
+        raise ValueError("--draft and --prompt-lookup are two ways to draft; pick one")
+    k = getattr(args, "draft_tokens", 4)
+    if draft is None and not lookup:
+        return None
+    if k < 1:
+        raise ValueError(f"--draft-tokens must be >= 1, got {k}")
+    if lookup:
+        return PromptLookup(num_tokens=k)
+    device = next(model.parameters()).device
+    draft_model, draft_tokenizer = load_model(draft, device, parse_dtype(args.dtype), args.quantize)
+    if draft_tokenizer is not None and not _same_tokens(draft_tokenizer, tokenizer):
+        raise ValueError(
+            f"--draft {draft} has another tokenizer than --model {args.model}; "
+            "draft with a model of the same tokenizer"
+        )
+    return DraftModel(draft_model, num_tokens=k)
 
 
 def format_stats(stats: EngineStats, model) -> str:
@@ -94,8 +123,22 @@ def format_stats(stats: EngineStats, model) -> str:
     weight_bytes += sum(b.numel() * b.element_size() for b in model.buffers())
     per_step = stats.decode_s / stats.decode_steps if stats.decode_steps else 0.0
     bandwidth = weight_bytes / per_step / 1e9 if per_step else 0.0
-    return (
+    line = (
         f"[stats] prefill {stats.prefill_tokens} tokens at {stats.prefill_tokens_per_s:,.0f} tok/s; "
         f"decode {stats.decode_tokens} tokens at {stats.decode_tokens_per_s:,.1f} tok/s; "
         f"{weight_bytes / 1e6:,.0f} MB of weights read per step, {bandwidth:.1f} GB/s achieved"
+    )
+    if stats.draft_tokens:
+        line += (
+            f"; {stats.accepted_tokens} of {stats.draft_tokens} drafted tokens accepted "
+            f"({stats.acceptance_rate:.0%}), {stats.decode_tokens / stats.decode_steps:.2f} "
+            "tokens per step"
+        )
+    return line
+
+
+def _same_tokens(a, b) -> bool:
+    """Whether two tokenizers give every id the same bytes (so their ids mean the same)."""
+    return a.vocab_size == b.vocab_size and all(
+        a.token_bytes(i) == b.token_bytes(i) for i in range(a.vocab_size)
     )

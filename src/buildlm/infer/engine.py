@@ -27,6 +27,7 @@ from buildlm.infer.beam_search import beam_search
 from buildlm.infer.kvcache import StaticKVCache
 from buildlm.infer.requests import Completion, EngineStats, SamplingParams
 from buildlm.infer.row import Row
+from buildlm.infer.speculative import Drafter, check_speculable, speculative_decode
 from buildlm.infer.static_decode import StaticDecodeStep, model_storage
 from buildlm.infer.weight_layout import arrange_for_decoding
 
@@ -53,6 +54,13 @@ class Engine:
     batch-1 decoding with `buildlm.infer.weight_layout.arrange_for_decoding`: every matrix in the
     layout the CPU streams fastest, all of them on huge pages. The values, shapes and parameter
     objects stay the same, so the model still trains, saves and loads as before.
+
+    ``speculative`` (default: off) decodes with a drafter's guesses checked by the model
+    (`buildlm.infer.speculative`): `buildlm.infer.prompt_lookup.PromptLookup` or
+    `buildlm.infer.draft_model.DraftModel`. The tokens are those of plain decoding (greedy) or
+    distributed exactly as them (sampling); rows are then decoded one at a time at batch 1,
+    without fixed-shape steps or ``torch.compile``, and tool calls are refused. Only
+    `generate` and `stream` speculate: the server's scheduler drives plain `DecodeBatch` steps.
     """
 
     def __init__(
@@ -63,6 +71,7 @@ class Engine:
         compile: bool = False,
         arrange_weights: bool | None = None,
         static_decode: bool | None = None,
+        speculative: Drafter | None = None,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -81,8 +90,15 @@ class Engine:
         )
         if arrange_weights is None:
             arrange_weights = self.device.type == "cpu"
+        if speculative is not None:
+            check_speculable(model)
+            if hasattr(speculative, "check_target"):  # a draft model: same vocabulary, context
+                speculative.check_target(model)
+        self.speculative = speculative
         if arrange_weights:
             arrange_for_decoding(model)
+            if isinstance(getattr(speculative, "model", None), nn.Module):
+                arrange_for_decoding(speculative.model)
         self.stats = EngineStats()
 
     # --- public API ----------------------------------------------------------------------------
@@ -173,6 +189,9 @@ class Engine:
         """Prefill, then decode until every row is done; yields the rows' new text per step."""
         self.stats = batch.stats
         if all(row.done for row in rows):  # nothing to generate (max_new_tokens=0)
+            return
+        if self.speculative is not None:
+            yield from speculative_decode(self.model, self.speculative, rows, batch.stats)
             return
         static = None
         if self.static_decode:

@@ -157,6 +157,19 @@ class StaticKVCache:
         """Forget everything (the storage is reused; stale values are never read)."""
         self.offset = 0
 
+    def truncate(self, length: int) -> None:
+        """Forget every position from ``length`` on: what speculative decoding does with the
+        drafted tokens the target rejected (`buildlm.infer.speculative`). The slots stay
+        written but are past ``offset``, so they are never read and the next step overwrites
+        them. A ring (a sliding-window layer) has overwritten older keys with the rejected
+        ones, so it cannot go back: refused.
+        """
+        if any(size != self.max_len for size in self.sizes):
+            raise ValueError("a sliding-window cache (a ring of slots) cannot be rolled back")
+        if not 0 <= length <= self.offset:
+            raise ValueError(f"cannot truncate a cache of {self.offset} positions to {length}")
+        self.offset = length
+
     # --- cache surgery for a batch whose rows come and go (`buildlm.infer.batch`) ---
     #
     # Rows of a batch sit *right-aligned*: every row's newest key is in slot ``offset - 1``, and

@@ -87,6 +87,8 @@ class EngineStats:
 
     ``static_steps_built`` counts the fixed-shape decode steps (`buildlm.infer.static_decode`)
     the call had to build; 0 when it reused one an earlier call built, or decoded without them.
+    With speculative decoding (`buildlm.infer.speculative`) a decode step verifies several
+    drafted tokens at once, and ``draft_tokens`` / ``accepted_tokens`` say how many were right.
     """
 
     prefill_tokens: int = 0
@@ -95,6 +97,13 @@ class EngineStats:
     decode_steps: int = 0
     decode_s: float = 0.0
     static_steps_built: int = 0
+    draft_tokens: int = 0  # tokens a drafter proposed (speculative decoding; 0 without)
+    accepted_tokens: int = 0  # of those, how many the target model accepted
+
+    @property
+    def acceptance_rate(self) -> float:
+        """The share of drafted tokens the target accepted (0 when nothing was drafted)."""
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
 
     @property
     def prefill_tokens_per_s(self) -> float:
