@@ -1,4 +1,4 @@
-"""Reading records streams too: ``buildlm prepare`` on a 16x larger JSONL.zst or Parquet file
+"""Reading records streams too: ``buildlm prepare`` on a 32x larger JSONL.zst or Parquet file
 needs no more memory (the documents are never all held, as `test_prepare_memory` shows for text)."""
 
 import json
@@ -58,13 +58,13 @@ def peak_rss(path, out) -> int:
 def test_memory_does_not_grow_with_the_records(tmp_path, suffix):
     small, big = tmp_path / f"small{suffix}", tmp_path / f"big{suffix}"
     write(small, shakespeare_records(1 << 20, seed=1))
-    docs = shakespeare_records(16 << 20, seed=2)
+    docs = shakespeare_records(32 << 20, seed=2)
     size = sum(len(d) for d in docs)
     write(big, docs)
     del docs
     base = peak_rss(small, tmp_path / "small")
     peak = peak_rss(big, tmp_path / "big")
-    # Held whole, the 16 MB of text would add at least its size (Python strings, more);
+    # Held whole, the 32 MB of text would add at least its size (Python strings, more);
     # streamed, the larger file adds a few MB at most (measured: 1 MB -> 256 MB of JSONL.zst,
     # 70 -> 75 MiB; the noise between two runs of one file is a few MB).
     assert peak - base < size / 3, (base, peak, size)

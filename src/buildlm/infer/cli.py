@@ -34,12 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--draft", default=None, metavar="MODEL",
         help="speculative decoding: a smaller model with the same tokenizer guesses tokens, the "
-        "model checks them in one pass (same output, faster when the guesses are right)",
+        "model checks them in one pass (same output, faster when the guesses are right; default: none)",
     )  # fmt: skip
     parser.add_argument(
         "--prompt-lookup", action="store_true",
         help="speculative decoding with guesses copied from the text itself (no second model; "
-        "fast on repetitive text)",
+        "fast on repetitive text; default: off)",
     )  # fmt: skip
     parser.add_argument(
         "--draft-tokens", type=int, default=4,
