@@ -7,8 +7,13 @@ That llama.cpp itself runs the file and agrees is checked by `test_llamacpp_agre
 saying why, when llama.cpp's Python binding is not installed) and benchmarks/gguf_llamacpp.py.
 """
 
+import os
+import re
+import shlex
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -62,10 +67,11 @@ def _idx(vocab_size: int) -> torch.Tensor:
 
 def _q8_0(w: torch.Tensor) -> torch.Tensor:
     """q8_0 written out independently of gguf: blocks of 32 along a row, scale max|x|/127 kept
-    in float16, values round(x / scale) in int8."""
+    in float16, values x / scale rounded half away from zero (C's roundf, as ggml) in int8."""
     blocks = w.reshape(-1, 32)
     d = blocks.abs().amax(dim=1, keepdim=True) / 127
-    q = torch.round(blocks * torch.where(d == 0, 0, 1 / d))
+    scaled = blocks * torch.where(d == 0, 0, 1 / d)
+    q = torch.sign(scaled) * torch.floor(scaled.abs() + 0.5)
     return (d.half().float() * q).reshape(w.shape)
 
 
@@ -266,3 +272,96 @@ def test_reading_bad_files(tmp_path):
     writer.close()
     with pytest.raises(ValueError, match="architecture 'bert' is not supported; buildlm reads: gpt2"):
         load_gguf(tmp_path / "bert.gguf")
+
+
+# --- the README's "Run it elsewhere" section, run as it is written ---------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+SHAKESPEARE = ROOT / "src" / "buildlm" / "pretrained" / "shakespeare-small"
+
+
+def _readme_section() -> tuple[list[str], str, list[str]]:
+    """The section's ``buildlm convert`` lines, its Python block and its other shell lines."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Run it elsewhere")[1].split("\n## ")[0]
+    blocks = re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S)
+    (python,) = [code for lang, code in blocks if lang == "python"]
+    shell = [line for lang, code in blocks if lang == "bash" for line in code.splitlines()]
+    converts = [line for line in shell if line.startswith("buildlm convert")]
+    return converts, python, [line for line in shell if line not in converts]
+
+
+@pytest.fixture(scope="module")
+def readme_home(tmp_path_factory):
+    """A folder where the README's convert commands have run on the bundled shakespeare-small."""
+    home = tmp_path_factory.mktemp("home")
+    converts, _, _ = _readme_section()
+    assert len(converts) == 3
+    cwd = os.getcwd()
+    os.chdir(home)
+    try:
+        for line in converts:
+            line = line.replace("runs/<date-time>", str(SHAKESPEARE))
+            convert(shlex.split(line)[2:])
+    finally:
+        os.chdir(cwd)
+    return home
+
+
+def test_readme_converts_and_transformers_snippet(readme_home, monkeypatch, capsys):
+    _, python, _ = _readme_section()
+    original = load_checkpoint(SHAKESPEARE).model
+    back = load_checkpoint(readme_home / "ckpt" / "from-gguf").model  # went through q8_0
+    idx = torch.tensor([[5, 17, 300, 4000, 12]])
+    with torch.no_grad():
+        torch.testing.assert_close(back(idx), _rounded(original, "q8_0")(idx), atol=1e-4, rtol=0)
+    monkeypatch.chdir(readme_home)
+    exec(python, {})
+    assert capsys.readouterr().out.startswith("ROMEO:")
+
+
+def _shell_line(prefix: str) -> str:
+    _, _, others = _readme_section()
+    (line,) = [line for line in others if line.startswith(prefix)]
+    return line
+
+
+def test_readme_llama_cpp_python_line(readme_home):
+    line = _shell_line("python -c")
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        pytest.skip("llama.cpp's Python binding is not installed (pip install llama-cpp-python)")
+    out = subprocess.run(
+        [sys.executable, *shlex.split(line)[1:]], cwd=readme_home, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.strip()) > 0
+
+
+@pytest.mark.parametrize("program", ["llama-cli", "ollama"])
+def test_readme_llama_cpp_and_ollama_lines(readme_home, program):
+    line = _shell_line(program if program == "llama-cli" else "echo")
+    if shutil.which(program) is None:
+        pytest.skip(f"{program} is not installed on this machine; the README line is {line!r}")
+    out = subprocess.run(
+        ["bash", "-c", line], cwd=readme_home, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def test_llamacpp_agrees():
+    """llama.cpp loads the exports and its tokens, logits and greedy tokens match buildlm's."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        pytest.skip(
+            "llama.cpp's Python binding is not installed: pip install llama-cpp-python compiles "
+            "it (RESULTS.md: GGUF), then this runs benchmarks/gguf_llamacpp.py --tiny"
+        )
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gguf_llamacpp.py"), "--tiny"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
