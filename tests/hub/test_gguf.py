@@ -218,6 +218,18 @@ def test_cli_to_gguf_and_back(tokenizer, tmp_path, capsys):
     assert loaded.tokenizer.encode(TEXTS[2]) == tokenizer.encode(TEXTS[2])
 
 
+def test_buildlm_load_opens_a_gguf_file(tokenizer, tmp_path):
+    import buildlm
+
+    model = _model(STYLES["gpt2"][1])
+    save_gguf(model, tokenizer, tmp_path / "m.gguf", dtype="bf16")
+    lm = buildlm.load(tmp_path / "m.gguf")
+    idx = _idx(model.config.vocab_size)
+    with torch.no_grad():
+        torch.testing.assert_close(lm.model(idx), _rounded(model, "bf16")(idx), atol=1e-5, rtol=0)
+    assert isinstance(lm.generate("Hello", max_new_tokens=3), str)
+
+
 def test_cli_never_overwrites(tokenizer, tmp_path):
     _, run = _checkpoint(tmp_path, tokenizer)
     out = tmp_path / "m.gguf"
