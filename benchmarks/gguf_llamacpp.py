@@ -1,6 +1,6 @@
 """Does llama.cpp itself run buildlm's GGUF export and compute what buildlm computes?
 
-For a GPT-2-style and a Llama-style random model (and a Qwen2-style one), each dtype: export with
+For a GPT-2-, Llama-, Qwen2- and Qwen3-style random model, each dtype: export with
 ``save_gguf``, load the file in llama.cpp (its Python binding, ``llama_cpp``, which builds
 llama.cpp from source when pip installs it), and compare with buildlm
 
@@ -37,18 +37,29 @@ STYLES = {  # name: (ModelConfig overrides, tokenizer pattern -> llama.cpp pre-t
     "gpt2": (dict(), "gpt2"),
     "llama": (dict(**LLAMA_LIKE, n_kv_heads=2, tie_embeddings=False, rope_theta=5e5), "cl100k"),
     "qwen2": (dict(**LLAMA_LIKE, n_kv_heads=2, qkv_bias=True), "gpt2"),
+    "qwen3": (dict(**LLAMA_LIKE, n_kv_heads=1, qk_norm=True, head_dim=32), "o200k"),
 }
 # Largest |logit difference| accepted: f32 is float32 arithmetic in another order; llama.cpp
 # multiplies f16/bf16 weights by activations rounded to f16/bf16 and q8_0 weights by activations
 # quantized to 8 bits per block of 32, which buildlm (float32 activations) does not.
-TOLERANCE = {"f32": 1e-3, "f16": 2e-2, "bf16": 1e-1, "q8_0": 1e-1}
+# Tolerances are relative: max |logit difference| / max |logit|. Greedy tokens must match where
+# llama.cpp keeps activations in float32 or float16 (f32, f16 files); with bf16 and q8_0 its
+# rounded activations may flip a near tie, so there the row says where they part, if they do.
+# The "format" column is the file's own rounding (buildlm on the original weights against buildlm
+# on the file's): llama.cpp's difference is of that order, as it rounds activations the same way.
+TOLERANCE = {"f32": 2e-5, "f16": 5e-3, "bf16": 5e-2, "q8_0": 1e-1}
+GREEDY_MUST_MATCH = ("f32", "f16")
+# ggml's CPU GELU reads a table of float16 inputs and outputs: on GPT-2's MLP that alone moves
+# the f32 logits by ~1e-3 (rounding buildlm's GELU input and output to float16 the same way takes
+# the measured max difference from 1.3e-3 to 2.8e-4 on the --tiny model).
+GELU_TABLE = 2e-3
 TEXTS = ["Hello world! It's 2026.", "  the quick brown fox\n\njumps 12345 times", "héllo ☃ <|endoftext|>"]
 
 
 def random_model(overrides: dict, d_model: int, n_layers: int, vocab: int, seed: int = 0) -> GPT:
     torch.manual_seed(seed)
     cfg = ModelConfig(
-        vocab_size=vocab, context_length=128, d_model=d_model, n_layers=n_layers, n_heads=4,
+        vocab_size=vocab, context_length=256, d_model=d_model, n_layers=n_layers, n_heads=4,
         init_std=0.1, **overrides,
     )  # fmt: skip
     model = GPT(cfg).eval()
@@ -64,7 +75,7 @@ def llama_cpp_run(path: Path, prompt: list[int], new_tokens: int):
     from llama_cpp import Llama
 
     llm = Llama(
-        model_path=str(path), n_ctx=128, n_batch=128, logits_all=True, verbose=False,
+        model_path=str(path), n_ctx=256, n_batch=256, logits_all=True, verbose=False,
         n_threads=1, type_k=0, type_v=0,  # GGML_TYPE_F32: keys and values cached unrounded
     )  # fmt: skip
     llm.eval(prompt)
@@ -97,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     d_model, n_layers = (64, 2) if args.tiny else (256, 4)
     corpus = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     failures = 0
-    print(f"{'model':6} {'dtype':5} {'tokens':6} {'max|dlogit|':>11} {'greedy':8} {'llama.cpp s':>11}")
+    print(
+        f"{'model':6} {'dtype':5} {'ids':5} {'max|logit|':>10} {'max|dlogit|':>11} {'relative':>9} "
+        f"{'format':>8} {'greedy':13} {'llama.cpp s':>11}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for style, (overrides, pattern) in STYLES.items():
             tokenizer = Tokenizer.train(corpus, 512, pattern=pattern)
@@ -117,11 +131,19 @@ def main(argv: list[str] | None = None) -> int:
                     for t in TEXTS
                 )
                 diff = float(np.abs(logits - ours_logits).max())
-                ok = same_ids and diff <= TOLERANCE[dtype] and greedy == ours_greedy
+                scale = float(np.abs(ours_logits).max())
+                tolerance = TOLERANCE[dtype] + (GELU_TABLE if style == "gpt2" else 0.0)
+                pairs = zip(greedy, ours_greedy, strict=True)
+                parted = next((i for i, (a, b) in enumerate(pairs) if a != b), None)
+                original, _ = buildlm_run(model, prompt, 0)
+                own = float(np.abs(original - ours_logits).max()) / scale
+                greedy_ok = parted is None or dtype not in GREEDY_MUST_MATCH
+                ok = same_ids and diff / scale <= tolerance and greedy_ok
                 failures += not ok
                 print(
-                    f"{style:6} {dtype:5} {'same' if same_ids else 'DIFFER':6} {diff:11.2e} "
-                    f"{'same' if greedy == ours_greedy else 'DIFFER':8} {seconds:11.2f}"
+                    f"{style:6} {dtype:5} {'same' if same_ids else 'DIFFER':5} {scale:10.2f} "
+                    f"{diff:11.2e} {diff / scale:9.1e} {own:8.1e} "
+                    f"{'same' if parted is None else f'parts at {parted}':13} {seconds:11.2f}"
                     + ("" if ok else "   <- FAILED")
                 )
                 del llm
