@@ -4,7 +4,8 @@
 1/2/3, OLMo 2, and the mixtures of experts Mixtral, Qwen2-MoE, Qwen3-MoE) into a buildlm ``GPT``
 and ``Tokenizer``; ``save_hf(model, tokenizer, folder)`` writes one that ``transformers`` loads
 with the same logits. ``save_gguf`` / ``load_gguf`` do the same for one GGUF file, the format
-llama.cpp and Ollama run (gpt2, llama, qwen2 and qwen3 networks; f32, f16, bf16 or q8_0). The chat templates that come with a model's tokenizer live with the
+llama.cpp and Ollama run (gpt2, llama, qwen2, qwen3, mixtral and qwen3-moe networks; f32,
+f16, bf16 or q8_0). The chat templates that come with a model's tokenizer live with the
 tokenizer (`buildlm.tokenizer.chat_templates`). One concept per file:
 
 - ``hf_config.py``: config.json <-> ModelConfig

@@ -13,11 +13,16 @@ gpt2        ``gpt2``      learned positions, LayerNorm, GELU (tanh), fused q/k/v
 llama       ``llama``     RoPE on *adjacent pairs* (its "normal" mode): q/k rows are permuted
 qwen2       ``qwen2``     RoPE on the two halves (NeoX mode, as buildlm): no permutation
 qwen3       ``qwen3``     as qwen2, plus RMSNorm on each q/k head
+mixtral     ``llama``     llama with ``expert_count`` experts in every layer (softmax router,
+                          the top ``expert_used_count`` renormalised)
+qwen3_moe   ``qwen3moe``  qwen3 with experts of ``expert_feed_forward_length`` in every layer
+                          (renormalised top-k: llama.cpp always renormalises)
 ==========  ============  =====================================================================
 
 Mistral without a sliding window is a Llama network and exports as ``llama``. Not exported (yet):
-sliding windows, Llama 3 RoPE scaling (llama.cpp wants a ``rope_freqs`` tensor), the
-mixture-of-experts families and Gemma/OLMo 2 (their norm and scale conventions differ).
+sliding windows, Llama 3 RoPE scaling (llama.cpp wants a ``rope_freqs`` tensor), Qwen2-MoE (a
+gated shared expert), Qwen3-MoE with dense layers or without renormalisation, and Gemma/OLMo 2
+(their norm and scale conventions differ).
 """
 
 from __future__ import annotations
@@ -26,8 +31,12 @@ from typing import Any
 
 import numpy as np
 
-ARCH = {"gpt2": "gpt2", "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}  # HF -> GGUF
-MODEL_TYPE = {arch: model_type for model_type, arch in ARCH.items()}  # GGUF -> HF
+ARCH = {  # HF model_type -> GGUF architecture
+    "gpt2": "gpt2", "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
+    "mixtral": "llama", "qwen3_moe": "qwen3moe",
+}  # fmt: skip
+# GGUF -> HF (a "llama" file with experts is a Mixtral: `hf_config_from_gguf`)
+MODEL_TYPE = {"gpt2": "gpt2", "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen3moe": "qwen3_moe"}
 
 
 def gguf_metadata(hf: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -53,7 +62,21 @@ def gguf_metadata(hf: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         raise ValueError(
             "GGUF export of sliding-window attention is not supported; export with --to hf"
         )
+    moe = {}
+    if hf["model_type"] == "qwen3_moe":
+        if hf["mlp_only_layers"] or hf["decoder_sparse_step"] != 1 or not hf["norm_topk_prob"]:
+            raise ValueError(
+                "llama.cpp's qwen3moe has experts in every layer and renormalises the chosen "
+                "experts' weights; this model does not (export it with --to hf)"
+            )
+        moe = {"expert_feed_forward_length": hf["moe_intermediate_size"]}
+    if hf["model_type"] in ("mixtral", "qwen3_moe"):
+        moe.update(
+            expert_count=hf.get("num_local_experts") or hf["num_experts"],
+            expert_used_count=hf["num_experts_per_tok"],
+        )
     return arch, {
+        **moe,
         "context_length": hf["max_position_embeddings"],
         "embedding_length": hf["hidden_size"],
         "block_count": hf["num_hidden_layers"],
@@ -84,8 +107,11 @@ def hf_config_from_gguf(
             raise ValueError(f"GGUF file lacks the metadata key {arch}.{key}")
         return _exact(meta[key])
 
+    model_type = MODEL_TYPE[arch]
+    if arch == "llama" and meta.get("expert_count"):
+        model_type = "mixtral"
     hf: dict[str, Any] = {
-        "model_type": MODEL_TYPE[arch],
+        "model_type": model_type,
         "vocab_size": tensors["token_embd.weight"][0],
         "tie_word_embeddings": "output.weight" not in tensors,
     }
@@ -111,9 +137,17 @@ def hf_config_from_gguf(
         rms_norm_eps=need("attention.layer_norm_rms_epsilon"),
         rope_theta=_exact(meta.get("rope.freq_base", 10000.0)),
     )
-    if arch == "llama":
+    if model_type == "llama":
         bias = "blk.0.attn_q.bias" in tensors
         hf.update(attention_bias=bias, mlp_bias=bias)
+    if model_type in ("mixtral", "qwen3_moe"):
+        hf.update(num_experts_per_tok=need("expert_used_count"))
+        hf["num_local_experts" if model_type == "mixtral" else "num_experts"] = need("expert_count")
+    if model_type == "qwen3_moe":
+        hf.update(
+            moe_intermediate_size=need("expert_feed_forward_length"),
+            norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[],
+        )  # fmt: skip
     return hf
 
 

@@ -20,7 +20,7 @@ import gguf
 import torch
 
 from buildlm.hub.gguf_config import MODEL_TYPE, hf_config_from_gguf
-from buildlm.hub.gguf_tensors import decode, from_gguf_layout, gguf_name
+from buildlm.hub.gguf_tensors import decode, experts_name, from_gguf_layout, gguf_name
 from buildlm.hub.gguf_tokenizer import tokenizer_from_fields
 from buildlm.hub.hf_config import config_from_hf, parse_hf_dtype
 from buildlm.hub.hf_weights import hf_to_buildlm, weight_links
@@ -46,7 +46,7 @@ def open_gguf(path: str | os.PathLike) -> gguf.GGUFReader:
 def load_gguf(
     path: str | os.PathLike, dtype: torch.dtype | str | None = None
 ) -> tuple[GPT, Tokenizer]:
-    """``(model, tokenizer)`` from the GGUF file ``path`` (a gpt2, llama, qwen2 or qwen3 one)."""
+    """``(model, tokenizer)`` from the GGUF file ``path`` (an architecture in `MODEL_TYPE`)."""
     reader = open_gguf(path)
     meta = read_metadata(reader)
     arch = meta.get("general.architecture")
@@ -64,13 +64,16 @@ def load_gguf(
     heads = {"q": cfg.n_heads, "k": cfg.n_kv_heads}
     hf_state = {}
     for link in weight_links(model_type, cfg):
-        for hf_name in link.theirs:
+        stored = [experts_name(link.theirs[0])] if link.stack else link.theirs
+        for hf_name in stored:
             name = gguf_name(arch, cfg.n_layers, hf_name)
             if name not in tensors:
                 raise ValueError(f"{str(path)!r} lacks the tensor {name!r} a {arch} model needs")
             t = tensors[name]
             value = decode(t.data, t.tensor_type, shapes[name])
             hf_state[hf_name] = from_gguf_layout(arch, hf_name, value, heads)
+        if link.stack:  # one (n_experts, out, in) tensor: the per-expert names hf_to_buildlm wants
+            hf_state.update(zip(link.theirs, hf_state.pop(stored[0]).unbind(0), strict=True))
     model = GPT(cfg)
     model.load_state_dict(hf_to_buildlm(model_type, cfg, hf_state))
     target = parse_hf_dtype(dtype)

@@ -20,10 +20,9 @@ import torch
 
 from buildlm.atomic import atomic_file
 from buildlm.hub.gguf_config import ARCH, gguf_metadata
-from buildlm.hub.gguf_tensors import DTYPES, encode, gguf_name, to_gguf_layout
+from buildlm.hub.gguf_tensors import DTYPES, encode, gguf_name, hf_tensors, to_gguf_layout
 from buildlm.hub.gguf_tokenizer import tokenizer_fields
 from buildlm.hub.hf_config import config_to_hf, hf_model_type
-from buildlm.hub.hf_weights import buildlm_to_hf
 from buildlm.model import GPT
 from buildlm.tokenizer import Tokenizer
 
@@ -91,9 +90,8 @@ def save_gguf(
     arch, meta = gguf_metadata(hf)
     vocab = tokenizer_fields(tokenizer, cfg.vocab_size)
     heads = {"q": cfg.n_heads, "k": cfg.n_kv_heads}
-    with torch.no_grad():
-        hf_state = buildlm_to_hf(model_type, cfg, model.state_dict())
-    with atomic_file(path) as tmp:
+    state = model.state_dict()
+    with torch.no_grad(), atomic_file(path) as tmp:
         writer = gguf.GGUFWriter(tmp, arch)
         writer.add_name(name or Path(path).stem)
         writer.add_file_type(_FILE_TYPE[dtype])
@@ -113,7 +111,7 @@ def save_gguf(
             writer.add_bos_token_id(vocab["bos_token_id"])
             writer.add_eos_token_id(vocab["eos_token_id"])
         writer.add_add_bos_token(False)
-        for hf_name, t in hf_state.items():
+        for hf_name, t in hf_tensors(model_type, cfg, state):
             t = to_gguf_layout(arch, hf_name, t, heads)
             data, kind = encode(t, dtype)
             writer.add_tensor(gguf_name(arch, cfg.n_layers, hf_name), data, raw_dtype=kind)

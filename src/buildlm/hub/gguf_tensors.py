@@ -27,9 +27,15 @@ stay f32, and a matrix whose rows are not a multiple of 32 long falls back to f1
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator, Mapping
+
 import gguf
 import numpy as np
 import torch
+
+from buildlm.hub.hf_weights import weight_links
+from buildlm.model import ModelConfig
 
 DTYPES = {
     "f32": gguf.GGMLQuantizationType.F32,
@@ -51,6 +57,30 @@ def gguf_name(arch: str, n_layers: int, hf_name: str) -> str:
     if name is None:
         raise ValueError(f"no GGUF name for tensor {hf_name!r} of a {arch} model")
     return name
+
+
+def experts_name(first_expert: str) -> str:
+    """The name llama.cpp's converter gives the stacked experts of a kind, from the first
+    expert's Hugging Face name (``...experts.0.w1.weight`` -> ``...experts.w1.weight``)."""
+    return re.sub(r"\.experts\.0\.", ".experts.", first_expert)
+
+
+def hf_tensors(
+    model_type: str, cfg: ModelConfig, state: Mapping[str, torch.Tensor]
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(Hugging Face name, tensor)`` for every tensor a GGUF file holds, from buildlm's state.
+
+    As `hf_weights.buildlm_to_hf`, except that a mixture of experts' matrices stay stacked,
+    (n_experts, out, in), which is how GGUF stores them (``blk.N.ffn_gate_exps.weight``).
+    """
+    for link in weight_links(model_type, cfg):
+        t = state[link.ours]
+        if link.stack:
+            yield experts_name(link.theirs[0]), t
+        elif link.transpose or len(link.theirs) == 1:
+            yield link.theirs[0], t.t() if link.transpose else t
+        else:
+            yield from zip(link.theirs, t.split(list(link.rows), dim=0), strict=True)
 
 
 def permute_rope(t: torch.Tensor, n_heads: int, inverse: bool = False) -> torch.Tensor:
