@@ -43,6 +43,21 @@ def is_sentencepiece_style(data: dict) -> bool:
     return any(isinstance(s, dict) and s.get("type") == "Metaspace" for s in found)
 
 
+def bpe_model(path: str | os.PathLike, data: object) -> dict:
+    """The ``model`` block of a parsed ``tokenizer.json``, checked to be BPE with a vocab (any
+    BPE: byte-level here, byte-fallback in `buildlm.tokenizer.sentencepiece_bpe`)."""
+    model = data.get("model") if isinstance(data, dict) else None
+    if (
+        not isinstance(model, dict)
+        or model.get("type") != "BPE"
+        or not isinstance(model.get("vocab"), dict)
+    ):
+        raise ValueError(
+            f"{path}: not a BPE tokenizer.json (expected model.type 'BPE' with a vocab)"
+        )
+    return model
+
+
 def read_hf_tokenizer(
     path: str | os.PathLike, data: object = None
 ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]], dict[str, int], str]:
@@ -53,15 +68,7 @@ def read_hf_tokenizer(
     """
     if data is None:
         data = read_json(path)
-    model = data.get("model") if isinstance(data, dict) else None
-    if (
-        not isinstance(model, dict)
-        or model.get("type") != "BPE"
-        or not isinstance(model.get("vocab"), dict)
-    ):
-        raise ValueError(
-            f"{path}: not a BPE tokenizer.json (expected model.type 'BPE' with a vocab)"
-        )
+    model = bpe_model(path, data)
     if model.get("byte_fallback"):
         raise ValueError(
             f"{path}: byte-fallback BPE (SentencePiece style) is not supported; only byte-level BPE"

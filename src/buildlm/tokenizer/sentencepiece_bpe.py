@@ -37,6 +37,7 @@ from buildlm.atomic import atomic_write_text
 from buildlm.tokenizer.added_tokens import AddedMatcher, read_added_tokens
 from buildlm.tokenizer.fast_encode import encode_batch
 from buildlm.tokenizer.files import read_json
+from buildlm.tokenizer.hf_json import bpe_model
 from buildlm.tokenizer.hf_pipeline import (
     SPACE_MARK,
     normalize,
@@ -321,15 +322,7 @@ class SentencePieceBPE:
         naming the file and what is not supported."""
         if data is None:
             data = read_json(path)
-        model = data.get("model") if isinstance(data, dict) else None
-        if (
-            not isinstance(model, dict)
-            or model.get("type") != "BPE"
-            or not isinstance(model.get("vocab"), dict)
-        ):
-            raise ValueError(
-                f"{path}: not a BPE tokenizer.json (expected model.type 'BPE' with a vocab)"
-            )
+        model = bpe_model(path, data)
         for key in ("continuing_subword_prefix", "end_of_word_suffix"):
             if model.get(key):
                 raise ValueError(f"{path}: BPE {key}={model[key]!r} is not supported")
