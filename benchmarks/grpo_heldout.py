@@ -2,6 +2,7 @@
 
     python benchmarks/grpo_heldout.py RUN TASKS [TEMPERATURE]
     python benchmarks/grpo_heldout.py /tmp/grpo/sft speaker,count,parity 0.7
+    python benchmarks/grpo_heldout.py --tiny   # the bundled model, 4 speaker prompts (CI)
 
 For each bundled instruct task: 8 replies per test prompt (alpaca template, seeded), sampled and
 checked as GRPO's rollouts are (`buildlm.finetune.grpo.GRPOTask.rollout`); prints the share that
@@ -20,12 +21,13 @@ from buildlm.finetune.grpo_rollout import make_prompts
 from buildlm.infer.load import load_model
 
 
-def main(run: str, tasks: str, temperature: float = 0.7) -> None:
+def main(run: str, tasks: str, temperature: float = 0.7, limit: int | None = None) -> None:
     torch.set_num_threads(1)
     model, tokenizer = load_model(run, dtype=torch.float32)
     for task_name in tasks.split(","):
         records = records_from_dicts(load_bundled(f"instruct-tasks:{task_name}")["test"], "test")
         prompts, _ = make_prompts(records, "alpaca", tokenizer, model.config.context_length - 16)
+        prompts = prompts[:limit]
         config = GRPOConfig(
             group_size=8, prompts_per_step=len(prompts), max_new_tokens=16, temperature=temperature
         )
@@ -38,4 +40,13 @@ def main(run: str, tasks: str, temperature: float = 0.7) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 0.7)
+    if sys.argv[1:] == ["--tiny"]:
+        from pathlib import Path
+
+        import buildlm
+
+        main(str(Path(buildlm.__file__).parent / "pretrained" / "shakespeare-small"), "speaker", limit=4)
+    elif len(sys.argv) in (3, 4):
+        main(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 0.7)
+    else:
+        sys.exit(__doc__)

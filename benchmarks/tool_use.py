@@ -18,6 +18,7 @@ equals the exact value. The runs come from (shared 2-core CPU; a few minutes eac
 (``--data instruct-arith`` and no ``--instruct.tools`` for the baseline). Then::
 
     python benchmarks/tool_use.py --tools RUN --arith RUN2 [--base src/buildlm/pretrained/shakespeare-small]
+    python benchmarks/tool_use.py --tiny   # the bundled model, 10 questions, tool on and off (CI)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 from buildlm.data.bundled_tasks import load_bundled
 from buildlm.data.records import records_from_dicts
@@ -35,10 +37,10 @@ from buildlm.infer.load import load_model
 TEMPLATE = "Q: {input}\nA: "
 
 
-def score(path: str, tools: tuple[str, ...], label: str, show: int) -> dict:
+def score(path: str, tools: tuple[str, ...], label: str, show: int, limit: int | None = None) -> dict:
     model, tokenizer = load_model(path)
     records = records_from_dicts(load_bundled("instruct-tools")["test"], "instruct-tools/test")
-    items = generation_items(records, TEMPLATE, tokenizer, tools=tools)
+    items = generation_items(records, TEMPLATE, tokenizer, limit=limit, tools=tools)
     t0 = time.perf_counter()
     scores, rows = exact_match_eval(model, tokenizer, items, max_new_tokens=64, batch_size=50)
     seconds = time.perf_counter() - t0
@@ -50,11 +52,21 @@ def score(path: str, tools: tuple[str, ...], label: str, show: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tools", required=True, help="run fine-tuned on instruct-tools")
+    parser.add_argument("--tools", help="run fine-tuned on instruct-tools")
     parser.add_argument("--arith", default=None, help="run fine-tuned on instruct-arith")
     parser.add_argument("--base", default=None, help="the starting model, scored with the tool on")
     parser.add_argument("--show", type=int, default=3, help="replies printed per setting")
+    parser.add_argument("--tiny", action="store_true", help="the bundled model, 10 questions (CI)")
     args = parser.parse_args()
+    if args.tiny:
+        import buildlm
+
+        bundled = str(Path(buildlm.__file__).parent / "pretrained" / "shakespeare-small")
+        for tools, label in (((), "bundled model, tool off"), (("calculator",), "bundled model, tool on")):
+            score(bundled, tools, label, 1, limit=10)
+        return
+    if not args.tools:
+        parser.error("--tools RUN is needed (or --tiny)")
     results = []
     if args.base:
         results.append(score(args.base, ("calculator",), "base model, tool on", args.show))
