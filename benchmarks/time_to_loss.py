@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -44,6 +45,22 @@ RECIPES: dict[str, list[str]] = {
         "--train.lr_schedule", "wsd",
     ],
 }  # fmt: skip
+
+# Each choice's share: the modern recipe with one choice taken back (a later flag wins), or one
+# more change tried on top of it. ``--recipes modern ablations`` runs them all.
+ABLATIONS: dict[str, list[str]] = {
+    "modern-adamw": ["--train.optimizer", "adamw"],
+    "modern-cosine": ["--train.lr_schedule", "cosine"],
+    "modern-learned-pos": ["--model.position", "learned"],
+    "modern-layernorm": ["--model.norm", "layernorm"],
+    "modern-gelu": ["--model.mlp", "gelu"],
+    "modern-no-qk-norm": ["--model.qk_norm", "false"],
+    "modern-bias": ["--model.bias", "true"],
+    "modern-untied": ["--model.tie_embeddings", "false"],
+    "modern-wide": ["--model.d_model", "192"],
+    "modern-precision-auto": ["--train.precision", "auto"],
+}  # fmt: skip
+RECIPES.update({name: RECIPES["modern"] + change for name, change in ABLATIONS.items()})
 
 
 def cpu_description() -> str:
@@ -84,18 +101,20 @@ def train(recipe: str, budget: float, out_dir: Path, name: str, extra: list[str]
     if done.returncode != 0:
         raise SystemExit(f"{recipe}: buildlm train failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     steps, loss, bpb = final_figures(out_dir / name)
-    sample = done.stdout.split("--- sample")[-1].split("---")[0] if "--- sample" in done.stdout else ""
-    return {"steps": steps, "val_loss": loss, "bpb": bpb, "wall": wall, "sample": sample.strip()}
+    closing = re.findall(r"--- sample ---\n(.*?)\n---", done.stdout + done.stderr, flags=re.S)
+    return {"steps": steps, "val_loss": loss, "bpb": bpb, "wall": wall, "sample": closing[-1] if closing else ""}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budget", type=float, default=300.0, help="seconds per run")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    parser.add_argument("--recipes", nargs="+", choices=[*RECIPES, "ablations"], default=["nanogpt", "default", "modern"],
+                        help="recipes to run; 'ablations' stands for every modern-* variant")  # fmt: skip
     parser.add_argument("--tiny", action="store_true", help="15 s per run, one round (CI)")
     args = parser.parse_args()
     budget, rounds = (15.0, 1) if args.tiny else (args.budget, args.rounds)
+    recipes = [name for r in args.recipes for name in (ABLATIONS if r == "ablations" else [r])]
     extra = ["--train.eval_interval", "20", "--train.eval_batches", "2"] if args.tiny else []
     print(f"machine: {cpu_description()}; load average before: {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,26 +125,28 @@ def main() -> None:
              "--train.out_dir", str(out), "--train.name", "warm-up", "--train.progress", "false"],
             check=True, capture_output=True,
         )  # fmt: skip
-        results: dict[str, list[dict]] = {r: [] for r in args.recipes}
+        results: dict[str, list[dict]] = {r: [] for r in recipes}
         for i in range(rounds):
-            for recipe in args.recipes:
+            for recipe in recipes:
                 got = train(recipe, budget, out, f"{recipe}-{i}", extra)
                 results[recipe].append(got)
-                print(f"round {i + 1} {recipe:8s} steps {got['steps']:5d}  val loss {got['val_loss']:.3f}  "
+                print(f"round {i + 1} {recipe:22s} steps {got['steps']:5d}  val loss {got['val_loss']:.3f}  "
                       f"bits/byte {got['bpb']:.3f}  wall {got['wall']:.1f}s", flush=True)  # fmt: skip
     print(f"\nload average after: {os.getloadavg()[0]:.2f}; budget {budget:g}s per run, {rounds} round(s)")
-    print(f"{'recipe':10s} {'bits/byte min / median / max':>30s} {'steps (median)':>15s}")
+    print(f"{'recipe':22s} {'bits/byte min / median / max':>30s} {'steps (median)':>15s}")
     medians = {}
     for recipe, runs in results.items():
         bpbs = sorted(r["bpb"] for r in runs)
         medians[recipe] = statistics.median(bpbs)
         steps = statistics.median(r["steps"] for r in runs)
-        print(f"{recipe:10s} {bpbs[0]:>10.3f} / {medians[recipe]:.3f} / {bpbs[-1]:.3f} {steps:>15.0f}")
+        print(f"{recipe:22s} {bpbs[0]:>10.3f} / {medians[recipe]:.3f} / {bpbs[-1]:.3f} {steps:>15.0f}")
     if "modern" in medians:
         for other in ("nanogpt", "default"):
             if other in medians:
                 gain = medians[other] - medians["modern"]
                 print(f"modern is {gain:+.3f} bits/byte below {other} (goal: at least 0.150)")
+    for recipe in [r for r in medians if r in ABLATIONS and "modern" in medians]:
+        print(f"{recipe} is {medians[recipe] - medians['modern']:+.3f} bits/byte from modern")
     for recipe, runs in results.items():
         print(f"\n--- {recipe}: the last run's closing sample ---\n{runs[-1]['sample'][:400]}")
 
