@@ -22,7 +22,7 @@ from buildlm.atomic import atomic_file
 from buildlm.hub.gguf_config import ARCH, gguf_metadata
 from buildlm.hub.gguf_tensors import DTYPES, encode, gguf_name, hf_tensors, to_gguf_layout
 from buildlm.hub.gguf_tokenizer import tokenizer_fields
-from buildlm.hub.hf_config import config_to_hf, hf_model_type
+from buildlm.hub.hf_config import NO_RELU2_EXPORT, config_to_hf, hf_model_type
 from buildlm.model import GPT
 from buildlm.tokenizer import Tokenizer
 
@@ -37,6 +37,8 @@ _FILE_TYPE = {
 
 def gguf_model_type(model: GPT) -> str:
     """The Hugging Face family a GGUF export of ``model`` goes through (one of `ARCH`'s keys)."""
+    if model.config.mlp == "relu2":
+        raise ValueError(NO_RELU2_EXPORT.format(fmt="GGUF"))
     try:
         model_type = hf_model_type(model.config)
     except ValueError:

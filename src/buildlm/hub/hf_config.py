@@ -323,11 +323,22 @@ def _plain_want(model_type: str) -> dict[str, Any]:
     }[model_type]  # fmt: skip
 
 
+# The squared-ReLU MLP (mlp="relu2") is in none of the families above (GELU or gated MLPs).
+# transformers' Nemotron and Arcee have it, but buildlm does not map those families.
+NO_RELU2_EXPORT = (
+    "mlp='relu2' (the squared-ReLU MLP) has no {fmt} export: buildlm exports GPT-2, Llama, "
+    "Qwen, Mistral, Gemma and OLMo networks, whose MLPs are GELU or gated; keep the buildlm "
+    "checkpoint, or train with --model.mlp gelu or swiglu to export"
+)
+
+
 def hf_model_type(cfg: ModelConfig, model_type: str | None = None) -> str:
     """The Hugging Face family that computes exactly what ``cfg`` computes.
 
     With ``model_type`` given, check that it does; otherwise pick the one that fits.
     """
+    if cfg.mlp == "relu2":
+        raise ValueError(NO_RELU2_EXPORT.format(fmt="Hugging Face"))
     if model_type is not None:
         if model_type not in SUPPORTED:
             raise ValueError(

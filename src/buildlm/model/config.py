@@ -19,7 +19,7 @@ from typing import Any
 
 NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "sinusoidal", "rope")
-MLPS = ("gelu", "swiglu", "geglu")
+MLPS = ("gelu", "swiglu", "geglu", "relu2")
 NORM_PLACEMENTS = ("pre", "post", "branch_post", "sandwich")
 QK_NORM_SCOPES = ("head", "all")
 ATTENTIONS = ("sdpa", "manual")
@@ -114,7 +114,8 @@ class ModelConfig:
     ``n_kv_heads`` (None: n_heads, one key/value head per query head, ordinary multi-head
     attention); fewer key/value heads give grouped-query attention (GQA), one gives multi-query
     attention.
-    ``d_ff``: hidden width of the MLP (None: 4*d_model for GELU, the Llama rule for SwiGLU).
+    ``d_ff``: hidden width of the MLP (None: 4*d_model for GELU and ReLU², the Llama rule for
+    SwiGLU and GeGLU).
     ``head_dim``: dimensions per attention head (None: d_model/n_heads); a checkpoint may choose
     another width (Qwen3-0.6B: d_model=1024, 16 heads of 128), and attention then works in
     n_heads*head_dim dimensions before ``proj`` maps back to d_model.
@@ -142,6 +143,8 @@ class ModelConfig:
     offsets from 1 (``norm_offset=1.0``, weights start at 0). ``embed_scale``: multiply the token
     embeddings by sqrt(d_model) (Gemma), so that a tied table of small entries still gives the
     residual stream unit-sized inputs. ``mlp="geglu"``: SwiGLU's gated MLP with a tanh-GELU gate.
+    ``mlp="relu2"``: GPT-2's two-matrix MLP with relu(x)^2 in place of GELU (Primer, modded-nanogpt,
+    nanochat), d_ff 4*d_model like GELU's; it has no Hugging Face / GGUF export.
     ``query_pre_attn_scalar``: attention scores are divided by sqrt(this) instead of
     sqrt(head_dim) (None: head_dim). ``attn_logit_softcap`` / ``final_logit_softcap``: scores /
     logits become cap * tanh(x / cap), smoothly bounded to (-cap, cap) (Gemma 2; None: off).
@@ -281,7 +284,10 @@ class ModelConfig:
                     f"ModelConfig.{name} must be a positive integer or None, got {value!r}"
                 )
         if self.n_experts and self.mlp not in ("swiglu", "gelu"):
-            raise ValueError(f"mixture-of-experts layers have SwiGLU or GELU experts, not mlp={self.mlp!r}")
+            raise ValueError(
+                f"mixture-of-experts layers have SwiGLU or GELU experts, not mlp={self.mlp!r}; "
+                "set mlp='swiglu' or 'gelu' with n_experts"
+            )
         if self.router_score not in ROUTER_SCORES:
             raise ValueError(
                 f"unknown ModelConfig.router_score {self.router_score!r}; choose one of: "
@@ -412,8 +418,8 @@ class ModelConfig:
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
         if self.d_ff is None:
-            gelu = self.mlp == "gelu"
-            self.d_ff = 4 * self.d_model if gelu else swiglu_hidden_size(self.d_model)
+            two_matrices = self.mlp in ("gelu", "relu2")  # GPT-2's 4x; gated MLPs: Llama's rule
+            self.d_ff = 4 * self.d_model if two_matrices else swiglu_hidden_size(self.d_model)
         if self.qkv_bias is None:
             self.qkv_bias = self.bias
 

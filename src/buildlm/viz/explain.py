@@ -427,6 +427,11 @@ class _Builder:
             hidden = self.shapes(f"{p}.fc")[1]
             self.add("GELU (tanh)", 2, (hidden, hidden), 0, 0, "element-wise", layer=i)
             linear("down projection", "proj", "hidden -> d_model")
+        elif cfg.mlp == "relu2":
+            linear("up projection", "up", "d_model -> hidden")
+            hidden = self.shapes(f"{p}.up")[1]
+            self.add("relu(x)^2", 2, (hidden, hidden), 0, 0, "element-wise, 0 for x < 0", layer=i)
+            linear("down projection", "down", "hidden -> d_model")
         else:
             linear("gate projection", "gate", "d_model -> hidden")
             linear("up projection", "up", "d_model -> hidden")
