@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from buildlm.checkpoint_format import load_checkpoint
 from buildlm.cli import main as cli_main
 from buildlm.data.corpora import load_corpus
-from buildlm.hub import load_hf, save_hf
+from buildlm.hub import load_hf, save_gguf, save_hf
 from buildlm.model import GPT, ModelConfig
 from buildlm.tokenizer import Tokenizer
 from buildlm.train.checkpoint import save_checkpoint
@@ -80,6 +80,27 @@ def test_export_refuses_what_transformers_cannot_compute(tmp_path):
     with pytest.raises(ValueError, match="norm_placement='post'"):
         save_hf(model, None, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_relu2_export_is_refused_in_one_line(tmp_path, capsys):
+    """No exported family has the squared-ReLU MLP: HF and GGUF say so, and write nothing."""
+    model = _model(dict(mlp="relu2"))
+    for model_type in (None, "gpt2", "llama"):
+        with pytest.raises(ValueError, match=r"^mlp='relu2' \(the squared-ReLU MLP\) has no Hugging"):
+            save_hf(model, None, tmp_path / "out", model_type=model_type)
+    tokenizer = Tokenizer.train("abc " * 50, 260)
+    with pytest.raises(ValueError, match=r"^mlp='relu2' \(the squared-ReLU MLP\) has no GGUF export"):
+        save_gguf(model, tokenizer, tmp_path / "m.gguf")
+    run = tmp_path / "run"
+    save_checkpoint(run, 1, model, {"model": model.config.to_dict()}, tokenizer)
+    capsys.readouterr()  # the tokenizer's training progress
+    for to, out in (("hf", "hf"), ("gguf", "m.gguf")):
+        with pytest.raises(SystemExit) as exit_:
+            cli_main(["convert", "--to", to, str(run), "--out", str(tmp_path / out)])
+        assert exit_.value.code != 0
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert "mlp='relu2'" in line and "--model.mlp gelu or swiglu" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def test_export_never_overwrites_other_files(tmp_path):

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import NemotronConfig
 from transformers.activations import ACT2FN
 from transformers.models.nemotron.modeling_nemotron import NemotronMLP
@@ -68,6 +69,15 @@ def test_relu2_config_width_and_choices():
 def test_relu2_is_refused_for_mixture_of_experts():
     with pytest.raises(ValueError, match="SwiGLU or GELU experts, not mlp='relu2'; set mlp="):
         ModelConfig(**SMALL, mlp="relu2", n_experts=4)
+
+
+def test_relu2_flops_per_token_matches_torch_flop_counter():
+    model = GPT(ModelConfig(**SMALL, mlp="relu2", attention="manual"))  # CPU SDPA: no formula
+    idx = torch.randint(0, 50, (3, 16))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(idx).sum().backward()
+    assert counter.get_total_flops() / idx.numel() == model.flops_per_token(16)
 
 
 def test_relu2_residual_projection_is_scaled_at_init():

@@ -39,6 +39,7 @@ CONFIGS = {
         **SMALL, norm="rmsnorm", position="rope", mlp="swiglu", bias=False,
         norm_placement="branch_post", qk_norm=True, qk_norm_scope="all", n_kv_heads=2,
     ),
+    "relu2,untied": ModelConfig(**SMALL, mlp="relu2", position="rope", tie_embeddings=False),
     "gemma2-sandwich,geglu": ModelConfig(
         **SMALL, norm="rmsnorm", position="rope", mlp="geglu", bias=False, norm_offset=1.0,
         norm_placement="sandwich", embed_scale=True, attn_logit_softcap=50.0,
