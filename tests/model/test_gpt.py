@@ -30,6 +30,8 @@ VARIANTS = [
     dict(position="rope", norm="rmsnorm", norm_offset=1.0, norm_placement="sandwich",
          mlp="geglu", embed_scale=True, query_pre_attn_scalar=12, attn_logit_softcap=5.0,
          final_logit_softcap=8.0),
+    # modded-nanogpt / nanochat: the squared-ReLU MLP with RoPE and RMSNorm.
+    dict(position="rope", norm="rmsnorm", mlp="relu2", bias=False),
 ]  # fmt: skip
 
 
