@@ -112,11 +112,15 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", choices=[*RECIPES, "ablations"], default=["nanogpt", "default", "modern"],
                         help="recipes to run; 'ablations' stands for every modern-* variant")  # fmt: skip
     parser.add_argument("--tiny", action="store_true", help="15 s per run, one round (CI)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="--train.num_threads for every run (e.g. 1 under `taskset -c 0`, for ablations on a shared machine)")  # fmt: skip
     args = parser.parse_args()
     budget, rounds = (15.0, 1) if args.tiny else (args.budget, args.rounds)
     recipes = [name for r in args.recipes for name in (ABLATIONS if r == "ablations" else [r])]
     extra = ["--train.eval_interval", "20", "--train.eval_batches", "2"] if args.tiny else []
-    print(f"machine: {cpu_description()}; load average before: {os.getloadavg()[0]:.2f}")
+    extra += ["--train.num_threads", str(args.threads)] if args.threads else []
+    threads = f"{args.threads} thread(s) per run" if args.threads else "torch's default threads"
+    print(f"machine: {cpu_description()}; {threads}; load average before: {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         # Prepare the data once (tokenizer, shards), outside every timed run.
