@@ -202,6 +202,21 @@ def _rank0_first(dist: Any, work):
     return work()
 
 
+def check_device(train: TrainConfig, log=print):
+    """The device ``--train.device`` names, logged as one line (which, and why), with the
+    settings that depend on it checked now: ``--train.precision`` (bf16 where the device has
+    none) and ``--train.compile`` (not on Apple MPS). Fine-tuning runs through it too."""
+    from buildlm.device import DTYPES, check_compile, check_dtype, choose_device
+
+    choice = choose_device(train.device, "--train.device")
+    if train.precision in DTYPES:
+        check_dtype(DTYPES[train.precision], choice.device, "--train.precision")
+    if train.compile:
+        check_compile(choice.device, "--train.compile")
+    log(choice.line)
+    return choice.device
+
+
 def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerConfig,
          resume: str | None, log, dist: Any, held: contextlib.ExitStack,
          started: float | None = None):  # fmt: skip
@@ -209,7 +224,7 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
 
     from buildlm import checkpoint_format
     from buildlm.data.shards import load_manifest, load_split
-    from buildlm.device import resolve_device, seed_everything
+    from buildlm.device import seed_everything
     from buildlm.model import GPT
     from buildlm.tokenizer import Tokenizer
     from buildlm.train import checkpoint as ckpt
@@ -221,7 +236,7 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
     from buildlm.train.windows import TrainData
 
     # Cheap checks first, so a typo fails before minutes of tokenizing.
-    device = resolve_device(train.device, "--train.device") if dist is None else dist.device
+    device = check_device(train, log) if dist is None else dist.device
     build_model_config(model_args, context_length=train.context_length)
     resume_from = None
     if resume is not None:
