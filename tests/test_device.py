@@ -195,3 +195,34 @@ def test_compile_is_refused_on_mps_only():
     check_compile(torch.device("cuda"))
     with pytest.raises(ValueError, match=r"^--compile: torch.compile on Apple MPS"):
         check_compile(torch.device("mps"))
+
+
+def test_train_checks_its_settings_against_the_device_and_logs_it_once(machine):
+    from buildlm.train.distributed import Distributed
+    from buildlm.train.run import check_device
+
+    machine(gpus=1, bf16=False, cuda_build=True)
+    lines = []
+    assert check_device(TrainConfig(device="auto", precision="fp16"), lines.append) == torch.device("cuda")
+    assert lines == ["device: cuda (auto: CUDA GPU Fake GPU, cuda:0 of 1)"]
+    with pytest.raises(ValueError, match=r"^--train.precision bf16: this GPU does not support bf16"):
+        check_device(TrainConfig(device="cuda", precision="bf16"), lines.append)
+    machine(mps=True, mac=True)
+    with pytest.raises(ValueError, match=r"^--train.compile: torch.compile on Apple MPS"):
+        check_device(TrainConfig(device="mps", compile=True), lines.append)
+    rank = Distributed(0, 0, 2, "ddp", torch.device("cpu"))  # under torchrun: the rank's device
+    lines.clear()
+    assert check_device(TrainConfig(), lines.append, rank) == torch.device("cpu")
+    assert lines == ["device: cpu (torchrun: rank 0 of 2, each on the CPU (gloo))"]
+
+
+def test_torchrun_with_an_absent_gpu_is_an_error_not_the_cpu(machine, monkeypatch):
+    from buildlm.train.distributed import init_distributed
+
+    machine(gpus=0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match=r"^--train.device 'cuda': no CUDA GPU is visible"):
+        init_distributed("ddp", "cuda")
+    with pytest.raises(ValueError, match=r"^--train.device 'mps' under torchrun: use auto, cuda or cpu"):
+        init_distributed("ddp", "mps")

@@ -202,13 +202,18 @@ def _rank0_first(dist: Any, work):
     return work()
 
 
-def check_device(train: TrainConfig, log=print):
-    """The device ``--train.device`` names, logged as one line (which, and why), with the
-    settings that depend on it checked now: ``--train.precision`` (bf16 where the device has
-    none) and ``--train.compile`` (not on Apple MPS). Fine-tuning runs through it too."""
-    from buildlm.device import DTYPES, check_compile, check_dtype, choose_device
+def check_device(train: TrainConfig, log=print, dist: Any = None):
+    """The device ``--train.device`` names (or, under torchrun, the one this rank took), logged
+    as one line (which, and why), with the settings that depend on it checked now:
+    ``--train.precision`` (bf16 where the device has none) and ``--train.compile`` (not on
+    Apple MPS). Fine-tuning runs through it too."""
+    from buildlm.device import DTYPES, DeviceChoice, check_compile, check_dtype, choose_device
 
-    choice = choose_device(train.device, "--train.device")
+    if dist is None:
+        choice = choose_device(train.device, "--train.device")
+    else:
+        each = "GPU LOCAL_RANK (NCCL)" if dist.device.type == "cuda" else "the CPU (gloo)"
+        choice = DeviceChoice(dist.device, f"torchrun: rank {dist.rank} of {dist.world_size}, each on {each}")
     if train.precision in DTYPES:
         check_dtype(DTYPES[train.precision], choice.device, "--train.precision")
     if train.compile:
@@ -236,7 +241,7 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
     from buildlm.train.windows import TrainData
 
     # Cheap checks first, so a typo fails before minutes of tokenizing.
-    device = check_device(train, log) if dist is None else dist.device
+    device = check_device(train, log, dist)
     build_model_config(model_args, context_length=train.context_length)
     resume_from = None
     if resume is not None:
