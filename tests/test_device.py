@@ -5,6 +5,7 @@ This machine has no GPU and no Mac, so what ``auto`` finds is set by replacing P
 probes (``torch.cuda.is_available``, ``torch.backends.mps.is_available`` ...) for one test: the
 resolution logic is what is tested, not the devices. The Apple MPS paths are untested on a Mac."""
 
+import platform
 import random
 import sys
 
@@ -97,7 +98,7 @@ def machine(monkeypatch):
         monkeypatch.setattr(torch.version, "hip", None, raising=False)
         monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
         monkeypatch.setattr(torch.backends.mps, "is_built", lambda: mac)
-        monkeypatch.setattr(torch.backends.mps, "is_macos_or_newer", lambda major, minor: macos >= major)
+        monkeypatch.setattr(platform, "mac_ver", lambda: (f"{macos}.1" if mac else "", ("", "", ""), ""))
         monkeypatch.setattr(sys, "platform", "darwin" if mac else "linux")
 
     return make

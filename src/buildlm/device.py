@@ -21,6 +21,7 @@ message. The Apple MPS paths follow PyTorch's documentation and are untested her
 from __future__ import annotations
 
 import contextlib
+import platform
 import random
 import sys
 from dataclasses import dataclass
@@ -111,6 +112,12 @@ def choose_device(name: str = "auto", flag: str = "--device") -> DeviceChoice:
     return DeviceChoice(device, f"{flag} {name}")
 
 
+def _macos_major() -> int:
+    """The major version of macOS (0 off a Mac): bf16 on MPS needs 14."""
+    release = platform.mac_ver()[0]
+    return int(release.split(".")[0]) if release else 0
+
+
 def resolve_device(name: str, flag: str = "--device") -> torch.device:
     """The device of `choose_device`, without the reason (for callers that print nothing)."""
     return choose_device(name, flag).device
@@ -134,7 +141,7 @@ def check_dtype(dtype: torch.dtype | None, device: torch.device, flag: str = "--
     if device.type == "mps":
         if dtype == torch.float64:
             raise ValueError(f"{flag} {name}: Apple MPS has no float64; use {flag} fp32")
-        if dtype == torch.bfloat16 and not torch.backends.mps.is_macos_or_newer(14, 0):
+        if dtype == torch.bfloat16 and _macos_major() < 14:
             raise ValueError(f"{flag} {name}: bf16 on Apple MPS needs macOS 14 or newer; use {flag} fp16 or fp32")
     return dtype
 
