@@ -23,9 +23,12 @@ import os
 import time
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from buildlm.train.config import DataConfig, TokenizerConfig, TrainConfig, to_dict
+
+if TYPE_CHECKING:  # torch is imported when a run starts, so `buildlm train --help` is quick
+    import torch
 
 
 def model_args_class() -> type:
@@ -202,7 +205,7 @@ def _rank0_first(dist: Any, work):
     return work()
 
 
-def check_device(train: TrainConfig, log=print, dist: Any = None):
+def check_device(train: TrainConfig, log=print, dist: Any = None) -> torch.device:
     """The device ``--train.device`` names (or, under torchrun, the one this rank took), logged
     as one line (which, and why), with the settings that depend on it checked now:
     ``--train.precision`` (bf16 where the device has none) and ``--train.compile`` (not on
