@@ -24,11 +24,18 @@ def buildlm(*args, cwd=None, check: bool = True, timeout: float = 300) -> subpro
     return proc
 
 
+def error_lines(stderr: str) -> list[str]:
+    """The lines of ``stderr`` but the one that says which device a command runs on
+    (``device: cpu (auto: ...)``, printed before the model loads, so before most errors)."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("device: ")]
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    """Exit status 1, no traceback, exactly one line on stderr holding every fragment."""
+    """Exit status 1, no traceback, exactly one line on stderr holding every fragment (besides
+    the device line, see `error_lines`)."""
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    lines = error_lines(proc.stderr)
     assert len(lines) == 1, proc.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]

@@ -81,8 +81,12 @@ def test_yaml_config_with_overrides(tmp_path):
     out = buildlm(
         "train", "--config", "verdict-tiny", *TINY, "--train.max_steps", "2",
         "--train.eval_interval", "2", "--tokenizer.vocab_size", "280", "--train.out_dir", tmp_path / "runs",
-        cwd=tmp_path,
+        "--train.device", "auto", cwd=tmp_path,
     ).stdout
+    # the device, and why, once in the log
+    [device] = [line for line in out.splitlines() if line.startswith("device: ")]
+    if not (torch.cuda.is_available() or torch.backends.mps.is_available()):
+        assert device.startswith("device: cpu (auto: no CUDA device") and "no Apple MPS" in device
     assert "trained a BPE tokenizer: vocab 280" in out
     config = json.loads(next((tmp_path / "runs").glob("*/checkpoints/step-*/config.json")).read_text())
     assert config["train"]["max_steps"] == 2 and config["train"]["sample_prompt"] == "I HAD always thought"
@@ -110,9 +114,13 @@ def test_user_errors_are_one_line(tmp_path, args, fragments):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.safetensors"))
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_absent_cuda_is_one_line(tmp_path):
-    assert_one_line_error(buildlm("train", "--train.device", "cuda", cwd=tmp_path, check=False), "'cuda'", "cpu")
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(),
+                    reason="needs a machine without CUDA and Apple MPS")  # fmt: skip
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_absent_device_is_one_line(tmp_path, device):
+    proc = buildlm("train", "--train.device", device, cwd=tmp_path, check=False)
+    assert_one_line_error(proc, f"--train.device '{device}'", "use --train.device cpu or auto")
+    assert "device: " not in proc.stdout and not (tmp_path / "runs").exists()  # checked first
 
 
 def test_prepare_errors_are_one_line(tmp_path):

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from buildlm.atomic import atomic_write_json
+from buildlm.device import DTYPES, check_dtype
 
 FASTER = 1.5
 """bf16 must beat fp32 by this factor: autocast adds casts, and bf16 loses precision."""
@@ -128,9 +129,10 @@ def resolve_precision(
 ) -> str:
     """The precision a run trains in: ``name``, or for ``"auto"`` `choose_precision`'s choice,
     printed. ``agree`` (a distributed run's broadcast from rank 0) makes every rank take rank
-    0's choice. bf16 on a GPU without it is a one-line error."""
-    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError("precision 'bf16' is not supported by this GPU; use fp16 or fp32")
+    0's choice. A precision the device does not compute in (bf16 on a GPU without it, or on
+    Apple MPS before macOS 14) is a one-line error (`buildlm.device.check_dtype`)."""
+    if name in DTYPES:
+        check_dtype(DTYPES[name], device, "--train.precision")
     if name != "auto":
         return name
     choice = choose_precision(device)

@@ -245,4 +245,5 @@ def test_answers_command_errors(adder, capsys, extra, message):
         capsys, "--model", adder.path, "--data", adder.data, "--device", "cpu", *extra
     )
     assert code == 1, stderr
+    stderr = "".join(line for line in stderr.splitlines(True) if not line.startswith("device: "))
     assert stderr.count("\n") == 1 and message in stderr

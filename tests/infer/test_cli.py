@@ -84,7 +84,7 @@ def test_bad_flags_are_one_line_errors(checkpoint, args, fragment):
     proc = run("generate", "--model", checkpoint, *args)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and fragment in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    assert len([line for line in proc.stderr.strip().splitlines() if not line.startswith("device: ")]) == 1
 
 
 def test_missing_model_folder_is_one_line(tmp_path):
@@ -122,3 +122,40 @@ def test_generate_with_a_draft_or_prompt_lookup_prints_the_plain_greedy_text(che
     assert "drafted tokens accepted" in lookup.stderr
     both = run(*args, "--prompt-lookup", "--draft", draft)
     assert both.returncode != 0 and "pick one" in both.stderr
+
+
+def device_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("device: ")]
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(),
+                    reason="auto picks the CPU only on a machine without CUDA and MPS")  # fmt: skip
+def test_device_auto_runs_on_the_cpu_and_says_why_once(checkpoint):
+    proc = run("generate", "--model", checkpoint, "--prompt", "I had", "--max-new-tokens", "4",
+               "--device", "auto", "--temperature", "0")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("I had") and len(proc.stdout) > len("I had")
+    [line] = device_lines(proc.stderr)  # once, on stderr: stdout is the text alone
+    assert line.startswith("device: cpu (auto: no CUDA device") and "no Apple MPS" in line
+    assert "device: " not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "command, device, fragments",
+    [
+        ("generate", "cuda:3", ["--device 'cuda:3'", "use --device cpu or auto"]),
+        ("chat", "mps", ["--device 'mps': no Apple MPS", "use --device cpu or auto"]),
+    ],
+)  # fmt: skip
+def test_an_absent_device_is_a_one_line_error_before_loading(checkpoint, command, device, fragments):
+    if (device.startswith("cuda") and torch.cuda.device_count() > 3) or (
+        device == "mps" and torch.backends.mps.is_available()
+    ):
+        pytest.skip(f"{device} exists here")
+    prompt = ["--prompt", "hi"] if command == "generate" else []
+    proc = run(command, "--model", checkpoint, "--device", device, *prompt, stdin="hi\n")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and not device_lines(proc.stderr)
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"buildlm {command}: error: ")
+    assert all(f in line for f in fragments), line

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from buildlm.cli import main as buildlm
 
@@ -81,3 +82,21 @@ def test_bad_inputs_are_one_line_errors(tiny_base, tmp_path):
         assert result.stderr.startswith("buildlm finetune: error: ")
     result = run_cli("finetune", "poetry")
     assert result.returncode == 1 and "unknown fine-tuning task 'poetry'" in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(),
+                    reason="needs a machine without CUDA and Apple MPS")  # fmt: skip
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["finetune", "instruct", "--train.device", "cuda"], "--train.device 'cuda': "),
+        (["finetune", "grpo", "--train.device", "mps"], "--train.device 'mps': no Apple MPS"),
+        (["classify", "--device", "cuda:1", "a text"], "--device 'cuda:1': "),
+    ],
+)  # fmt: skip
+def test_an_absent_device_is_one_line_before_anything_is_loaded(tmp_path, args, fragment):
+    """The device is checked first: the model folder named here does not even exist."""
+    result = run_cli(*args, "--model", str(tmp_path / "nowhere"), *(["--out", str(tmp_path / "run")] if args[0] == "finetune" else []))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and fragment in result.stderr and "cpu or auto" in result.stderr
+    assert not (tmp_path / "run").exists()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any
 
 from buildlm.cli_parser import Parser
@@ -25,7 +26,9 @@ SUBCOMMANDS = ("perplexity", "choice", "report", "harness", "answers")
 
 
 def _device_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA, then Apple MPS, then CPU) | cpu | cuda | cuda:N | mps"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,11 +144,21 @@ def main(argv: list[str]) -> None:
     commands[args.command](args)
 
 
+def _device(args: argparse.Namespace):
+    """The device ``--device`` names (and the ``--dtype``, checked for it), printed on stderr
+    as one line, so ``--json`` output on stdout stays JSON."""
+    from buildlm.device import check_dtype, choose_device, parse_dtype
+
+    choice = choose_device(args.device)
+    dtype = check_dtype(parse_dtype(getattr(args, "dtype", None)), choice.device)
+    print(choice.line, file=sys.stderr)
+    return choice.device, dtype
+
+
 def _load(args: argparse.Namespace):
-    from buildlm.device import parse_dtype, resolve_device
     from buildlm.infer.load import load_model
 
-    return load_model(args.model, resolve_device(args.device), parse_dtype(args.dtype))
+    return load_model(args.model, *_device(args))
 
 
 def _perplexity(args: argparse.Namespace) -> None:
@@ -197,7 +210,7 @@ def _report(args: argparse.Namespace) -> None:
 
     rows = build_report(
         args.models, args.data, args.choice, args.context, args.stride, args.batch_size,
-        args.max_tokens, args.limit, args.device, progress=True,
+        args.max_tokens, args.limit, str(_device(args)[0]), progress=True,
     )  # fmt: skip
     table = format_report(rows, args.data, args.choice)
     print(table, end="")
@@ -214,7 +227,7 @@ def _harness(args: argparse.Namespace) -> None:
         raise ValueError(
             "buildlm eval harness needs lm-evaluation-harness: pip install 'lm_eval>=0.4'"
         ) from None
-    device = None if args.device == "auto" else args.device
+    device = str(_device(args)[0])
     model_args = {"pretrained": args.model, "device": device, "batch_size": args.batch_size}
     results = evaluate(
         model="buildlm",

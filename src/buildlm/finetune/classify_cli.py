@@ -21,12 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="the classifier's run or checkpoint folder")
     parser.add_argument("texts", nargs="+", metavar="TEXT", help="texts to classify ('-': one per line from stdin)")
     parser.add_argument("--json", action="store_true", help="print JSON lines with every label's probability")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA, then Apple MPS, then CPU) | cpu | cuda | cuda:N | mps"
+    )
     return parser
 
 
 def main(argv: list[str]) -> None:
-    from buildlm.device import resolve_device
+    from buildlm.device import choose_device
     from buildlm.finetune.classify import classify_texts, load_classifier
 
     args = build_parser().parse_args(argv)
@@ -35,7 +37,9 @@ def main(argv: list[str]) -> None:
         texts += [line for line in sys.stdin.read().splitlines() if line.strip()] if t == "-" else [t]
     if not texts:
         raise ValueError("no text to classify")
-    clf = load_classifier(args.model, resolve_device(args.device))
+    choice = choose_device(args.device)
+    print(choice.line, file=sys.stderr)
+    clf = load_classifier(args.model, choice.device)
     for row in classify_texts(clf, texts):
         if args.json:
             print(json.dumps(row, ensure_ascii=False))

@@ -148,13 +148,15 @@ def apply_lora(model: nn.Module, lora: LoRAConfig, also: tuple[str, ...] = ()) -
     return names
 
 
-def prepare_device(train: TrainConfig) -> torch.device:
-    """The device to run on; ``train.num_threads`` applied now, before any evaluation runs."""
-    from buildlm.device import resolve_device
+def prepare_device(train: TrainConfig, log=print) -> torch.device:
+    """The device to run on, logged as one line with the reason (`buildlm.train.run.check_device`,
+    which checks the precision and compile settings for it too); ``train.num_threads`` applied
+    now, before any evaluation runs."""
+    from buildlm.train.run import check_device
 
     if train.num_threads:
         torch.set_num_threads(train.num_threads)
-    return resolve_device(train.device, "--train.device")
+    return check_device(train, log)
 
 
 def describe_trainable(model: nn.Module) -> str:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
+
+import torch
 
 from buildlm.infer.engine import Engine
 from buildlm.infer.requests import EngineStats, SamplingParams
@@ -16,7 +19,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         "--model", required=True,
         help="a run folder (newest checkpoint), a checkpoint folder or a Hugging Face model folder",
     )  # fmt: skip
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then Apple MPS, then CPU) | cpu | cuda | cuda:N | mps")
     parser.add_argument("--dtype", default="auto", help="auto (the checkpoint's) | fp32 | bf16 | fp16")
     parser.add_argument(
         "--quantize", choices=["int8"], default=None,
@@ -77,17 +80,29 @@ def sampling_params_from_args(args: argparse.Namespace, **overrides: Any) -> Sam
 
 def open_engine(args: argparse.Namespace) -> Engine:
     """Load ``--model`` as the flags say and wrap it in an `Engine`."""
-    from buildlm.device import parse_dtype, resolve_device
     from buildlm.infer.load import load_model
 
-    device = resolve_device(args.device)
-    model, tokenizer = load_model(args.model, device, parse_dtype(args.dtype), args.quantize)
+    device, dtype = device_from_args(args)
+    model, tokenizer = load_model(args.model, device, dtype, args.quantize)
     if tokenizer is None:
         raise FileNotFoundError(f"{args.model} has no tokenizer; cannot turn text into ids")
     truncate = getattr(args, "truncate_prompt", False)  # `buildlm generate --truncate-prompt`
     speculative = drafter_from_args(args, model, tokenizer)
     return Engine(model, tokenizer, compile=args.compile, truncate_prompts=truncate,
                   speculative=speculative)  # fmt: skip
+
+
+def device_from_args(args: argparse.Namespace) -> tuple[torch.device, torch.dtype | None]:
+    """The device ``--device`` names (printed on stderr as one line: which, and why) and the
+    ``--dtype``, checked to be one that device computes in; ``--compile`` checked too."""
+    from buildlm.device import check_compile, check_dtype, choose_device, parse_dtype
+
+    choice = choose_device(args.device)
+    dtype = check_dtype(parse_dtype(args.dtype), choice.device)
+    if getattr(args, "compile", False):
+        check_compile(choice.device)
+    print(choice.line, file=sys.stderr)
+    return choice.device, dtype
 
 
 def drafter_from_args(args: argparse.Namespace, model, tokenizer):

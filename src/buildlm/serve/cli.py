@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a web origin (https://app.example) whose pages may call the API (repeatable); "
         "requests from other sites' pages are refused",
     )  # fmt: skip
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then Apple MPS, then CPU) | cpu | cuda | cuda:N | mps")
     parser.add_argument(
         "--dtype", default="auto", help="auto (the checkpoint's) | fp32 | bf16 | fp16"
     )

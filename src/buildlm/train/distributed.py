@@ -35,6 +35,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from buildlm.device import choose_device
+
 STRATEGIES = ("ddp", "fsdp")
 
 
@@ -200,9 +202,11 @@ def init_distributed(strategy: str = "ddp", device: str = "auto", timeout_s: flo
     use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(
-            f"train.device={device!r} under torchrun: use auto, cuda or cpu (each rank takes GPU "
-            "LOCAL_RANK by itself)"
+            f"--train.device {device!r} under torchrun: use auto, cuda or cpu (each rank takes "
+            "GPU LOCAL_RANK by itself)"
         )
+    if device == "cuda":
+        choose_device(device, "--train.device")  # absent: the one-line error, not the CPU
     if use_cuda:
         torch_device = torch.device("cuda", local_rank)
         torch.cuda.set_device(torch_device)

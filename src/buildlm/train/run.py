@@ -23,9 +23,12 @@ import os
 import time
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from buildlm.train.config import DataConfig, TokenizerConfig, TrainConfig, to_dict
+
+if TYPE_CHECKING:  # torch is imported when a run starts, so `buildlm train --help` is quick
+    import torch
 
 
 def model_args_class() -> type:
@@ -202,6 +205,26 @@ def _rank0_first(dist: Any, work):
     return work()
 
 
+def check_device(train: TrainConfig, log=print, dist: Any = None) -> torch.device:
+    """The device ``--train.device`` names (or, under torchrun, the one this rank took), logged
+    as one line (which, and why), with the settings that depend on it checked now:
+    ``--train.precision`` (bf16 where the device has none) and ``--train.compile`` (not on
+    Apple MPS). Fine-tuning runs through it too."""
+    from buildlm.device import DTYPES, DeviceChoice, check_compile, check_dtype, choose_device
+
+    if dist is None:
+        choice = choose_device(train.device, "--train.device")
+    else:
+        each = "GPU LOCAL_RANK (NCCL)" if dist.device.type == "cuda" else "the CPU (gloo)"
+        choice = DeviceChoice(dist.device, f"torchrun: rank {dist.rank} of {dist.world_size}, each on {each}")
+    if train.precision in DTYPES:
+        check_dtype(DTYPES[train.precision], choice.device, "--train.precision")
+    if train.compile:
+        check_compile(choice.device, "--train.compile")
+    log(choice.line)
+    return choice.device
+
+
 def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerConfig,
          resume: str | None, log, dist: Any, held: contextlib.ExitStack,
          started: float | None = None):  # fmt: skip
@@ -209,7 +232,7 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
 
     from buildlm import checkpoint_format
     from buildlm.data.shards import load_manifest, load_split
-    from buildlm.device import resolve_device, seed_everything
+    from buildlm.device import seed_everything
     from buildlm.model import GPT
     from buildlm.tokenizer import Tokenizer
     from buildlm.train import checkpoint as ckpt
@@ -221,7 +244,7 @@ def _run(model_args: Any, train: TrainConfig, data: DataConfig, tok: TokenizerCo
     from buildlm.train.windows import TrainData
 
     # Cheap checks first, so a typo fails before minutes of tokenizing.
-    device = resolve_device(train.device, "--train.device") if dist is None else dist.device
+    device = check_device(train, log, dist)
     build_model_config(model_args, context_length=train.context_length)
     resume_from = None
     if resume is not None:
