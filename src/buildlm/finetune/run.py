@@ -15,6 +15,11 @@ run by the same `Trainer` as pretraining; this file holds the steps around it:
 4. **the run folder**: checkpoints (config.json records the task and the LoRA settings, so the
    folder alone rebuilds the model), ``adapter.safetensors`` for LoRA runs, ``metrics.csv``,
    ``loss.png`` and ``eval.json`` with the final test figures.
+
+A resumed run (``--resume RUN``) goes through the same steps, in the same order, as the run it
+continues: the data, the starting model, the LoRA adapters or the DPO reference, the seed. Only
+then does `Trainer.load_state` overwrite the weights, optimizer, data position and RNG with the
+checkpoint's, so everything built from the starting model (a frozen reference) is as it was.
 """
 
 from __future__ import annotations
@@ -210,6 +215,8 @@ class FinetuneRun:
         """Threads and device, a fresh run folder (or the folder of the run ``resume`` names), the
         data splits (of bundled data of ``data_kind``, default ``kind``), the starting model."""
         started = time.perf_counter()
+        if not str(model_path):  # before the run folder is made
+            raise ValueError("no starting model given; pass --model RUN_OR_CHECKPOINT_OR_HF_FOLDER")
         device = prepare_device(train)
         from buildlm.lock import FolderLock
 
