@@ -213,7 +213,7 @@ def run_classify(
     from buildlm.eval.classification import classification_report, format_report, plot_confusion
     from buildlm.finetune import run as ft
 
-    run = ft.FinetuneRun.start("classify", model_path, data, train, out, resume=resume)
+    run = ft.FinetuneRun.start("classify", model_path, data, train, out, resume=resume, log=log)
     gpt, tokenizer, splits, device = run.model, run.tokenizer, run.splits, run.device
     items = {k: labelled_texts(v, config.text_field, config.label_field) for k, v in splits.items()}
     labels = LabelSet(config.labels) if config.labels else LabelSet.from_labels([y for _, y, _ in items["train"]])

@@ -303,7 +303,7 @@ def run_dpo(
     from buildlm.device import seed_everything
     from buildlm.finetune import run as ft
 
-    run = ft.FinetuneRun.start("dpo", model_path, data, train, out, resume=resume)
+    run = ft.FinetuneRun.start("dpo", model_path, data, train, out, resume=resume, log=log)
     model, tokenizer, splits, device = run.model, run.tokenizer, run.splits, run.device
     max_length = ft.context_limit(config.max_length, model)
     pairs, skipped = {}, 0

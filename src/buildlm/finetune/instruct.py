@@ -189,7 +189,7 @@ def run_instruct(
     from buildlm.device import seed_everything
     from buildlm.finetune import run as ft
 
-    run = ft.FinetuneRun.start("instruct", model_path, data, train, out, resume=resume)
+    run = ft.FinetuneRun.start("instruct", model_path, data, train, out, resume=resume, log=log)
     model, tokenizer, splits, run_dir = run.model, run.tokenizer, run.splits, run.run_dir
     rendered = {k: render_all(v, config.template) for k, v in splits.items()}
     max_length = ft.context_limit(config.max_length, model)

@@ -210,10 +210,13 @@ class FinetuneRun:
     @classmethod
     def start(
         cls, kind: str, model_path: str, data: FinetuneData, train: TrainConfig, out: str | None,
-        data_kind: str | None = None, resume: str | None = None,
+        data_kind: str | None = None, resume: str | None = None, log=print,
     ) -> FinetuneRun:  # fmt: skip
         """Threads and device, a fresh run folder (or the folder of the run ``resume`` names), the
-        data splits (of bundled data of ``data_kind``, default ``kind``), the starting model."""
+        data splits (of bundled data of ``data_kind``, default ``kind``), the starting model.
+
+        A resumed run's folder is locked first, then its newest good checkpoint is picked, damaged
+        newer ones moved aside (`buildlm.train.checkpoint_health`), as ``buildlm train`` does."""
         started = time.perf_counter()
         if not str(model_path):  # before the run folder is made
             raise ValueError("no starting model given; pass --model RUN_OR_CHECKPOINT_OR_HF_FOLDER")
@@ -222,11 +225,16 @@ class FinetuneRun:
 
         resume_from = None
         if resume is not None:
+            from buildlm.checkpoint_format import CONFIG
             from buildlm.train.checkpoint_health import resolve_resumable
 
-            resume_from = resolve_resumable(resume, set_aside_damaged=False)
-            run_dir = resume_from.parent.parent
+            given = Path(resume)
+            if not given.exists():  # before a lock file would make the folder
+                raise FileNotFoundError(f"run folder {resume!r} to resume not found; pass a fine-tuning run's folder")
+            run_dir = given.parent.parent if (given / CONFIG).is_file() else given
             lock = FolderLock(run_dir, "resume it once that run has ended").acquire()
+            resume_from = resolve_resumable(given, log)
+            run_dir = resume_from.parent.parent
         else:
             run_dir = resolve_run_dir(out, train, kind)
             lock = FolderLock(run_dir, "pick another --out or --train.name").acquire()
