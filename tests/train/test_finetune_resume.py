@@ -60,15 +60,19 @@ def write_data(name: str, folder: Path) -> Path:
     return folder
 
 
-def start(task: str, *args: str) -> subprocess.Popen:
+def start(task: str, *args: str, show: bool = False) -> subprocess.Popen:
+    """``buildlm finetune task args`` in a new process (its stdout kept when ``show``)."""
     return subprocess.Popen(
         [sys.executable, "-m", "buildlm", "finetune", task, *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV,
+        stdout=subprocess.PIPE if show else subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV,
     )  # fmt: skip
 
 
-def finish(proc: subprocess.Popen) -> None:
-    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+def finish(proc: subprocess.Popen) -> str:
+    """Wait for ``proc`` to succeed; returns what it printed."""
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return (out or b"").decode()
 
 
 def logged_step(run: Path) -> int:
@@ -85,11 +89,11 @@ def kill_after_checkpoint(proc: subprocess.Popen, run: Path) -> int:
     resumed run redoes a step metrics.csv already holds); returns the step killed at."""
     deadline = time.monotonic() + 240
     while not checkpoint_format.list_checkpoints(run) or logged_step(run) < 4:
-        assert proc.poll() is None, "the run ended before it was killed: " + proc.stderr.read().decode()[-2000:]
+        assert proc.poll() is None, "the run ended before it was killed: " + proc.communicate()[1].decode()[-2000:]
         assert time.monotonic() < deadline, "the run made no progress"
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
     return logged_step(run)
 
 
@@ -114,7 +118,8 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(task, tiny_base, tmp_pa
     finish(reference)
     assert 4 <= at < STEPS, at
     assert checkpoint_format.list_checkpoints(part)[-1].name != f"step-{STEPS:07d}"
-    finish(start(task, "--resume", str(part)))
+    log = finish(start(task, "--resume", str(part), show=True))
+    assert re.search(r"resumed from \S+step-0000003 at step 3\n", log), log  # continued, not started again
 
     a, b = final_weights(whole), final_weights(part)
     assert checkpoint_format.resolve_checkpoint(part).name == f"step-{STEPS:07d}"
