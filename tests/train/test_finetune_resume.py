@@ -13,6 +13,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,7 +119,13 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(task, tiny_base, tmp_pa
     finish(reference)
     assert 4 <= at < STEPS, at
     assert checkpoint_format.list_checkpoints(part)[-1].name != f"step-{STEPS:07d}"
+    # A newer checkpoint that a disk error damaged: passed over and moved aside, as by `buildlm train`.
+    damaged = part / checkpoint_format.CHECKPOINTS / "step-0000006"
+    shutil.copytree(checkpoint_format.list_checkpoints(part)[-1], damaged)
+    state = damaged / checkpoint_format.TRAINER_STATE
+    state.write_bytes(state.read_bytes()[:100])
     log = finish(start(task, "--resume", str(part), show=True))
+    assert "skipped damaged checkpoint" in log and "moved it aside to step-0000006.damaged" in log, log
     assert re.search(r"resumed from \S+step-0000003 at step 3\n", log), log  # continued, not started again
 
     a, b = final_weights(whole), final_weights(part)
