@@ -147,7 +147,8 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(task, tiny_base, tmp_pa
 
 
 def test_resume_errors_are_one_line_and_name_the_fix(tiny_base, tmp_path, capsys, ft_train):
-    """A missing folder, a folder without a checkpoint, a run of another task or of pretraining."""
+    """A missing folder, a folder without a checkpoint, a run of another task or of pretraining;
+    and a new run without --model."""
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "metrics.csv").write_text("step,train_loss\n")
@@ -169,3 +170,8 @@ def test_resume_errors_are_one_line_and_name_the_fix(tiny_base, tmp_path, capsys
         assert exit_.value.code == 1 and err.count("\n") == 1, err
         assert err.startswith("buildlm finetune: error: --resume ") and re.search(message, err), err
     assert not (tmp_path / "nowhere").exists() and os.listdir(empty) == ["metrics.csv"]  # nothing written
+    # --model is optional now (a resumed run has its own), but a new run still needs one
+    with pytest.raises(SystemExit):
+        buildlm(["finetune", "dpo", "--out", str(tmp_path / "new"), *args])
+    assert "error: no starting model given; pass --model" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
