@@ -203,13 +203,17 @@ def run_classify(
     lora: LoRAConfig,
     out: str | None = None,
     log=print,
+    resume: str | None = None,
 ):
-    """Fine-tune a classifier (what ``buildlm finetune classify`` does); returns a FinetuneResult."""
+    """Fine-tune a classifier (what ``buildlm finetune classify`` does); returns a FinetuneResult.
+
+    ``resume=RUN`` continues that run from its newest checkpoint (`FinetuneRun.start`).
+    """
     from buildlm.device import seed_everything
     from buildlm.eval.classification import classification_report, format_report, plot_confusion
     from buildlm.finetune import run as ft
 
-    run = ft.FinetuneRun.start("classify", model_path, data, train, out)
+    run = ft.FinetuneRun.start("classify", model_path, data, train, out, resume=resume, log=log)
     gpt, tokenizer, splits, device = run.model, run.tokenizer, run.splits, run.device
     items = {k: labelled_texts(v, config.text_field, config.label_field) for k, v in splits.items()}
     labels = LabelSet(config.labels) if config.labels else LabelSet.from_labels([y for _, y, _ in items["train"]])

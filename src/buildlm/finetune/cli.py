@@ -5,7 +5,7 @@ a model tuned to preferences (DPO).
     buildlm finetune instruct --model RUN --data instruct-tasks --lora.rank 8
     buildlm finetune dpo      --model SFT_RUN --data instruct-prefs --lora.rank 8
     buildlm finetune grpo     --config grpo --model SFT_RUN --data instruct-tasks:parity
-    buildlm finetune grpo     --resume RUN          (continue a GRPO run from its newest checkpoint)
+    buildlm finetune instruct --resume RUN          (continue a killed run from its newest checkpoint)
     buildlm finetune data NAME DIR          (write a bundled dataset's splits as JSONL)
 
 Like ``buildlm train``, settings are dataclass fields set from a YAML file (``--config
@@ -13,17 +13,24 @@ my.yaml``, or a bundled one by name: ``--config instruct``) and/or flags: ``--tr
 batch size, learning rate, ...), ``--lora.*`` (`LoRAConfig`; ``--lora.rank 0`` trains every
 weight) and the task's own group (``--classify.*``, ``--instruct.*``, ``--dpo.*``, ``--grpo.*``). ``--model``
 is a buildlm run or checkpoint folder, or a Hugging Face folder (GPT-2, Llama, Qwen).
+
+``--resume RUN`` (every task) continues a run exactly as ``buildlm train --resume`` does: the
+same `Trainer.load_state` puts back the weights (and LoRA adapters), the AdamW moments, the
+position in the shuffled examples, the RNG, the step and the learning-rate schedule, and
+metrics.csv drops the rows written after the checkpoint. The run's saved settings are the
+defaults; flags given now override them (``--train.max_steps 600`` trains it further).
 """
 
 from __future__ import annotations
 
 import sys
 
-FINETUNE_DATA_FIELDS = ("data", "val_data", "test_data", "val_fraction", "test_fraction", "max_train_examples")
+FINETUNE_DATA_FIELDS = ("data", "val_data", "test_data", "val_fraction", "test_fraction", "max_train_examples", "fields")
 
 # Fine-tuning defaults that differ from pretraining: a fixed number of steps (no time budget),
 # smaller batches of whole examples, a lower peak rate without weight decay, no text samples,
-# and one checkpoint at the end.
+# and a checkpoint (only the newest kept) at each evaluation and at the end, so that a run
+# killed on the way can be resumed.
 COMMON_DEFAULTS = {
     "train.max_steps": 300,
     "train.time_budget_s": None,
@@ -35,7 +42,7 @@ COMMON_DEFAULTS = {
     "train.eval_interval": 100,
     "train.log_interval": 10,
     "train.sample_interval": 0,
-    "train.checkpoint_interval": 0,
+    "train.checkpoint_interval": 100,
     "train.keep_checkpoints": 1,
 }
 TASK_DEFAULTS = {
@@ -69,7 +76,7 @@ DESCRIPTIONS = {
     "accuracy on the test prompts before and after.",
 }
 TASKS = tuple(DESCRIPTIONS)
-RESUMABLE = ("grpo",)  # tasks whose runs continue from a checkpoint (--resume)
+RESUMABLE = TASKS  # tasks whose runs continue from a checkpoint (--resume)
 
 
 def _usage() -> str:
@@ -113,13 +120,14 @@ def build_parser(task: str):
     )  # fmt: skip
     parser.add_argument(
         "--model", type=str, required=task not in RESUMABLE, default="",
-        help="the starting model: a buildlm run or checkpoint folder, or a Hugging Face model folder",
+        help="the starting model: a buildlm run or checkpoint folder, or a Hugging Face model folder "
+        "(required unless --resume)",
     )  # fmt: skip
     if task in RESUMABLE:
         parser.add_argument(
             "--resume", type=str | None, default=None,
-            help="continue a run: its folder (newest checkpoint) or one checkpoint folder; its saved "
-            "settings are the defaults (flags given now override them)",
+            help="continue a run of this task exactly: its folder (newest checkpoint) or one checkpoint "
+            "folder; its saved settings are the defaults (flags given now override them)",
         )  # fmt: skip
     parser.add_argument(
         "--out", type=str | None, default=None,
@@ -155,17 +163,42 @@ def parse(task: str, argv: list[str]):
     return cfg.model, data, train, lora, task_config, cfg.out
 
 
-def saved_defaults(parser, target: str, task: str) -> dict:
-    """The settings of the run ``target`` names (its newest checkpoint's config.json), as defaults."""
+def resume_checkpoint(target: str, task: str):
+    """The checkpoint ``--resume target`` continues, with one-line errors that name the fix: a
+    missing folder, a folder with no checkpoint, a run of another task or of pretraining."""
+    from pathlib import Path
+
     from buildlm import checkpoint_format
     from buildlm.train.checkpoint_health import resolve_resumable
 
-    saved = checkpoint_format.read_config(resolve_resumable(target, set_aside_damaged=False))
-    block = saved.get("finetune") or {}
-    if block.get("task") != task:
-        raise ValueError(
-            f"{target!r} is not a finetune {task} run (its task: {block.get('task')!r}); resume it with its own command"
+    path = Path(target)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"--resume {target!r}: no such run folder; pass the folder of a `buildlm finetune {task}` run "
+            "(or one of its checkpoint folders)"
         )
+    if path.is_dir() and not (path / checkpoint_format.CONFIG).is_file() and not checkpoint_format.list_checkpoints(path):
+        raise FileNotFoundError(
+            f"--resume {target!r}: the folder holds no checkpoint (the run stopped before its first save, "
+            f"or it is not a run folder); start the run again without --resume (--train.checkpoint_interval sets how often it saves)"
+        )
+    folder = resolve_resumable(path, set_aside_damaged=False)
+    saved = checkpoint_format.read_config(folder)
+    kind = (saved.get("finetune") or {}).get("task")
+    if kind != task:
+        how = f"`buildlm finetune {kind} --resume {target}`" if kind else f"`buildlm train --resume {target}`"
+        what = f"a finetune {kind} run" if kind else "a pretraining run"
+        raise ValueError(
+            f"--resume {target!r} is {what}, not a finetune {task} one; resume it with {how}"
+            + ("" if kind else f", or fine-tune from it with `buildlm finetune {task} --model {target}`")
+        )
+    return folder, saved
+
+
+def saved_defaults(parser, target: str, task: str) -> dict:
+    """The settings of the run ``target`` names (its newest checkpoint's config.json), as defaults."""
+    _, saved = resume_checkpoint(target, task)
+    block = saved.get("finetune") or {}
     flat = {"model": block.get("base_model")}
     for key, value in block.items():
         flat[key if key in FINETUNE_DATA_FIELDS else f"{task}.{key}"] = value
@@ -215,6 +248,8 @@ def main(argv: list[str]) -> None:
     def log(msg: str) -> None:
         print(msg, file=sys.stdout, flush=True)
 
+    from buildlm.train.cli import _resume_target
+
     if task == "classify":
         from buildlm.finetune.classify import run_classify as run
     elif task == "instruct":
@@ -222,9 +257,5 @@ def main(argv: list[str]) -> None:
     elif task == "dpo":
         from buildlm.finetune.dpo import run_dpo as run
     else:
-        from buildlm.finetune.grpo_run import run_grpo
-        from buildlm.train.cli import _resume_target
-
-        run_grpo(model, data, train, task_config, lora, out=out, log=log, resume=_resume_target(rest))
-        return
-    run(model, data, train, task_config, lora, out=out, log=log)
+        from buildlm.finetune.grpo_run import run_grpo as run
+    run(model, data, train, task_config, lora, out=out, log=log, resume=_resume_target(rest))

@@ -294,12 +294,16 @@ def run_dpo(
     lora: LoRAConfig,
     out: str | None = None,
     log=print,
+    resume: str | None = None,
 ):
-    """Preference-tune a model with DPO (what ``buildlm finetune dpo`` does); returns a FinetuneResult."""
+    """Preference-tune a model with DPO (what ``buildlm finetune dpo`` does); returns a FinetuneResult.
+
+    ``resume=RUN`` continues that run from its newest checkpoint (`FinetuneRun.start`).
+    """
     from buildlm.device import seed_everything
     from buildlm.finetune import run as ft
 
-    run = ft.FinetuneRun.start("dpo", model_path, data, train, out)
+    run = ft.FinetuneRun.start("dpo", model_path, data, train, out, resume=resume, log=log)
     model, tokenizer, splits, device = run.model, run.tokenizer, run.splits, run.device
     max_length = ft.context_limit(config.max_length, model)
     pairs, skipped = {}, 0

@@ -75,7 +75,7 @@ def run_grpo(
     from buildlm.finetune.dpo import frozen_copy
 
     run = ft.FinetuneRun.start(
-        "grpo", model_path, data, train, out, data_kind="instruct", resume=resume
+        "grpo", model_path, data, train, out, data_kind="instruct", resume=resume, log=log
     )
     model, tokenizer, run_dir = run.model, run.tokenizer, run.run_dir
     verifier = resolve_verifier(config, data.data)

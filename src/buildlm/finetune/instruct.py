@@ -180,12 +180,16 @@ def run_instruct(
     lora: LoRAConfig,
     out: str | None = None,
     log=print,
+    resume: str | None = None,
 ):
-    """Instruction-tune a model (what ``buildlm finetune instruct`` does); returns a FinetuneResult."""
+    """Instruction-tune a model (what ``buildlm finetune instruct`` does); returns a FinetuneResult.
+
+    ``resume=RUN`` continues that run from its newest checkpoint (`FinetuneRun.start`).
+    """
     from buildlm.device import seed_everything
     from buildlm.finetune import run as ft
 
-    run = ft.FinetuneRun.start("instruct", model_path, data, train, out)
+    run = ft.FinetuneRun.start("instruct", model_path, data, train, out, resume=resume, log=log)
     model, tokenizer, splits, run_dir = run.model, run.tokenizer, run.splits, run.run_dir
     rendered = {k: render_all(v, config.template) for k, v in splits.items()}
     max_length = ft.context_limit(config.max_length, model)

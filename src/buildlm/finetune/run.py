@@ -15,6 +15,11 @@ run by the same `Trainer` as pretraining; this file holds the steps around it:
 4. **the run folder**: checkpoints (config.json records the task and the LoRA settings, so the
    folder alone rebuilds the model), ``adapter.safetensors`` for LoRA runs, ``metrics.csv``,
    ``loss.png`` and ``eval.json`` with the final test figures.
+
+A resumed run (``--resume RUN``) goes through the same steps, in the same order, as the run it
+continues: the data, the starting model, the LoRA adapters or the DPO reference, the seed. Only
+then does `Trainer.load_state` overwrite the weights, optimizer, data position and RNG with the
+checkpoint's, so everything built from the starting model (a frozen reference) is as it was.
 """
 
 from __future__ import annotations
@@ -207,21 +212,31 @@ class FinetuneRun:
     @classmethod
     def start(
         cls, kind: str, model_path: str, data: FinetuneData, train: TrainConfig, out: str | None,
-        data_kind: str | None = None, resume: str | None = None,
+        data_kind: str | None = None, resume: str | None = None, log=print,
     ) -> FinetuneRun:  # fmt: skip
         """Threads and device, a fresh run folder (or the folder of the run ``resume`` names), the
-        data splits (of bundled data of ``data_kind``, default ``kind``), the starting model."""
+        data splits (of bundled data of ``data_kind``, default ``kind``), the starting model.
+
+        A resumed run's folder is locked first, then its newest good checkpoint is picked, damaged
+        newer ones moved aside (`buildlm.train.checkpoint_health`), as ``buildlm train`` does."""
         started = time.perf_counter()
         device = prepare_device(train)
+        if not str(model_path):  # before the run folder is made
+            raise ValueError("no starting model given; pass --model RUN_OR_CHECKPOINT_OR_HF_FOLDER")
         from buildlm.lock import FolderLock
 
         resume_from = None
         if resume is not None:
+            from buildlm.checkpoint_format import CONFIG
             from buildlm.train.checkpoint_health import resolve_resumable
 
-            resume_from = resolve_resumable(resume, set_aside_damaged=False)
-            run_dir = resume_from.parent.parent
+            given = Path(resume)
+            if not given.exists():  # before a lock file would make the folder
+                raise FileNotFoundError(f"run folder {resume!r} to resume not found; pass a fine-tuning run's folder")
+            run_dir = given.parent.parent if (given / CONFIG).is_file() else given
             lock = FolderLock(run_dir, "resume it once that run has ended").acquire()
+            resume_from = resolve_resumable(given, log)
+            run_dir = resume_from.parent.parent
         else:
             run_dir = resolve_run_dir(out, train, kind)
             lock = FolderLock(run_dir, "pick another --out or --train.name").acquire()
