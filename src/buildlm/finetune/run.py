@@ -220,7 +220,7 @@ class FinetuneRun:
         A resumed run's folder is locked first, then its newest good checkpoint is picked, damaged
         newer ones moved aside (`buildlm.train.checkpoint_health`), as ``buildlm train`` does."""
         started = time.perf_counter()
-        device = prepare_device(train)
+        device = prepare_device(train, log)
         if not str(model_path):  # before the run folder is made
             raise ValueError("no starting model given; pass --model RUN_OR_CHECKPOINT_OR_HF_FOLDER")
         from buildlm.lock import FolderLock
