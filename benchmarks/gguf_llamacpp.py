@@ -53,8 +53,9 @@ STYLES = {  # name: (ModelConfig overrides, tokenizer pattern -> llama.cpp pre-t
         original_context_length=40)), "cl100k"),
     "gemma": (dict(**GEMMA, n_kv_heads=1), "gpt2"),
     # Local layers see 8 positions (the prompt is longer), with Gemma 2's and Gemma 3's periods;
-    # caps small enough to change these random models' scores and logits (Gemma 2's are 50, 30).
-    "gemma2": (dict(**GEMMA, norm_placement="sandwich", n_kv_heads=2, query_pre_attn_scalar=16,
+    # caps small enough to change these random models' scores and logits (Gemma 2's are 50, 30);
+    # query_pre_attn_scalar None is head_dim, the scale llama.cpp uses at these sizes.
+    "gemma2": (dict(**GEMMA, norm_placement="sandwich", n_kv_heads=2, query_pre_attn_scalar=None,
                     attn_logit_softcap=1.0, final_logit_softcap=5.0, sliding_window=8,
                     layer_types=lambda n: ["full_attention" if i % 2 else "sliding_attention"
                                            for i in range(n)]), "gpt2"),
@@ -70,7 +71,8 @@ STYLES = {  # name: (ModelConfig overrides, tokenizer pattern -> llama.cpp pre-t
                       moe_d_ff=64, router_renormalize=False, n_shared_experts=1,
                       shared_expert_d_ff=96, shared_expert_gate=True, tie_embeddings=False),
                  "gpt2"),
-    "mistral": (dict(**LLAMA_LIKE, n_kv_heads=2, sliding_window=256), "gpt2"),  # = the context
+    "mistral": (dict(**LLAMA_LIKE, n_kv_heads=2, sliding_window=256, tie_embeddings=False),
+                "gpt2"),  # a window as long as the context: what llama.cpp computes
 }
 # Largest |logit difference| accepted: f32 is float32 arithmetic in another order; llama.cpp
 # multiplies f16/bf16 weights by activations rounded to f16/bf16 and q8_0 weights by activations

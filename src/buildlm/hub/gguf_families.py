@@ -60,6 +60,11 @@ def _refuse(arch: str, what: str) -> ValueError:
     return ValueError(f"llama.cpp's {arch} architecture {what}; export this model with --to hf")
 
 
+def _f32(value: float) -> float:
+    """A float32 metadata value as the shortest decimal that rounds to it (as `gguf_config`)."""
+    return float(str(np.float32(value)))
+
+
 def swa_period(layer_types: list[str]) -> int | None:
     """The llama.cpp period p whose pattern (layer i local when i % p < p - 1; p = 0: all local)
     is ``layer_types``; None if no period gives it."""
@@ -137,12 +142,16 @@ def family_config_from_gguf(arch: str, meta: dict[str, Any], hf: dict[str, Any])
         if n == _BIG_LAYERS[arch]:
             scalar = hf["hidden_size"] // hf["num_attention_heads"]
         period = meta.get("attention.sliding_window_pattern", 2 if arch == "gemma2" else 6)
-        types = layer_types_from_period(int(period), n)
+        if isinstance(period, list):  # one flag per layer (true: local), as newer files write
+            types = ["sliding_attention" if f else "full_attention" for f in period]
+        else:
+            types = layer_types_from_period(int(period), n)
         window = meta.get("attention.sliding_window", 4096)
+        final = meta.get("final_logit_softcapping", 30.0 if arch == "gemma2" else None)
         hf.update(
             query_pre_attn_scalar=scalar,
-            attn_logit_softcapping=None if arch == "gemma3" else meta.get("attn_logit_softcapping", 50.0),
-            final_logit_softcapping=meta.get("final_logit_softcapping", 30.0 if arch == "gemma2" else None),
+            attn_logit_softcapping=None if arch == "gemma3" else _f32(meta.get("attn_logit_softcapping", 50.0)),
+            final_logit_softcapping=None if final is None else _f32(final),
             layer_types=types,
             sliding_window=window if "sliding_attention" in types and window else None,
         )  # fmt: skip
@@ -150,7 +159,7 @@ def family_config_from_gguf(arch: str, meta: dict[str, Any], hf: dict[str, Any])
         if arch == "gemma2" and np.float32(local) != np.float32(hf["rope_theta"]):
             raise ValueError("a gemma2 file with its own RoPE base for local layers is not supported")
         if arch == "gemma3":
-            local = float(str(np.float32(meta.get("rope.freq_base_swa", 10000.0))))
+            local = _f32(meta.get("rope.freq_base_swa", 10000.0))
             hf["rope_parameters"] = {
                 "full_attention": {"rope_type": "default", "rope_theta": hf["rope_theta"]},
                 "sliding_attention": {"rope_type": "default", "rope_theta": local},
