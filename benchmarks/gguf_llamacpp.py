@@ -1,6 +1,8 @@
 """Does llama.cpp itself run buildlm's GGUF export and compute what buildlm computes?
 
-For a GPT-2-, Llama-, Qwen2-, Qwen3-, Mixtral- and Qwen3-MoE-style random model, each dtype: export with
+For a GPT-2-, Llama-, Qwen2-, Qwen3-, Mixtral- and Qwen3-MoE-style random model, and the families
+of `buildlm.hub.gguf_families` (Llama 3 RoPE scaling, Gemma 1/2/3, OLMo 2, Qwen2-MoE, windowed
+Mistral), each dtype: export with
 ``save_gguf``, load the file in llama.cpp (its Python binding, ``llama_cpp``, which builds
 llama.cpp from source when pip installs it), and compare with buildlm
 
@@ -13,6 +15,7 @@ llama.cpp from source when pip installs it), and compare with buildlm
     pip install llama-cpp-python            # compiles llama.cpp (see RESULTS.md for the time)
     python benchmarks/gguf_llamacpp.py      # d_model 256, 4 layers
     python benchmarks/gguf_llamacpp.py --tiny
+    python benchmarks/gguf_llamacpp.py --tiny --only gemma2 gemma3 --dtypes f32
 
 Exits non-zero when a check fails; prints one row per model and dtype.
 """
@@ -33,6 +36,7 @@ from buildlm.model import GPT, ModelConfig
 from buildlm.tokenizer import Tokenizer
 
 LLAMA_LIKE = dict(position="rope", norm="rmsnorm", mlp="swiglu", bias=False, norm_eps=1e-5)
+GEMMA = dict(**LLAMA_LIKE | {"mlp": "geglu"}, norm_offset=1.0, embed_scale=True)
 STYLES = {  # name: (ModelConfig overrides, tokenizer pattern -> llama.cpp pre-tokenizer)
     "gpt2": (dict(), "gpt2"),
     "llama": (dict(**LLAMA_LIKE, n_kv_heads=2, tie_embeddings=False, rope_theta=5e5), "cl100k"),
@@ -41,6 +45,34 @@ STYLES = {  # name: (ModelConfig overrides, tokenizer pattern -> llama.cpp pre-t
     "mixtral": (dict(**LLAMA_LIKE, n_kv_heads=2, n_experts=4, moe_d_ff=128, d_ff=128), "gpt2"),
     "qwen3moe": (dict(**LLAMA_LIKE, n_kv_heads=2, qk_norm=True, n_experts=8, n_active_experts=3,
                       moe_d_ff=64), "cl100k"),
+    # Llama 3 RoPE scaling with a short original context, so that the head's frequencies fall in
+    # all three bands (kept, blended, slowed; with --tiny's head_dim 16, one, one and six of its
+    # eight): llama.cpp reads them from the rope_freqs tensor.
+    "llama3": (dict(**LLAMA_LIKE, n_kv_heads=2, rope_theta=5e5, rope_scaling=dict(
+        type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+        original_context_length=40)), "cl100k"),
+    "gemma": (dict(**GEMMA, n_kv_heads=1), "gpt2"),
+    # Local layers see 8 positions (the prompt is longer), with Gemma 2's and Gemma 3's periods;
+    # caps small enough to change these random models' scores and logits (Gemma 2's are 50, 30);
+    # query_pre_attn_scalar None is head_dim, the scale llama.cpp uses at these sizes.
+    "gemma2": (dict(**GEMMA, norm_placement="sandwich", n_kv_heads=2, query_pre_attn_scalar=None,
+                    attn_logit_softcap=1.0, final_logit_softcap=5.0, sliding_window=8,
+                    layer_types=lambda n: ["full_attention" if i % 2 else "sliding_attention"
+                                           for i in range(n)]), "gpt2"),
+    "gemma3": (dict(**GEMMA, norm_placement="sandwich", qk_norm=True, n_kv_heads=2, head_dim=32,
+                    query_pre_attn_scalar=32, sliding_window=8, rope_theta=1e6,
+                    final_logit_softcap=5.0,
+                    rope_local_theta=2e4, layer_types=lambda n: [
+                        "full_attention" if i % 3 == 2 else "sliding_attention" for i in range(n)
+                    ]), "o200k"),
+    "olmo2": (dict(**LLAMA_LIKE, norm_placement="branch_post", qk_norm=True, qk_norm_scope="all",
+                   n_kv_heads=2, tie_embeddings=False), "gpt2"),
+    "qwen2moe": (dict(**LLAMA_LIKE, n_kv_heads=2, qkv_bias=True, n_experts=6, n_active_experts=2,
+                      moe_d_ff=64, router_renormalize=False, n_shared_experts=1,
+                      shared_expert_d_ff=96, shared_expert_gate=True, tie_embeddings=False),
+                 "gpt2"),
+    "mistral": (dict(**LLAMA_LIKE, n_kv_heads=2, sliding_window=256, tie_embeddings=False),
+                "gpt2"),  # a window as long as the context: what llama.cpp computes
 }
 # Largest |logit difference| accepted: f32 is float32 arithmetic in another order; llama.cpp
 # multiplies f16/bf16 weights by activations rounded to f16/bf16 and q8_0 weights by activations
@@ -65,7 +97,8 @@ TEXTS = ["Hello world! It's 2026.", "  the quick brown fox\n\njumps 12345 times"
 
 
 def random_model(overrides: dict, d_model: int, n_layers: int, vocab: int, seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # (a callable override is a function of the number of layers)
+    overrides = {k: v(n_layers) if callable(v) else v for k, v in overrides.items()}
     cfg = ModelConfig(
         vocab_size=vocab, context_length=256, d_model=d_model, n_layers=n_layers, n_heads=4,
         init_std=0.1, **overrides,
@@ -112,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="a small model (seconds)")
     parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--only", nargs="+", choices=STYLES, help="these model styles only")
+    parser.add_argument("--dtypes", nargs="+", choices=TOLERANCE, default=list(TOLERANCE))
     args = parser.parse_args(argv)
     try:
         import llama_cpp  # noqa: F401
@@ -128,9 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory() as tmp:
         for style, (overrides, pattern) in STYLES.items():
+            if args.only and style not in args.only:
+                continue
             tokenizer = Tokenizer.train(corpus, 512, pattern=pattern)
             prompt = tokenizer.encode(TEXTS[0] + TEXTS[1])
-            for dtype in TOLERANCE:
+            for dtype in args.dtypes:
                 model = random_model(overrides, d_model, n_layers, tokenizer.vocab_size + 3)
                 path = Path(tmp) / f"{style}-{dtype}.gguf"
                 save_gguf(model, tokenizer, path, dtype=dtype)
@@ -146,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 diff = float(np.abs(logits - ours_logits).max())
                 scale = float(np.abs(ours_logits).max())
-                tolerance = TOLERANCE[dtype] + (GELU_TABLE if style == "gpt2" else 0.0)
+                gelu = style == "gpt2" or style.startswith("gemma")
+                tolerance = TOLERANCE[dtype] + (GELU_TABLE if gelu else 0.0)
                 pairs = zip(greedy, ours_greedy, strict=True)
                 parted = next((i for i, (a, b) in enumerate(pairs) if a != b), None)
                 original, _ = buildlm_run(model, prompt, 0)

@@ -270,7 +270,7 @@ def test_cli_never_overwrites(tokenizer, tmp_path):
 
 
 def test_cli_unsupported_family_and_dtype(tokenizer, tmp_path):
-    model = _model(dict(**LLAMA_LIKE, sliding_window=8))  # Mistral: no GGUF export yet
+    model = _model(dict(**LLAMA_LIKE | {"mlp": "gelu"}))  # no Hugging Face family computes it
     run = tmp_path / "run"
     save_checkpoint(run, 1, model, {"model": model.config.to_dict()}, tokenizer=tokenizer)
     result = subprocess.run(
@@ -281,6 +281,7 @@ def test_cli_unsupported_family_and_dtype(tokenizer, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("buildlm convert: error: GGUF export supports gpt2, llama, qwen2, qwen3")
+    assert line.endswith("this model is none of them (`buildlm convert --to hf` exports more families)")
     model = _model(dict(**LLAMA_LIKE, qk_norm=True, n_experts=4, router_renormalize=False))
     with pytest.raises(ValueError, match="renormalises the chosen experts"):
         save_gguf(model, tokenizer, tmp_path / "m.gguf")

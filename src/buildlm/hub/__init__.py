@@ -4,8 +4,8 @@
 1/2/3, OLMo 2, and the mixtures of experts Mixtral, Qwen2-MoE, Qwen3-MoE) into a buildlm ``GPT``
 and ``Tokenizer``; ``save_hf(model, tokenizer, folder)`` writes one that ``transformers`` loads
 with the same logits. ``save_gguf`` / ``load_gguf`` do the same for one GGUF file, the format
-llama.cpp and Ollama run (gpt2, llama, qwen2, qwen3, mixtral and qwen3-moe networks; f32,
-f16, bf16 or q8_0). The chat templates that come with a model's tokenizer live with the
+llama.cpp and Ollama run (gpt2, llama with or without Llama 3 RoPE scaling, qwen2, qwen3,
+gemma 1/2/3, olmo2, mixtral, qwen2-moe and qwen3-moe networks; f32, f16, bf16 or q8_0). The chat templates that come with a model's tokenizer live with the
 tokenizer (`buildlm.tokenizer.chat_templates`). One concept per file:
 
 - ``hf_config.py``: config.json <-> ModelConfig
@@ -17,6 +17,8 @@ tokenizer (`buildlm.tokenizer.chat_templates`). One concept per file:
 - ``weight_files.py``: single, sharded and ``pytorch_model.bin`` checkpoints
 - ``load.py`` / ``save.py``: the two directions
 - ``gguf_config.py``: Hugging Face config <-> GGUF architecture metadata
+- ``gguf_families.py``: the GGUF metadata of Gemma, OLMo 2, Qwen2-MoE, windowed Mistral and
+  Llama 3 RoPE scaling, and what llama.cpp fixes that they must match
 - ``gguf_tensors.py``: GGUF tensor names, layouts (llama's RoPE row order) and f16/bf16/q8_0
 - ``gguf_tokenizer.py``: Tokenizer <-> GGUF ``tokenizer.ggml.*`` fields
 - ``gguf_save.py`` / ``gguf_load.py``: the two GGUF directions

@@ -19,10 +19,9 @@ qwen3_moe   ``qwen3moe``  qwen3 with experts of ``expert_feed_forward_length`` i
                           (renormalised top-k: llama.cpp always renormalises)
 ==========  ============  =====================================================================
 
-Mistral without a sliding window is a Llama network and exports as ``llama``. Not exported (yet):
-sliding windows, Llama 3 RoPE scaling (llama.cpp wants a ``rope_freqs`` tensor), Qwen2-MoE (a
-gated shared expert), Qwen3-MoE with dense layers or without renormalisation, and Gemma/OLMo 2
-(their norm and scale conventions differ).
+Mistral without a sliding window is a Llama network and exports as ``llama``. Gemma 1/2/3,
+OLMo 2, Qwen2-MoE, windowed Mistral and Llama 3 RoPE scaling: `gguf_families`. Not exported:
+Qwen2/Qwen3 windows, and Qwen3-MoE with dense layers or without renormalisation.
 """
 
 from __future__ import annotations
@@ -31,12 +30,23 @@ from typing import Any
 
 import numpy as np
 
+from buildlm.hub.gguf_families import (
+    FAMILY_ARCH,
+    family_config_from_gguf,
+    family_metadata,
+    rope_scaling_metadata,
+)
+
 ARCH = {  # HF model_type -> GGUF architecture
     "gpt2": "gpt2", "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
-    "mixtral": "llama", "qwen3_moe": "qwen3moe",
+    "mixtral": "llama", "qwen3_moe": "qwen3moe", **FAMILY_ARCH,
 }  # fmt: skip
-# GGUF -> HF (a "llama" file with experts is a Mixtral: `hf_config_from_gguf`)
-MODEL_TYPE = {"gpt2": "gpt2", "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen3moe": "qwen3_moe"}
+# GGUF -> HF (a "llama" file with experts is a Mixtral, with a window a Mistral:
+# `hf_config_from_gguf`)
+MODEL_TYPE = {
+    "gpt2": "gpt2", "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen3moe": "qwen3_moe",
+    **{arch: model_type for model_type, arch in FAMILY_ARCH.items() if arch != "llama"},
+}  # fmt: skip
 
 
 def gguf_metadata(hf: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -54,15 +64,19 @@ def gguf_metadata(hf: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             "attention.head_count": hf["n_head"],
             "attention.layer_norm_epsilon": float(hf["layer_norm_epsilon"]),
         }
+    extra = {}
     if hf.get("rope_scaling") is not None:
+        if arch != "llama":
+            raise ValueError(
+                f"llama.cpp's {arch} architecture has no Llama 3 RoPE scaling; export this model "
+                "with --to hf"
+            )
+        extra = rope_scaling_metadata(hf)  # (and the rope_freqs tensor: gguf_save)
+    if hf.get("use_sliding_window") and hf.get("sliding_window") is not None:
         raise ValueError(
-            "GGUF export of RoPE scaling is not supported; export this model with --to hf"
+            f"llama.cpp's {arch} architecture has no sliding windows; export this model with --to hf"
         )
-    if hf.get("sliding_window") is not None and hf.get("use_sliding_window", True):
-        raise ValueError(
-            "GGUF export of sliding-window attention is not supported; export with --to hf"
-        )
-    moe = {}
+    moe = family_metadata(arch, hf)
     if hf["model_type"] == "qwen3_moe":
         if hf["mlp_only_layers"] or hf["decoder_sparse_step"] != 1 or not hf["norm_topk_prob"]:
             raise ValueError(
@@ -70,13 +84,14 @@ def gguf_metadata(hf: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                 "experts' weights; this model does not (export it with --to hf)"
             )
         moe = {"expert_feed_forward_length": hf["moe_intermediate_size"]}
-    if hf["model_type"] in ("mixtral", "qwen3_moe"):
+    if hf["model_type"] in ("mixtral", "qwen3_moe", "qwen2_moe"):
         moe.update(
             expert_count=hf.get("num_local_experts") or hf["num_experts"],
             expert_used_count=hf["num_experts_per_tok"],
         )
     return arch, {
         **moe,
+        **extra,
         "context_length": hf["max_position_embeddings"],
         "embedding_length": hf["hidden_size"],
         "block_count": hf["num_hidden_layers"],
@@ -137,12 +152,16 @@ def hf_config_from_gguf(
         rms_norm_eps=need("attention.layer_norm_rms_epsilon"),
         rope_theta=_exact(meta.get("rope.freq_base", 10000.0)),
     )
+    family_config_from_gguf(arch, meta, hf)
+    model_type = hf["model_type"]
     if model_type == "llama":
         bias = "blk.0.attn_q.bias" in tensors
         hf.update(attention_bias=bias, mlp_bias=bias)
-    if model_type in ("mixtral", "qwen3_moe"):
+    if model_type in ("mixtral", "qwen3_moe", "qwen2_moe"):
         hf.update(num_experts_per_tok=need("expert_used_count"))
         hf["num_local_experts" if model_type == "mixtral" else "num_experts"] = need("expert_count")
+    if model_type == "qwen2_moe":
+        hf["qkv_bias"] = "blk.0.attn_q.bias" in tensors
     if model_type == "qwen3_moe":
         hf.update(
             moe_intermediate_size=need("expert_feed_forward_length"),

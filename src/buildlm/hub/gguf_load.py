@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import gguf
+import numpy as np
 import torch
 
 from buildlm.hub.gguf_config import MODEL_TYPE, hf_config_from_gguf
+from buildlm.hub.gguf_families import OWN_HEAD, rope_scaling_from_gguf
 from buildlm.hub.gguf_tensors import decode, experts_name, from_gguf_layout, gguf_name
 from buildlm.hub.gguf_tokenizer import tokenizer_from_fields
 from buildlm.hub.hf_config import config_from_hf, parse_hf_dtype
@@ -59,6 +61,14 @@ def load_gguf(
     shapes = {name: tuple(int(n) for n in reversed(t.shape)) for name, t in tensors.items()}
     arch_meta = {k.removeprefix(f"{arch}."): v for k, v in meta.items() if k.startswith(f"{arch}.")}
     hf = hf_config_from_gguf(arch, arch_meta, shapes)
+    if "rope_freqs.weight" in tensors:  # Llama 3 RoPE scaling
+        t = tensors["rope_freqs.weight"]
+        factors = decode(t.data, t.tensor_type, shapes["rope_freqs.weight"])
+        hf["rope_scaling"] = rope_scaling_from_gguf(meta, factors, hf["rope_theta"], hf["head_dim"])
+    if arch in OWN_HEAD and "output.weight" in tensors:  # a tied model's head is written as a copy
+        head, emb = tensors["output.weight"], tensors["token_embd.weight"]
+        same = head.tensor_type == emb.tensor_type and np.array_equal(head.data, emb.data)
+        hf["tie_word_embeddings"] = bool(same)
     model_type = hf["model_type"]
     cfg = config_from_hf(hf)
     heads = {"q": cfg.n_heads, "k": cfg.n_kv_heads}

@@ -20,6 +20,7 @@ import torch
 
 from buildlm.atomic import atomic_file
 from buildlm.hub.gguf_config import ARCH, gguf_metadata
+from buildlm.hub.gguf_families import OWN_HEAD, llama3_rope_factors
 from buildlm.hub.gguf_tensors import DTYPES, encode, gguf_name, hf_tensors, to_gguf_layout
 from buildlm.hub.gguf_tokenizer import tokenizer_fields
 from buildlm.hub.hf_config import NO_RELU2_EXPORT, config_to_hf, hf_model_type
@@ -99,7 +100,7 @@ def save_gguf(
         writer.add_file_type(_FILE_TYPE[dtype])
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         for key, value in meta.items():
-            full = f"{arch}.{key}"
+            full = key if key.startswith("buildlm.") else f"{arch}.{key}"
             if isinstance(value, float):
                 writer.add_float32(full, value)
             else:
@@ -113,10 +114,16 @@ def save_gguf(
             writer.add_bos_token_id(vocab["bos_token_id"])
             writer.add_eos_token_id(vocab["eos_token_id"])
         writer.add_add_bos_token(False)
-        for hf_name, t in hf_tensors(model_type, cfg, state):
+        tensors = list(hf_tensors(model_type, cfg, state))
+        if arch in OWN_HEAD and cfg.tie_embeddings:  # llama.cpp wants a head: the embedding's copy
+            tensors.append(("lm_head.weight", state["tok_emb.weight"]))
+        for hf_name, t in tensors:
             t = to_gguf_layout(arch, hf_name, t, heads)
             data, kind = encode(t, dtype)
             writer.add_tensor(gguf_name(arch, cfg.n_layers, hf_name), data, raw_dtype=kind)
+        if cfg.rope_scaling is not None:  # Llama 3: one divisor per frequency (gguf_families)
+            factors = llama3_rope_factors(hf["rope_theta"], cfg.head_dim, hf["rope_scaling"])
+            writer.add_tensor("rope_freqs.weight", factors.numpy(), raw_dtype=DTYPES["f32"])
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()

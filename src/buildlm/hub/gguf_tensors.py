@@ -17,7 +17,12 @@ with ``ne = [in, out]``, which is what llama.cpp wants for a matrix it multiplie
   The same rotation is obtained by reordering the rows of q and k (and their biases) in each
   head: the first half's row j goes to row 2j, the second half's to row 2j+1 (`permute_rope`).
   Scores q.k are sums over rows, so a common reordering of q and k leaves attention unchanged.
-  ``qwen2``/``qwen3`` use the rotate-half ("NeoX") mode and need no permutation.
+  ``qwen2``/``qwen3`` (and Gemma, OLMo 2, Qwen2-MoE) use the rotate-half ("NeoX") mode and need
+  no permutation.
+- Gemma's norms multiply by (1 + w), buildlm's and Hugging Face's weight being w; llama.cpp
+  multiplies by the stored weight, so 1 + w is stored (as llama.cpp's converter does). Read back,
+  w = stored - 1 is exact for |w| < 1/2 or so, and (1 + w) in float32 is the stored number again.
+- Qwen2-MoE's shared-expert gate, a (1, d) matrix in Hugging Face files, is one (d,) vector.
 
 Formats. ``f32``, ``f16`` and ``bf16`` store each number; ``q8_0`` stores blocks of 32 numbers as
 one float16 scale ``d = max|x| / 127`` and 32 int8 ``round(x / d)`` (34 bytes instead of 128), so
@@ -34,6 +39,7 @@ import gguf
 import numpy as np
 import torch
 
+from buildlm.hub.gguf_families import GEMMA
 from buildlm.hub.hf_weights import weight_links
 from buildlm.model import ModelConfig
 
@@ -45,6 +51,7 @@ DTYPES = {
 }
 READABLE = tuple(DTYPES.values())
 _CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
+_SHARED_GATE = ".mlp.shared_expert_gate.weight"
 
 
 def gguf_name(arch: str, n_layers: int, hf_name: str) -> str:
@@ -106,6 +113,10 @@ def to_gguf_layout(arch: str, hf_name: str, t: torch.Tensor, heads: dict[str, in
         for kind in ("q", "k"):
             if f".self_attn.{kind}_proj." in hf_name:
                 return permute_rope(t, heads[kind])
+    if arch in GEMMA and hf_name.endswith("norm.weight"):
+        return t + 1.0
+    if hf_name.endswith(_SHARED_GATE):
+        return t.reshape(-1)
     return t
 
 
@@ -117,6 +128,10 @@ def from_gguf_layout(arch: str, hf_name: str, t: torch.Tensor, heads: dict[str, 
         for kind in ("q", "k"):
             if f".self_attn.{kind}_proj." in hf_name:
                 return permute_rope(t, heads[kind], inverse=True)
+    if arch in GEMMA and hf_name.endswith("norm.weight"):
+        return t - 1.0
+    if hf_name.endswith(_SHARED_GATE):
+        return t.reshape(1, -1)
     return t
 
 
