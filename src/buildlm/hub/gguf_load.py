@@ -27,7 +27,7 @@ from buildlm.hub.gguf_tokenizer import tokenizer_from_fields
 from buildlm.hub.hf_config import config_from_hf, parse_hf_dtype
 from buildlm.hub.hf_weights import hf_to_buildlm, weight_links
 from buildlm.model import GPT
-from buildlm.tokenizer import Tokenizer
+from buildlm.tokenizer import SentencePieceBPE, Tokenizer
 
 
 def read_metadata(reader: gguf.GGUFReader) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def open_gguf(path: str | os.PathLike) -> gguf.GGUFReader:
 
 def load_gguf(
     path: str | os.PathLike, dtype: torch.dtype | str | None = None
-) -> tuple[GPT, Tokenizer]:
+) -> tuple[GPT, Tokenizer | SentencePieceBPE]:
     """``(model, tokenizer)`` from the GGUF file ``path`` (an architecture in `MODEL_TYPE`)."""
     reader = open_gguf(path)
     meta = read_metadata(reader)

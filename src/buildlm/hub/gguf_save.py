@@ -25,7 +25,7 @@ from buildlm.hub.gguf_tensors import DTYPES, encode, gguf_name, hf_tensors, to_g
 from buildlm.hub.gguf_tokenizer import tokenizer_fields
 from buildlm.hub.hf_config import NO_RELU2_EXPORT, config_to_hf, hf_model_type
 from buildlm.model import GPT
-from buildlm.tokenizer import Tokenizer
+from buildlm.tokenizer import SentencePieceBPE, Tokenizer
 
 MAGIC = b"GGUF"
 _FILE_TYPE = {
@@ -74,7 +74,7 @@ def check_out_file(path: str | os.PathLike, force: bool) -> None:
 
 def save_gguf(
     model: GPT,
-    tokenizer: Tokenizer,
+    tokenizer: Tokenizer | SentencePieceBPE,
     path: str | os.PathLike,
     dtype: str = "f32",
     force: bool = False,
@@ -108,12 +108,21 @@ def save_gguf(
         writer.add_tokenizer_model(vocab["model"])
         writer.add_tokenizer_pre(vocab["pre"])
         writer.add_token_list(vocab["tokens"])
+        if "scores" in vocab:  # a SentencePiece-style tokenizer: scores, no merges (gguf_spm)
+            writer.add_token_scores(vocab["scores"])
         writer.add_token_types(vocab["token_type"])
-        writer.add_token_merges(vocab["merges"])
-        if vocab["eos_token_id"] is not None:
-            writer.add_bos_token_id(vocab["bos_token_id"])
-            writer.add_eos_token_id(vocab["eos_token_id"])
+        if "merges" in vocab:
+            writer.add_token_merges(vocab["merges"])
+        for key, add in (("bos_token_id", writer.add_bos_token_id),
+                         ("eos_token_id", writer.add_eos_token_id),
+                         ("unknown_token_id", writer.add_unk_token_id),
+                         ("padding_token_id", writer.add_pad_token_id)):  # fmt: skip
+            if vocab.get(key) is not None:
+                add(vocab[key])
         writer.add_add_bos_token(False)
+        if "add_space_prefix" in vocab:
+            writer.add_add_eos_token(False)
+            writer.add_add_space_prefix(vocab["add_space_prefix"])
         tensors = list(hf_tensors(model_type, cfg, state))
         if arch in OWN_HEAD and cfg.tie_embeddings:  # llama.cpp wants a head: the embedding's copy
             tensors.append(("lm_head.weight", state["tok_emb.weight"]))

@@ -13,13 +13,17 @@ A GGUF file carries its tokenizer as metadata, the way llama.cpp reads it for a 
   it knows a fixed list of them by name, so buildlm's pattern must be one of those (`PRE`).
 - ``bos_token_id`` / ``eos_token_id``: buildlm's ``<|endoftext|>``, and ``add_bos_token = false``
   (buildlm never prepends one).
+
+A SentencePiece-style tokenizer (`SentencePieceBPE`: Llama 2, Mistral, Gemma) is written as
+``tokenizer.ggml.model = "llama"`` instead, with scores in place of merges (``gguf_spm.py``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from buildlm.tokenizer import Tokenizer
+from buildlm.hub.gguf_spm import spm_tokenizer_fields, spm_tokenizer_from_fields
+from buildlm.tokenizer import SentencePieceBPE, Tokenizer
 from buildlm.tokenizer.openai_files import gpt2_bytes_to_unicode
 from buildlm.tokenizer.patterns import CL100K, GPT2, O200K
 
@@ -38,8 +42,10 @@ PRE: dict[str, str] = {"gpt-2": GPT2, "llama-bpe": LLAMA3, "qwen2": QWEN2, "gpt-
 _EXPORT_PRE = {**{regex: name for name, regex in PRE.items()}, CL100K: "llama-bpe"}
 
 
-def tokenizer_fields(tokenizer: Tokenizer, vocab_size: int) -> dict[str, Any]:
+def tokenizer_fields(tokenizer: Tokenizer | SentencePieceBPE, vocab_size: int) -> dict[str, Any]:
     """The GGUF tokenizer fields for ``tokenizer`` on a model with ``vocab_size`` embedding rows."""
+    if isinstance(tokenizer, SentencePieceBPE):
+        return spm_tokenizer_fields(tokenizer, vocab_size)
     pre = _EXPORT_PRE.get(tokenizer.pattern)
     if pre is None:
         raise ValueError(
@@ -81,12 +87,15 @@ def tokenizer_fields(tokenizer: Tokenizer, vocab_size: int) -> dict[str, Any]:
     }
 
 
-def tokenizer_from_fields(fields: dict[str, Any]) -> Tokenizer:
-    """A `Tokenizer` from the GGUF tokenizer fields (``tokenizer_fields``' keys)."""
+def tokenizer_from_fields(fields: dict[str, Any]) -> Tokenizer | SentencePieceBPE:
+    """A `Tokenizer` (or a `SentencePieceBPE` for a ``"llama"`` one) from the GGUF tokenizer
+    fields (``tokenizer_fields``' keys)."""
+    if fields.get("model") == "llama":
+        return spm_tokenizer_from_fields(fields)
     if fields.get("model") != "gpt2":
         raise ValueError(
             f"GGUF tokenizer model {fields.get('model')!r} is not supported; buildlm reads "
-            "byte-level BPE tokenizers (tokenizer.ggml.model = 'gpt2')"
+            "byte-level BPE ('gpt2') and SentencePiece-style ('llama') tokenizers"
         )
     pre = fields.get("pre", "default")
     if pre not in PRE:
