@@ -16,6 +16,8 @@ import pytest
 import torch
 from tokenizers import Tokenizer as HFTokenizer
 
+from buildlm.checkpoint_format import load_checkpoint
+from buildlm.cli import main as cli_main
 from buildlm.data.corpora import load_corpus
 from buildlm.hub import load_gguf, save_gguf
 from buildlm.hub.gguf_spm import missing_splits, spm_tokenizer_fields
@@ -65,7 +67,11 @@ def exported(tmp_path_factory):
                 vocab_size=ours.vocab_size + 2, context_length=16, d_model=16, n_layers=1,
                 n_heads=2, position="rope", norm="rmsnorm", mlp="swiglu", bias=False,
             ))  # fmt: skip
-            out = save_gguf(model, ours, folder / f"{style}-{kind}.gguf")
+            if style in ("llama_metaspace", "metaspace_split"):
+                with pytest.warns(UserWarning, match="llama.cpp always does"):
+                    out = save_gguf(model, ours, folder / f"{style}-{kind}.gguf")
+            else:
+                out = save_gguf(model, ours, folder / f"{style}-{kind}.gguf")
             cache[style, kind] = (HFTokenizer.from_file(str(path)), ours, out)
         return cache[style, kind]
 
@@ -99,11 +105,12 @@ def test_the_file_holds_what_llama_cpp_reads(exported, style):
     assert [types[vocab[f"<0x{b:02X}>"]] for b in range(256)] == [6] * 256
     assert types[vocab["▁the"]] == types[vocab["e"]] == 1
     assert types[-2:] == [5, 5]  # the model's two padding rows
-    # A merged token scores minus the rank of its merge: llama.cpp's highest score first.
+    # Here each token is made by one merge and scores minus its rank: highest score first.
     merges = ours.to_hf_json()["model"]["merges"]
     for rank in (0, 1, len(merges) // 2, len(merges) - 1):
         a, b = merges[rank].split(" ") if isinstance(merges[rank], str) else merges[rank]
         assert scores[vocab[a + b]] == -rank
+    assert scores[vocab["e"]] == -len(merges)  # a character: below every merged token
 
 
 @pytest.mark.parametrize("style, kind", EXACT)
@@ -126,6 +133,20 @@ def test_metaspace_differs_only_where_llama_cpp_prepends_a_space(exported):
     assert back.encode(SHAKESPEARE) == _hf_ids(hf, SHAKESPEARE)
     assert back.encode("Hello world") == _hf_ids(hf, "Hello world")
     assert back.encode(" Hello") == _hf_ids(hf, "  Hello")  # llama.cpp's "▁▁Hello"
+
+
+def test_cli_gguf_to_checkpoint_and_back(exported, tmp_path, capsys):
+    hf, _, path = exported("gemma", "runs")
+    cli_main(["convert", "--from", "gguf", str(path), "--out", str(tmp_path / "ckpt")])
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    assert isinstance(loaded.tokenizer, SentencePieceBPE)
+    assert loaded.tokenizer.encode(SHAKESPEARE) == _hf_ids(hf, SHAKESPEARE)
+    again = tmp_path / "again.gguf"
+    cli_main(["convert", "--to", "gguf", str(tmp_path / "ckpt"), "--out", str(again)])
+    assert "wrote GGUF file" in capsys.readouterr().out
+    fields = [{k: f.contents() for k, f in gguf.GGUFReader(p).fields.items()
+               if k.startswith("tokenizer.")} for p in (path, again)]  # fmt: skip
+    assert fields[0] == fields[1]
 
 
 def test_what_llama_cpp_cannot_do_is_refused(tmp_path):

@@ -21,6 +21,8 @@ tokenizer (`buildlm.tokenizer.chat_templates`). One concept per file:
   Llama 3 RoPE scaling, and what llama.cpp fixes that they must match
 - ``gguf_tensors.py``: GGUF tensor names, layouts (llama's RoPE row order) and f16/bf16/q8_0
 - ``gguf_tokenizer.py``: Tokenizer <-> GGUF ``tokenizer.ggml.*`` fields
+- ``gguf_spm.py``: SentencePiece-style tokenizers (Llama 2, Mistral, Gemma) <-> GGUF's ``"llama"``
+  tokenizer (scores in place of merges)
 - ``gguf_save.py`` / ``gguf_load.py``: the two GGUF directions
 - ``download.py`` / ``convert.py``: the ``buildlm download`` and ``buildlm convert`` commands
 """

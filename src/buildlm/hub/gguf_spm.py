@@ -16,9 +16,11 @@ Hugging Face's ``tokenizer.json`` says the same thing with a ranked list of pair
 - ``tokens``: one string per id (``"▁the"``, ``"<0x0A>"``, ``"<bos>"``), as many as the model has
   embedding rows; ``token_type``: 1 normal, 2 unknown, 3 control (a special token),
   4 user-defined (an added, non-special token), 5 unused (a padding row), 6 byte (``<0xNN>``);
-- ``scores``: a token made by a merge scores minus the rank of the first merge that makes it,
-  so llama.cpp's highest-score-first order is Hugging Face's lowest-rank-first order. Tokens no
-  merge makes score lower than every merge (only characters, in a well-formed vocabulary);
+- ``scores``: the tokens merges make, in the order of the first merge that makes each, score
+  0, -1, -2, ..., so llama.cpp's highest-score-first order is Hugging Face's lowest-rank-first
+  order (a vocabulary whose every token is made by one merge: minus the merge's rank). Tokens no
+  merge makes score lower (only characters, in a well-formed vocabulary). Read back and written
+  again, a file keeps its scores;
 - ``bos`` / ``eos`` / ``unk`` / ``padding_token_id``, ``add_bos_token = false`` (buildlm's
   ``encode`` never prepends one), ``add_eos_token = false`` and ``add_space_prefix``.
 
@@ -26,7 +28,10 @@ The two algorithms agree when the merge list is *complete*: every split of a tok
 tokens is a merge, ranked by the token it makes, which is how transformers converts a
 SentencePiece model (Llama 2, Mistral, Gemma). A merge list learned by Hugging Face's own trainer
 lacks some splits, and llama.cpp may then join a pair the list never would
-(`missing_splits` counts them). Reading a file back, the merges are rebuilt complete, each
+(`missing_splits` lists them). Hugging Face's ``Metaspace`` pre-tokenizer is another near
+miss: it adds no ``"▁"`` to text that already starts with one (nor, with
+``prepend_scheme="first"``, after a special token), where llama.cpp always adds it; such an
+export warns. Reading a file back, the merges are rebuilt complete, each
 token's splits in score order, so that buildlm tokenizes as llama.cpp does (llama.cpp's own
 converter writes -1000 for every token of a tokenizer.json-only model: scores that tie
 everywhere mean "leftmost pair first", which no ranked list can say exactly).
@@ -34,6 +39,7 @@ everywhere mean "leftmost pair first", which no ranked list can say exactly).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from buildlm.tokenizer import SentencePieceBPE
@@ -79,6 +85,13 @@ def _add_space_prefix(data: dict) -> bool:
                 "llama.cpp does not cut, so a GGUF export would tokenize differently"
             )
     scheme = "never" if pre.get("add_prefix_space") is False else pre.get("prepend_scheme")
+    if scheme != "never" and not prefix:
+        warnings.warn(
+            "this tokenizer's Metaspace pre-tokenizer puts no '▁' before text that starts with a "
+            "space" + (" or follows a special token" if scheme == "first" else "") + "; "
+            "llama.cpp always does, so its ids for such text differ from buildlm's",
+            stacklevel=4,
+        )
     return prefix or scheme != "never"
 
 
@@ -103,10 +116,10 @@ def spm_tokenizer_fields(tokenizer: SentencePieceBPE, vocab_size: int) -> dict[s
     model = data["model"]
     add_space_prefix = _add_space_prefix(data)
     merges = _merge_pairs(model)
-    made_by: dict[str, int] = {}
-    for rank, (a, b) in enumerate(merges):
-        made_by.setdefault(a + b, rank)
-    low = -float(len(merges))  # below every merge's score
+    made_by: dict[str, int] = {}  # token -> its place among the tokens merges make, in rank order
+    for a, b in merges:
+        made_by.setdefault(a + b, len(made_by))
+    low = -float(len(made_by))  # below every merged token's score
     tokens: list[str | None] = [None] * vocab_size
     scores = [UNUSED_SCORE] * vocab_size
     types = [UNUSED] * vocab_size
