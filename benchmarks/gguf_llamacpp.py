@@ -1,8 +1,9 @@
 """Does llama.cpp itself run buildlm's GGUF export and compute what buildlm computes?
 
-For a GPT-2-, Llama-, Qwen2-, Qwen3-, Mixtral- and Qwen3-MoE-style random model, and the families
+For a GPT-2-, Llama-, Qwen2-, Qwen3-, Mixtral- and Qwen3-MoE-style random model, the families
 of `buildlm.hub.gguf_families` (Llama 3 RoPE scaling, Gemma 1/2/3, OLMo 2, Qwen2-MoE, windowed
-Mistral), each dtype: export with
+Mistral), and a Llama 2 and a Gemma with SentencePiece-style tokenizers (`gguf_spm`), each
+dtype: export with
 ``save_gguf``, load the file in llama.cpp (its Python binding, ``llama_cpp``, which builds
 llama.cpp from source when pip installs it), and compare with buildlm
 
@@ -33,7 +34,7 @@ import torch
 
 from buildlm.hub import load_gguf, save_gguf
 from buildlm.model import GPT, ModelConfig
-from buildlm.tokenizer import Tokenizer
+from buildlm.tokenizer import SentencePieceBPE, Tokenizer
 
 LLAMA_LIKE = dict(position="rope", norm="rmsnorm", mlp="swiglu", bias=False, norm_eps=1e-5)
 GEMMA = dict(**LLAMA_LIKE | {"mlp": "geglu"}, norm_offset=1.0, embed_scale=True)
@@ -73,6 +74,10 @@ STYLES = {  # name: (ModelConfig overrides, tokenizer pattern -> llama.cpp pre-t
                  "gpt2"),
     "mistral": (dict(**LLAMA_LIKE, n_kv_heads=2, sliding_window=256, tie_embeddings=False),
                 "gpt2"),  # a window as long as the context: what llama.cpp computes
+    # SentencePiece-style tokenizers (tokenizer.ggml.model "llama", gguf_spm), laid out by
+    # tests/spm_files.py as transformers writes Llama 2's and Gemma's tokenizer.json files.
+    "llama2": (dict(**LLAMA_LIKE, n_kv_heads=2, tie_embeddings=False), "spm:llama"),
+    "gemma-sp": (dict(**GEMMA, n_kv_heads=1), "spm:gemma"),
 }
 # Largest |logit difference| accepted: f32 is float32 arithmetic in another order; llama.cpp
 # multiplies f16/bf16 weights by activations rounded to f16/bf16 and q8_0 weights by activations
@@ -94,6 +99,20 @@ GELU_TABLE = 2e-3
 # for MoE models f16 gets twice the dense tolerance and bf16/q8_0 rows are reported, not judged.
 MOE_JUDGED = ("f32", "f16")
 TEXTS = ["Hello world! It's 2026.", "  the quick brown fox\n\njumps 12345 times", "héllo ☃ <|endoftext|>"]
+SPM_TEXTS = [*TEXTS[:2], "héllo ☃ 🙂 日本語 <s> </s>x <eos> <bos>  end "]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_tokenizer(pattern: str, corpus: str, folder: Path) -> Tokenizer | SentencePieceBPE:
+    """A byte-level BPE trained on ``corpus`` with ``pattern``, or for ``"spm:STYLE"`` a
+    SentencePiece-style tokenizer.json built by Hugging Face ``tokenizers`` (tests/spm_files)."""
+    if not pattern.startswith("spm:"):
+        return Tokenizer.train(corpus, 512, pattern=pattern)
+    sys.path.insert(0, str(ROOT / "tests"))
+    import spm_files
+
+    style = pattern.removeprefix("spm:")
+    return Tokenizer.load(spm_files.build(style, folder / f"{style}.json", "words"))
 
 
 def random_model(overrides: dict, d_model: int, n_layers: int, vocab: int, seed: int = 0) -> GPT:
@@ -155,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
               "26m49s on 2 shared cores here, see RESULTS.md); nothing to compare")  # fmt: skip
         return 0
     d_model, n_layers = (64, 2) if args.tiny else (256, 4)
-    corpus = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    corpus = (ROOT / "README.md").read_text(encoding="utf-8")
     failures = 0
     print(
         f"{'model':8} {'dtype':5} {'ids':5} {'max|logit|':>10} {'max|dlogit|':>11} {'relative':>9} "
@@ -165,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         for style, (overrides, pattern) in STYLES.items():
             if args.only and style not in args.only:
                 continue
-            tokenizer = Tokenizer.train(corpus, 512, pattern=pattern)
-            prompt = tokenizer.encode(TEXTS[0] + TEXTS[1])
+            tokenizer = make_tokenizer(pattern, corpus, Path(tmp))
+            texts = SPM_TEXTS if pattern.startswith("spm:") else TEXTS
+            prompt = tokenizer.encode(texts[0] + texts[1])
             for dtype in args.dtypes:
                 model = random_model(overrides, d_model, n_layers, tokenizer.vocab_size + 3)
                 path = Path(tmp) / f"{style}-{dtype}.gguf"
@@ -179,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                 same_ids = all(
                     llm.tokenize(t.encode(), add_bos=False, special=True)
                     == tokenizer.encode(t, allowed_special="all")
-                    for t in TEXTS
+                    for t in texts
                 )
                 diff = float(np.abs(logits - ours_logits).max())
                 scale = float(np.abs(ours_logits).max())
