@@ -8,6 +8,8 @@ The tokenizer.json files are built by ``tokenizers`` as transformers' converters
 binding is not installed) has llama.cpp itself tokenize the exported files.
 """
 
+import json
+import random
 import sys
 from pathlib import Path
 
@@ -181,3 +183,26 @@ def test_llamacpp_tokenizes_the_same(exported):
             assert theirs == ours.encode(text, allowed_special="all"), (style, kind, text[:40])
             assert theirs == _hf_ids(hf, text)
         del llm
+
+
+def test_llamacpp_and_the_read_back_agree_where_hugging_face_does_not(tmp_path):
+    """Merges in a shuffled order: Hugging Face's BPE now applies pairs llama.cpp's
+    score-ordered algorithm would not (and the other way round), so their ids part; the
+    tokenizer buildlm reads back from the file still gives llama.cpp's ids."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        pytest.skip("llama.cpp's Python binding is not installed: pip install llama-cpp-python")
+    path = spm_files.build("llama", tmp_path / "t.json", "runs")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    random.Random(0).shuffle(data["model"]["merges"])
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    ours = Tokenizer.load(path)
+    model = GPT(ModelConfig(vocab_size=ours.vocab_size, context_length=16, d_model=16, n_layers=1,
+                            n_heads=2, position="rope", norm="rmsnorm", mlp="swiglu"))  # fmt: skip
+    _, back = load_gguf(save_gguf(model, ours, tmp_path / "t.gguf"))
+    llm = Llama(model_path=str(tmp_path / "t.gguf"), vocab_only=True, verbose=False)
+    theirs = llm.tokenize(SHAKESPEARE.encode(), add_bos=False, special=True)
+    assert theirs != ours.encode(SHAKESPEARE)
+    assert theirs == back.encode(SHAKESPEARE)
+    del llm
