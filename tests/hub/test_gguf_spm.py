@@ -8,6 +8,7 @@ The tokenizer.json files are built by ``tokenizers`` as transformers' converters
 binding is not installed) has llama.cpp itself tokenize the exported files.
 """
 
+import heapq
 import json
 import random
 import sys
@@ -185,6 +186,60 @@ def test_llamacpp_tokenizes_the_same(exported):
         del llm
 
 
+def _spm_as_llama_cpp(fields: dict, text: str) -> list[int]:
+    """llama.cpp's SentencePiece tokenizer (``llm_tokenizer_spm`` in src/llama-vocab.cpp) on
+    text without special tokens, written from its description: characters, then the adjacent
+    pair whose concatenation is the highest-scoring token (leftmost on a tie), again and again;
+    a character that is no token becomes its byte tokens."""
+    if not text:
+        return []  # llama.cpp prepends no space to an empty text
+    ids = {}
+    for i, token in enumerate(fields["tokens"]):
+        ids.setdefault(token, i)
+    text = (" " + text if fields["add_space_prefix"] else text).replace(" ", "▁")
+    symbols: list[str | None] = list(text)
+    nxt, prev = list(range(1, len(text))) + [-1], list(range(-1, len(text) - 1))
+    heap: list = []
+
+    def push(left: int, right: int) -> None:
+        if left >= 0 and right >= 0 and symbols[left] + symbols[right] in ids:
+            joined = symbols[left] + symbols[right]
+            heapq.heappush(heap, (-fields["scores"][ids[joined]], left, right, joined))
+
+    for i in range(len(text) - 1):
+        push(i, i + 1)
+    while heap:
+        _, left, right, joined = heapq.heappop(heap)
+        if symbols[left] is None or symbols[right] is None or symbols[left] + symbols[right] != joined:
+            continue  # stale: one side was merged since
+        symbols[left], symbols[right] = joined, None
+        nxt[left] = nxt[right]
+        if nxt[left] >= 0:
+            prev[nxt[left]] = left
+        push(prev[left], left)
+        push(left, nxt[left])
+    out = []
+    for piece in filter(None, symbols):
+        out += [ids[piece]] if piece in ids else [ids[f"<0x{b:02X}>"] for b in piece.encode()]
+    return out
+
+
+@pytest.mark.parametrize("style", ["llama", "gemma"])
+def test_read_back_tokenizes_as_llama_cpp_where_hugging_face_does_not(style, tmp_path):
+    """Merges in a shuffled order: Hugging Face's BPE now applies pairs llama.cpp's
+    score-ordered algorithm would not (and the other way round), so their ids part; the
+    tokenizer read back from the file gives the ids of llama.cpp's algorithm."""
+    path = spm_files.build(style, tmp_path / "t.json", "runs")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    random.Random(0).shuffle(data["model"]["merges"])
+    ours = SentencePieceBPE(data)
+    fields = spm_tokenizer_fields(ours, ours.vocab_size)
+    back = tokenizer_from_fields(fields)
+    for text in [*STRINGS[:12], SHAKESPEARE]:
+        assert back.encode(text) == _spm_as_llama_cpp(fields, text), text[:40]
+    assert ours.encode(SHAKESPEARE) != back.encode(SHAKESPEARE)
+
+
 def test_llamacpp_and_the_read_back_agree_where_hugging_face_does_not(tmp_path):
     """Merges in a shuffled order: Hugging Face's BPE now applies pairs llama.cpp's
     score-ordered algorithm would not (and the other way round), so their ids part; the
@@ -205,4 +260,7 @@ def test_llamacpp_and_the_read_back_agree_where_hugging_face_does_not(tmp_path):
     theirs = llm.tokenize(SHAKESPEARE.encode(), add_bos=False, special=True)
     assert theirs != ours.encode(SHAKESPEARE)
     assert theirs == back.encode(SHAKESPEARE)
+    fields = spm_tokenizer_fields(ours, ours.vocab_size)  # the tests' model of llama.cpp is right
+    assert all(llm.tokenize(t.encode(), add_bos=False, special=False) == _spm_as_llama_cpp(fields, t)
+               for t in [*STRINGS, SHAKESPEARE])  # fmt: skip
     del llm
