@@ -160,6 +160,10 @@ def test_what_llama_cpp_cannot_do_is_refused(tmp_path):
     data["normalizer"] = {"type": "NFKC"}
     with pytest.raises(ValueError, match="normalizer step 'NFKC' has no llama.cpp equivalent"):
         spm_tokenizer_fields(SentencePieceBPE(data), 2000)
+    data["normalizer"] = {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}
+    data["pre_tokenizer"] = {"type": "Split", "pattern": {"String": "\n"}, "behavior": "Isolated"}
+    with pytest.raises(ValueError, match="pre-tokenizer 'Split' has no llama.cpp equivalent"):
+        spm_tokenizer_fields(SentencePieceBPE(data), 2000)
     with pytest.raises(ValueError, match="the model only 10 embeddings"):
         spm_tokenizer_fields(SentencePieceBPE(data), 10)
     with pytest.raises(ValueError, match="'bert' is not supported"):

@@ -71,8 +71,8 @@ def _add_space_prefix(data: dict) -> bool:
                 f"this tokenizer's normalizer step {kind!r} has no llama.cpp equivalent; GGUF "
                 "export supports SentencePiece-style tokenizers that only prepend and replace '▁'"
             )
-    if pre is None or pre.get("type") == "Split":  # Gemma's Split(" ") is a no-op after Replace
-        return prefix
+    if pre is None or (pre.get("type") == "Split" and pre.get("pattern") == {"String": " "}):
+        return prefix  # Gemma's Split(" ") finds no space once they are all '▁'s
     if pre.get("type") != "Metaspace" or pre.get("replacement", SPACE_MARK) != SPACE_MARK:
         raise ValueError(
             f"this tokenizer's pre-tokenizer {pre.get('type')!r} has no llama.cpp equivalent"
