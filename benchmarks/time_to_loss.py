@@ -54,6 +54,8 @@ ABLATIONS: dict[str, list[str]] = {
     "modern-learned-pos": ["--model.position", "learned"],
     "modern-layernorm": ["--model.norm", "layernorm"],
     "modern-gelu": ["--model.mlp", "gelu"],
+    "modern-relu2": ["--model.mlp", "relu2"],
+    "modern-swiglu-384": ["--model.d_ff", "384"],  # the gated MLP at GELU's parameter count
     "modern-no-qk-norm": ["--model.qk_norm", "false"],
     "modern-bias": ["--model.bias", "true"],
     "modern-untied": ["--model.tie_embeddings", "false"],
