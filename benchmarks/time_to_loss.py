@@ -10,12 +10,18 @@ median / max over the rounds), its steps and the sample it ends with:
 (a) ``nanogpt``: nanoGPT's recipe for a CPU (its README's "baby GPT": 4 layers, 4 heads, width
     128, 64-token blocks in batches of 12, no dropout) with its Shakespeare hyperparameters (lr
     1e-3 down to 1e-4, beta2 0.99, 100 warm-up steps, no biases): the GPT-2 block, AdamW, cosine;
-(b) ``default``: ``buildlm train`` with no arguments, as the README runs it;
-(c) ``modern``: the candidate for a new default: Llama-style block (RoPE, RMSNorm, SwiGLU,
-    QK-norm, no biases), Muon for the hidden matrices, warmup-stable-decay.
+(b) ``old-default``: what ``buildlm train`` ran before issue 24, spelled out: the GPT-2 block
+    (learned positions, LayerNorm, GELU, biases), AdamW, cosine, fp32;
+(c) ``default``: ``buildlm train`` with no arguments, as the README runs it: the Llama/Qwen3
+    block (RoPE, RMSNorm, SwiGLU, QK-norm, no biases), Muon for the hidden matrices,
+    warmup-stable-decay, precision chosen by the machine (`configs/shakespeare-small.yaml`).
+
+The ``default-*`` recipes take one of (c)'s choices back, or try one more on top of it
+(``--recipes default ablations`` runs them all; ``--threads 1`` under ``taskset -c 0`` measures
+them on one core while the other is busy).
 
     python benchmarks/time_to_loss.py                      # 300 s per run, 3 rounds
-    python benchmarks/time_to_loss.py --budget 120 --rounds 1 --recipes default modern
+    python benchmarks/time_to_loss.py --budget 120 --rounds 1 --recipes old-default default
     python benchmarks/time_to_loss.py --tiny               # 15 s per run, one round (CI)
 """
 
@@ -35,34 +41,37 @@ from pathlib import Path
 RECIPES: dict[str, list[str]] = {
     "nanogpt": [
         "--model.preset", "tiny", "--model.bias", "false", "--model.dropout", "0.0",
+        "--model.position", "learned", "--model.norm", "layernorm", "--model.mlp", "gelu",
+        "--model.qk_norm", "false", "--train.optimizer", "adamw", "--train.lr_schedule", "cosine",
+        "--train.precision", "fp32",
         "--train.context_length", "64", "--train.batch_size", "12", "--train.lr", "1e-3",
         "--train.min_lr", "1e-4", "--train.beta2", "0.99", "--train.warmup_steps", "100",
     ],
-    "default": [],
-    "modern": [
-        "--model.position", "rope", "--model.norm", "rmsnorm", "--model.mlp", "swiglu",
-        "--model.bias", "false", "--model.qk_norm", "true", "--train.optimizer", "muon",
-        "--train.lr_schedule", "wsd",
+    "old-default": [
+        "--model.position", "learned", "--model.norm", "layernorm", "--model.mlp", "gelu",
+        "--model.bias", "true", "--model.qk_norm", "false", "--train.optimizer", "adamw",
+        "--train.lr_schedule", "cosine", "--train.precision", "fp32",
     ],
+    "default": [],
 }  # fmt: skip
 
-# Each choice's share: the modern recipe with one choice taken back (a later flag wins), or one
-# more change tried on top of it. ``--recipes modern ablations`` runs them all.
+# Each choice's share: the default with one choice taken back (a later flag wins), or one more
+# change tried on top of it.
 ABLATIONS: dict[str, list[str]] = {
-    "modern-adamw": ["--train.optimizer", "adamw"],
-    "modern-cosine": ["--train.lr_schedule", "cosine"],
-    "modern-learned-pos": ["--model.position", "learned"],
-    "modern-layernorm": ["--model.norm", "layernorm"],
-    "modern-gelu": ["--model.mlp", "gelu"],
-    "modern-relu2": ["--model.mlp", "relu2"],
-    "modern-swiglu-384": ["--model.d_ff", "384"],  # the gated MLP at GELU's parameter count
-    "modern-no-qk-norm": ["--model.qk_norm", "false"],
-    "modern-bias": ["--model.bias", "true"],
-    "modern-untied": ["--model.tie_embeddings", "false"],
-    "modern-wide": ["--model.d_model", "192"],
-    "modern-precision-auto": ["--train.precision", "auto"],
+    "default-adamw": ["--train.optimizer", "adamw"],
+    "default-cosine": ["--train.lr_schedule", "cosine"],
+    "default-learned-pos": ["--model.position", "learned"],
+    "default-layernorm": ["--model.norm", "layernorm"],
+    "default-gelu": ["--model.mlp", "gelu"],
+    "default-relu2": ["--model.mlp", "relu2"],
+    "default-swiglu-384": ["--model.d_ff", "384"],  # the gated MLP at GELU's parameter count
+    "default-no-qk-norm": ["--model.qk_norm", "false"],
+    "default-bias": ["--model.bias", "true"],
+    "default-untied": ["--model.tie_embeddings", "false"],
+    "default-wide": ["--model.d_model", "192"],
+    "default-fp32": ["--train.precision", "fp32"],
 }  # fmt: skip
-RECIPES.update({name: RECIPES["modern"] + change for name, change in ABLATIONS.items()})
+RECIPES.update(ABLATIONS)
 
 
 def cpu_description() -> str:
@@ -111,8 +120,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budget", type=float, default=300.0, help="seconds per run")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--recipes", nargs="+", choices=[*RECIPES, "ablations"], default=["nanogpt", "default", "modern"],
-                        help="recipes to run; 'ablations' stands for every modern-* variant")  # fmt: skip
+    parser.add_argument("--recipes", nargs="+", choices=[*RECIPES, "ablations"], default=["nanogpt", "old-default", "default"],
+                        help="recipes to run; 'ablations' stands for every default-* variant")  # fmt: skip
     parser.add_argument("--tiny", action="store_true", help="15 s per run, one round (CI)")
     parser.add_argument("--threads", type=int, default=None,
                         help="--train.num_threads for every run (e.g. 1 under `taskset -c 0`, for ablations on a shared machine)")  # fmt: skip
@@ -146,13 +155,13 @@ def main() -> None:
         medians[recipe] = statistics.median(bpbs)
         steps = statistics.median(r["steps"] for r in runs)
         print(f"{recipe:22s} {bpbs[0]:>10.3f} / {medians[recipe]:.3f} / {bpbs[-1]:.3f} {steps:>15.0f}")
-    if "modern" in medians:
-        for other in ("nanogpt", "default"):
+    if "default" in medians:
+        for other in ("nanogpt", "old-default"):
             if other in medians:
-                gain = medians[other] - medians["modern"]
-                print(f"modern is {gain:+.3f} bits/byte below {other} (goal: at least 0.150)")
-    for recipe in [r for r in medians if r in ABLATIONS and "modern" in medians]:
-        print(f"{recipe} is {medians[recipe] - medians['modern']:+.3f} bits/byte from modern")
+                gain = medians[other] - medians["default"]
+                print(f"default is {gain:+.3f} bits/byte below {other} (goal: at least 0.150)")
+    for recipe in [r for r in medians if r in ABLATIONS and "default" in medians]:
+        print(f"{recipe} is {medians[recipe] - medians['default']:+.3f} bits/byte from default")
     for recipe, runs in results.items():
         print(f"\n--- {recipe}: the last run's closing sample ---\n{runs[-1]['sample'][:400]}")
 

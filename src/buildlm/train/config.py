@@ -238,7 +238,10 @@ class TrainConfig:
         if self.optimizer not in ("adamw", "muon"):
             raise ValueError(f"unknown train.optimizer {self.optimizer!r}; choose adamw or muon")
         if self.optimizer == "muon" and self.distributed == "fsdp":
-            raise ValueError("train.optimizer muon needs whole matrices; use --train.distributed ddp")
+            raise ValueError(
+                "train.optimizer muon needs whole matrices, which FSDP shards; use --train.distributed ddp, "
+                "or --train.optimizer adamw with fsdp"
+            )
         if not (math.isfinite(self.muon_lr) and self.muon_lr > 0) or not 0 <= self.muon_momentum < 1:
             raise ValueError("train.muon_lr must be > 0 and train.muon_momentum in [0, 1)")
         if self.keep_checkpoints < 1:
