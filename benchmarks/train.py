@@ -50,13 +50,20 @@ def keep_freed_memory() -> bool:
     mmap that the kernel must zero page by page, and is unmapped again when freed: ~400k page
     faults and about a second of system time per step. Raising the mmap and trim thresholds
     keeps that memory in the heap. Applies to the whole process, so to both models alike.
+
+    mallopt takes a C ``int``: a larger Python value would reach it cut to its low 32 bits (the
+    trim threshold of 1 << 34 used here before was read as 0, "trim at every free", and every
+    step faulted its ~300 MB of fresh weight casts and gradients in again), so the largest int
+    is the trim threshold, and the value is passed as ``ctypes.c_int`` explicitly.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
-    ok = libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 34)
+    ok = libc.mallopt(m_mmap_threshold, ctypes.c_int(1 << 30)) and libc.mallopt(
+        m_trim_threshold, ctypes.c_int(2**31 - 1)
+    )
     return bool(ok)
 
 
