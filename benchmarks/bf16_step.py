@@ -28,7 +28,13 @@ short parallel ops look longer than they are).
 from __future__ import annotations
 
 import argparse
+import ctypes
+import json
+import os
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -38,8 +44,9 @@ import torch.nn.functional as F
 from torch.profiler import profile
 
 from buildlm.model import GPT, ModelConfig
+from buildlm.train.host_memory import keep_freed_memory
 from buildlm.train.linear_cross_entropy import linear_cross_entropy
-from train import keep_freed_memory, matmul_peak
+from train import matmul_peak
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
 MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm", "aten::matmul"}
@@ -49,18 +56,21 @@ KINDS = ("matmul", "cast", "attention", "loss", "optimizer", "other")
 
 def cpu_description() -> str:
     """The CPU's model name and the flags that decide bf16 speed, from /proc/cpuinfo."""
-    model, flags = "unknown CPU", set()
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name") and model == "unknown CPU":
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = set(line.split(":", 1)[1].split())
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    flags = set(info.get("flags", "").split())
     have = [f for f in FLAGS if f in flags]
-    return f"{model}; flags: {' '.join(have) or 'none of ' + ', '.join(FLAGS)}"
+    return (
+        f"{info.get('model name', 'unknown CPU')} (family {info.get('cpu family', '?')} model "
+        f"{info.get('model', '?')}), {os.cpu_count()} logical CPUs; flags: "
+        f"{' '.join(have) or 'none of ' + ', '.join(FLAGS)}"
+    )
 
 
 def kind_of(event) -> str:
@@ -98,10 +108,12 @@ def breakdown(prof) -> tuple[dict[str, float], dict[str, float]]:
 
 
 def make_step(model: GPT, opt: torch.optim.Optimizer, variant: str) -> Callable[..., float]:
-    """One training step of ``variant`` (before / after / fp32); returns its wall seconds."""
+    """One training step: bf16 ``before`` / ``after`` (see the module docstring) or ``fp32``
+    (the plain loss); returns its wall seconds and leaves its page faults in ``step.faults``."""
 
     def step(x: torch.Tensor, y: torch.Tensor) -> float:
         t0 = time.perf_counter()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         if variant == "fp32":
             loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
         else:
@@ -115,9 +127,72 @@ def make_step(model: GPT, opt: torch.optim.Optimizer, variant: str) -> Callable[
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        step.faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults  # type: ignore[attr-defined]
         return time.perf_counter() - t0
 
     return step
+
+
+def set_malloc(variant: str) -> str:
+    """glibc's settings for this process: ``after`` keeps freed memory (what the Trainer does
+    now); ``before`` is what ``benchmarks/train.py`` set until this change: mmap threshold 1 GiB
+    and a trim threshold meant as 1 << 34 that mallopt read as 0 (trim at every free)."""
+    if variant == "after":
+        return f"kept (buildlm.train.host_memory): {keep_freed_memory()}"
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(-3, ctypes.c_int(1 << 30)) and libc.mallopt(-1, ctypes.c_int(0))
+    except (OSError, AttributeError):
+        ok = False
+    return f"mmap 1 GiB, trim 0 (the old setting): {bool(ok)}"
+
+
+def run_variant(args: argparse.Namespace) -> dict:
+    """Time and profile one variant in this process; print its lines, return its figures."""
+    v = args.variant
+    malloc = set_malloc(v)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.tiny:
+        cfg = ModelConfig.preset("gpt2-124m", vocab_size=512, d_model=64, n_layers=2, n_heads=4)
+        args.batch, args.seq, args.steps, peak_n = 2, 32, 1, 256
+    else:
+        cfg = ModelConfig.preset("gpt2-124m")
+        peak_n = 2048
+    peak = {"fp32": matmul_peak(peak_n, torch.float32, 5), "bf16": matmul_peak(peak_n, torch.bfloat16, 5)}
+    print(f"[{v}] malloc: {malloc}; matmul peaks ({peak_n}^3): fp32 {peak['fp32'] / 1e9:.1f}, "
+          f"bf16 {peak['bf16'] / 1e9:.1f} GFLOP/s", flush=True)  # fmt: skip
+
+    model = GPT(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=True)
+    x = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
+    y = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
+    step_flops = model.flops_per_token(args.seq) * args.batch * args.seq
+    kinds = [v] + ([] if args.no_fp32 else ["fp32"])
+    steps = {k: make_step(model, opt, k) for k in kinds}
+    for step in steps.values():  # warm-up: allocator, kernels, optimizer state
+        step(x, y)
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    faults: dict[str, list[int]] = {k: [] for k in kinds}
+    for _ in range(args.steps):
+        for k, step in steps.items():
+            times[k].append(step(x, y))
+            faults[k].append(step.faults)
+    result = {"variant": v, "peak": peak, "step_flops": step_flops, "tokens": args.batch * args.seq}
+    for k in kinds:
+        wall = statistics.median(times[k])
+        dtype = "fp32" if k == "fp32" else "bf16"
+        fault = int(statistics.median(faults[k]))
+        result[k] = {"wall": wall, "of_peak": step_flops / wall / peak[dtype], "faults": fault}
+        print(f"[{v}] {k:<7} {wall:7.3f} s/step  {result[k]['of_peak']:6.1%} of the {dtype} peak, "
+              f"{fault} page faults a step", flush=True)  # fmt: skip
+    if not args.no_profile:
+        with profile() as prof:
+            steps[v](x, y)
+        by_kind, by_op = breakdown(prof)
+        result["kinds"] = by_kind
+        result["top"] = sorted(by_op.items(), key=lambda kv: -kv[1])[: args.top]
+    return result
 
 
 def main() -> None:
@@ -129,74 +204,60 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="timed steps per variant")
     parser.add_argument("--no-fp32", action="store_true", help="skip the fp32 step")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled steps")
-    parser.add_argument("--top", type=int, default=12, help="ops listed for each profile")
-    args = parser.parse_args()
-
-    torch.set_num_threads(args.threads)
-    malloc_tuned = keep_freed_memory()
-    torch.manual_seed(0)
-    if args.tiny:
-        cfg = ModelConfig.preset("gpt2-124m", vocab_size=512, d_model=64, n_layers=2, n_heads=4)
-        args.batch, args.seq, args.steps, peak_n = 2, 32, 1, 256
-    else:
-        cfg = ModelConfig.preset("gpt2-124m")
-        peak_n = 2048
-    print(f"CPU: {cpu_description()}")
-    print(f"torch {torch.__version__}, {args.threads} threads, malloc thresholds raised: {malloc_tuned}")
-    peak = {"fp32": matmul_peak(peak_n, torch.float32, 5), "bf16": matmul_peak(peak_n, torch.bfloat16, 5)}
-    for name, flops in peak.items():
-        print(f"matmul peak {name} ({peak_n}^3): {flops / 1e9:8.1f} GFLOP/s")
-    if peak["bf16"] < peak["fp32"]:
-        print("bf16 matmuls are slower than fp32 on this CPU (no bf16 instructions?): expect little")
-
-    model = GPT(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=True)
-    x = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
-    y = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
-    step_flops = model.flops_per_token(args.seq) * args.batch * args.seq
-    print(
-        f"GPT-2 shape {cfg.d_model}d x {cfg.n_layers}L, vocab {cfg.vocab_size}, batch "
-        f"{args.batch} x {args.seq}: {step_flops / 1e9:.1f} GFLOP per step (fwd + bwd)"
+    parser.add_argument("--top", type=int, default=10, help="ops listed for each profile")
+    parser.add_argument(
+        "--variant", choices=("before", "after"), help="run this one only, in this process"
     )
-
-    variants = ["before", "after"] + ([] if args.no_fp32 else ["fp32"])
-    steps = {v: make_step(model, opt, v) for v in variants}
-    for step in steps.values():  # warm-up: allocator, kernels, optimizer state
-        step(x, y)
-    times: dict[str, list[float]] = {v: [] for v in variants}
-    for _ in range(args.steps):
-        for v, step in steps.items():
-            times[v].append(step(x, y))
-
-    print(f"\n{'step':<22}{'s/step':>8}{'tok/s':>9}{'% of peak':>11}")
-    for v in variants:
-        wall = statistics.median(times[v])
-        dtype = "fp32" if v == "fp32" else "bf16"
-        label = {"before": "bf16 before", "after": "bf16 after", "fp32": "fp32"}[v]
-        share = step_flops / wall / peak[dtype]
-        print(f"{label:<22}{wall:8.3f}{args.batch * args.seq / wall:9.1f}{share:10.1%}  (of {dtype})")
-    print(f"medians of {args.steps} interleaved steps after one warm-up step each")
-    if args.no_profile:
+    args = parser.parse_args()
+    if args.variant:  # a child: one variant, its figures as the last line
+        print("RESULT " + json.dumps(run_variant(args)), flush=True)
         return
 
+    print(f"CPU: {cpu_description()}")
+    shape = "tiny (CI)" if args.tiny else f"GPT-2 124M, batch {args.batch} x {args.seq}"
+    print(f"torch {torch.__version__}, {args.threads} threads, {shape}")
+    # Each variant in its own process: glibc's settings and heap are per process.
     results = {}
     for v in ("before", "after"):
-        with profile() as prof:
-            steps[v](x, y)
-        results[v] = breakdown(prof)
-    print("\nwhere one bf16 step's time goes (profiler self time by kind of op)")
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--variant", v]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
+        for line in out.stdout.splitlines():
+            if line.startswith("RESULT "):
+                results[v] = json.loads(line[len("RESULT "):])
+            elif line.startswith("["):
+                print(line)
+        if out.returncode != 0 or v not in results:
+            sys.exit(f"the {v} run failed:\n{out.stderr[-3000:]}")
+    report(results)
+
+
+def report(results: dict) -> None:
+    """The two variants side by side: time, share of peak, and the profile by kind."""
+    before, after = results["before"], results["after"]
+    print(f"\n{results['after']['step_flops'] / 1e9:.1f} GFLOP per step (fwd + bwd, GPT.flops_per_token)")
+    print(f"{'step':<14}{'s/step':>9}{'tok/s':>9}{'% of peak':>11}{'faults':>9}")
+    rows = [("bf16 before", before, "before", "bf16"), ("bf16 after", after, "after", "bf16")]
+    rows += [(f"fp32 ({r['variant']})", r, "fp32", "fp32") for r in (before, after) if "fp32" in r]
+    for label, r, key, dtype in rows:
+        m = r[key]
+        print(f"{label:<14}{m['wall']:9.3f}{r['tokens'] / m['wall']:9.1f}{m['of_peak']:10.1%}"
+              f"{m['faults']:9d}  ({dtype} peak {r['peak'][dtype] / 1e9:.1f} GFLOP/s)")  # fmt: skip
+    print("faults: minor page faults per step (memory the kernel had to map and zero anew)")
+    if "kinds" not in before:
+        return
+    print("\nwhere one bf16 step's time goes (torch.profiler self time by kind of op)")
     print(f"{'kind':<12}{'before s':>10}{'share':>8}{'after s':>10}{'share':>8}")
-    totals = {v: sum(results[v][0].values()) for v in results}
+    totals = {v: sum(results[v]["kinds"].values()) for v in results}
     for kind in KINDS:
         cells = "".join(
-            f"{results[v][0].get(kind, 0.0):10.3f}{results[v][0].get(kind, 0.0) / totals[v]:8.1%}"
+            f"{results[v]['kinds'].get(kind, 0.0):10.3f}{results[v]['kinds'].get(kind, 0.0) / totals[v]:8.1%}"
             for v in ("before", "after")
         )
         print(f"{kind:<12}{cells}")
     print(f"{'total':<12}{totals['before']:10.3f}{'':8}{totals['after']:10.3f}")
     for v in ("before", "after"):
         print(f"\ntop ops, {v} (self s, share)")
-        for name, sec in sorted(results[v][1].items(), key=lambda kv: -kv[1])[: args.top]:
+        for name, sec in results[v]["top"]:
             print(f"  {name[:60]:<60}{sec:8.3f}{sec / totals[v]:8.1%}")
 
 

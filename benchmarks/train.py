@@ -17,7 +17,6 @@ measured in this same run for that dtype).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 
 from _hf_gpt2 import build_hf_gpt2
 from buildlm.model import GPT, ModelConfig
+from buildlm.train.host_memory import keep_freed_memory  # why: see its docstring
 
 
 def matmul_peak(n: int, dtype: torch.dtype, repeats: int) -> float:
@@ -41,30 +41,6 @@ def matmul_peak(n: int, dtype: torch.dtype, repeats: int) -> float:
         a @ b
         times.append(time.perf_counter() - t0)
     return 2 * n**3 / min(times)
-
-
-def keep_freed_memory() -> bool:
-    """Let glibc reuse freed large buffers instead of returning them to the OS.
-
-    By default every allocation above ~32 MB (logits alone are 206 MB at this shape) is a fresh
-    mmap that the kernel must zero page by page, and is unmapped again when freed: ~400k page
-    faults and about a second of system time per step. Raising the mmap and trim thresholds
-    keeps that memory in the heap. Applies to the whole process, so to both models alike.
-
-    mallopt takes a C ``int``: a larger Python value would reach it cut to its low 32 bits (the
-    trim threshold of 1 << 34 used here before was read as 0, "trim at every free", and every
-    step faulted its ~300 MB of fresh weight casts and gradients in again), so the largest int
-    is the trim threshold, and the value is passed as ``ctypes.c_int`` explicitly.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    ok = libc.mallopt(m_mmap_threshold, ctypes.c_int(1 << 30)) and libc.mallopt(
-        m_trim_threshold, ctypes.c_int(2**31 - 1)
-    )
-    return bool(ok)
 
 
 Step = Callable[[torch.Tensor, torch.Tensor], tuple[float, float]]

@@ -43,6 +43,7 @@ from buildlm.train.activation_checkpointing import enable_activation_checkpointi
 from buildlm.train.budget import DecayPlan
 from buildlm.train.config import TrainConfig, to_dict
 from buildlm.train.distributed import Distributed, silent
+from buildlm.train.host_memory import keep_freed_memory
 from buildlm.train.linear_cross_entropy import linear_cross_entropy
 from buildlm.train.metrics import PeakFlops, bits_per_byte, perplexity
 from buildlm.train.optim import lr_at, make_optimizer, set_lr
@@ -108,6 +109,8 @@ class Trainer:
         self.device = resolve_device(config.device, "--train.device") if dist is None else dist.device
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # each step reuses the last one's buffers (see host_memory.py)
         self.model = model.to(self.device)  # the plain module: saved, sampled from
         if config.activation_checkpointing:
             enable_activation_checkpointing(self.model)
