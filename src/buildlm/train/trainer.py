@@ -171,11 +171,14 @@ class Trainer:
     def _fused_head_weight(self) -> torch.Tensor | None:
         """The LM head's matrix where the loss may fuse head and cross-entropy, else None.
 
-        Only under bf16/fp16 autocast (where the fp32 copy of the logits is the waste the fused
-        loss removes; fp32 keeps the plain path) and only on the bare model: a DDP/FSDP wrapper
-        or ``torch.compile`` must see the whole forward call.
+        Only on the CPU under bf16/fp16 autocast (where the fp32 copy of the logits is the
+        waste the fused loss removes; fp32 keeps the plain path, and a GPU would spend its time
+        launching the small per-chunk kernels), and only on the bare model: a DDP/FSDP wrapper or
+        ``torch.compile`` must see the whole forward call.
         """
-        if self.precision not in ("bf16", "fp16") or self.forward_model is not self.model:
+        if self.device.type != "cpu" or self.precision not in ("bf16", "fp16"):
+            return None
+        if self.forward_model is not self.model:
             return None
         plain_head_weight = getattr(self.model, "plain_head_weight", None)
         return plain_head_weight() if plain_head_weight is not None else None
