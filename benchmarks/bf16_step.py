@@ -1,22 +1,27 @@
 """A bf16 autocast training step on the CPU: its share of the bf16 matmul peak, and where it goes.
 
 One GPT-2 124M training step (forward, loss, backward, fused AdamW) under bf16 autocast, timed
-two ways on the same model and optimizer, interleaved so that other load hits both alike:
+two ways, each in its own process (glibc's malloc settings hold for a whole process):
 
-- ``before``: the logits of ``model(x)`` and ``F.cross_entropy(logits.float(), y)``, the step
-  ``benchmarks/train.py`` times (bf16 logits copied to full-size fp32, then log-softmax);
-- ``after``: what `buildlm.train.Trainer` does under bf16 now, the final hidden states into
+- ``before``: the logits of ``model(x)`` and ``F.cross_entropy(logits.float(), y)`` (bf16
+  logits copied to full-size fp32, then log-softmax), with the malloc setting
+  ``benchmarks/train.py`` had (a trim threshold that glibc read as 0: every freed buffer went
+  back to the kernel, and the next step faulted it in again);
+- ``after``: what `buildlm.train.Trainer` does under bf16 on the CPU now: freed memory kept
+  (`buildlm.train.host_memory`), the final hidden states into
   `buildlm.train.linear_cross_entropy` (head + loss a few rows at a time, the logits' gradient
   written in the forward pass).
+
+Within each process an fp32 step (the plain loss) is interleaved with the bf16 one, for its
+share of the fp32 peak; page faults per step are counted (a figure load does not disturb).
 
 "% of peak" is the step's FLOPs (``GPT.flops_per_token``, as in ``train.py``) per second over
 the matmul peak measured in this run for that dtype (best of 5 square 2048^3 products). Then
 torch.profiler records one step of each and sorts every op's own (self) time into kinds:
 matmuls, dtype casts, attention, the loss over the 50,257-way head, the optimizer, and the rest
-(norms, GELU, adds, bias gradients, copies). An fp32 step is timed too, for its share of the
-fp32 peak.
+(norms, GELU, adds, bias gradients, copies).
 
-    python benchmarks/bf16_step.py              # GPT-2 124M, batch 4 x 256, 2 threads (~1-2 min)
+    python benchmarks/bf16_step.py              # GPT-2 124M, batch 4 x 256, 2 threads (~2 min)
     python benchmarks/bf16_step.py --tiny       # a tiny shape, seconds (CI)
     python benchmarks/bf16_step.py --threads 1 --steps 1 --no-fp32   # shares on a busy machine
 
