@@ -1,7 +1,9 @@
 """Training speed: buildlm GPT vs Hugging Face GPT2LMHeadModel, same shape, same step.
 
 A full training step is timed for each model: forward, cross-entropy on the logits, backward,
-``torch.optim.AdamW(fused=True)`` step (same optimizer and settings for both). Models are built at the GPT-2
+``torch.optim.AdamW(fused=True)`` step (same optimizer and settings for both). Under bf16
+buildlm's loss is the one its Trainer computes, the LM head fused with the cross-entropy
+(`buildlm.train.linear_cross_entropy`); ``--plain-loss`` gives it Hugging Face's loss instead. Models are built at the GPT-2
 124M shape with random weights and no dropout; Hugging Face uses ``attn_implementation="sdpa"``.
 Measurements are interleaved (HF, buildlm, HF, buildlm, ...) so that load from other processes on
 a shared machine hits both alike, and each figure is the median over the measured steps.
@@ -17,7 +19,6 @@ measured in this same run for that dtype).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import time
 from collections.abc import Callable
@@ -28,6 +29,8 @@ import torch.nn.functional as F
 
 from _hf_gpt2 import build_hf_gpt2
 from buildlm.model import GPT, ModelConfig
+from buildlm.train.host_memory import keep_freed_memory  # why: see its docstring
+from buildlm.train.linear_cross_entropy import linear_cross_entropy
 
 
 def matmul_peak(n: int, dtype: torch.dtype, repeats: int) -> float:
@@ -43,29 +46,29 @@ def matmul_peak(n: int, dtype: torch.dtype, repeats: int) -> float:
     return 2 * n**3 / min(times)
 
 
-def keep_freed_memory() -> bool:
-    """Let glibc reuse freed large buffers instead of returning them to the OS.
-
-    By default every allocation above ~32 MB (logits alone are 206 MB at this shape) is a fresh
-    mmap that the kernel must zero page by page, and is unmapped again when freed: ~400k page
-    faults and about a second of system time per step. Raising the mmap and trim thresholds
-    keeps that memory in the heap. Applies to the whole process, so to both models alike.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    ok = libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 34)
-    return bool(ok)
-
-
 Step = Callable[[torch.Tensor, torch.Tensor], tuple[float, float]]
+LossOf = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (ids, targets) -> loss
 
 
-def make_step(
-    model: torch.nn.Module, logits_of: Callable[[torch.Tensor], torch.Tensor], bf16: bool
-) -> Step:
+def plain_loss(logits_of: Callable[[torch.Tensor], torch.Tensor]) -> LossOf:
+    """The loss every model can give: its logits, copied to fp32, into F.cross_entropy."""
+
+    def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = logits_of(x)  # (B, T, V)
+        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+
+    return loss_of
+
+
+def trainer_loss(model: GPT, bf16: bool) -> LossOf:
+    """The loss buildlm's Trainer computes: under bf16 the head fused with the cross-entropy
+    (`buildlm.train.linear_cross_entropy`, no full-size fp32 logits), else the plain one."""
+    if not bf16:
+        return plain_loss(model)
+    return lambda x, y: linear_cross_entropy(model.hidden_states(x), model.plain_head_weight(), y)
+
+
+def make_step(model: torch.nn.Module, loss_of: LossOf, bf16: bool) -> Step:
     """A closure running one full training step; returns (wall seconds, process CPU seconds)."""
     # fused=True: one kernel updates every parameter (PyTorch's CPU default is a Python loop
     # over tensors). Same optimizer and settings for both models.
@@ -79,8 +82,7 @@ def make_step(
     def step(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         t0, c0 = time.perf_counter(), time.process_time()
         with autocast():
-            logits = logits_of(x)  # (B, T, V)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+            loss = loss_of(x, y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -106,6 +108,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--profile", action="store_true", help="print torch.profiler's top ops for each run"
+    )
+    parser.add_argument(
+        "--plain-loss",
+        action="store_true",
+        help="buildlm's bf16 loss from full fp32 logits too (default: its Trainer's fused loss)",
     )
     args = parser.parse_args()
 
@@ -155,8 +162,10 @@ def main() -> None:
         print(skip_bf16)
     runs: dict[tuple[str, str], Step] = {}
     for prec in precisions:
-        runs[("hf", prec)] = make_step(hf, lambda i: hf(input_ids=i).logits, prec == "bf16")
-        runs[("buildlm", prec)] = make_step(ours, ours, prec == "bf16")
+        bf16 = prec == "bf16"
+        runs[("hf", prec)] = make_step(hf, plain_loss(lambda i: hf(input_ids=i).logits), bf16)
+        ours_loss = plain_loss(ours) if args.plain_loss else trainer_loss(ours, bf16)
+        runs[("buildlm", prec)] = make_step(ours, ours_loss, bf16)
 
     times: dict[tuple[str, str], list[tuple[float, float]]] = {k: [] for k in runs}
     for step in runs.values():  # warm-up (allocator, kernels, optimizer state)

@@ -168,6 +168,20 @@ class GPT(nn.Module):
         cap = self.config.final_logit_softcap
         return logits if cap is None else torch.tanh(logits / cap) * cap
 
+    def plain_head_weight(self) -> torch.Tensor | None:
+        """The (vocab_size, d_model) matrix the head multiplies by, if the head is just that.
+
+        ``head(x) == F.linear(x, plain_head_weight())`` then holds, so a loss may fuse the head
+        with the cross-entropy (`buildlm.train.linear_cross_entropy`). None where the head does
+        more: a logit soft cap, a bias, an adapter or a quantized layer in its place.
+        """
+        if self.config.final_logit_softcap is not None:
+            return None
+        if self.lm_head is None:
+            return self.tok_emb.weight if type(self.tok_emb) is nn.Embedding else None
+        plain = type(self.lm_head) is nn.Linear and self.lm_head.bias is None
+        return self.lm_head.weight if plain else None
+
     def get_attention_weights(self, idx: torch.Tensor) -> list[torch.Tensor]:
         """The attention weights of every layer for ``idx``: a list of (B, n_heads, T, T).
 

@@ -6,6 +6,8 @@
 - ``task.py``: what a task gives the `Trainer` (batches, a loss, an evaluation);
 - ``windows.py``: pretraining's batches, random windows of the token arrays (``TrainData``);
 - ``trainer.py``: the training loop (:class:`Trainer`): one optimizer step, and ``fit`` around it;
+- ``linear_cross_entropy.py``: the LM head and its loss a few rows at a time (no fp32 logits);
+- ``host_memory.py``: glibc keeps freed buffers, so CPU steps stop faulting their memory in anew;
 - ``router_loss.py``: a mixture-of-experts router's balance and z-losses, and its per-expert log;
 - ``schedule.py``: each step's learning rate, the jobs between steps, when a budgeted run stops;
 - ``budget.py``: the time budget as a deadline, and the learning-rate plan that follows it;

@@ -43,6 +43,8 @@ from buildlm.train.activation_checkpointing import enable_activation_checkpointi
 from buildlm.train.budget import DecayPlan
 from buildlm.train.config import TrainConfig, to_dict
 from buildlm.train.distributed import Distributed, silent
+from buildlm.train.host_memory import keep_freed_memory
+from buildlm.train.linear_cross_entropy import linear_cross_entropy
 from buildlm.train.metrics import PeakFlops, bits_per_byte, perplexity
 from buildlm.train.optim import lr_at, make_optimizer, set_lr
 from buildlm.train.progress import Progress, describe_eval
@@ -107,6 +109,8 @@ class Trainer:
         self.device = resolve_device(config.device, "--train.device") if dist is None else dist.device
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # each step reuses the last one's buffers (see host_memory.py)
         self.model = model.to(self.device)  # the plain module: saved, sampled from
         if config.activation_checkpointing:
             enable_activation_checkpointing(self.model)
@@ -164,7 +168,26 @@ class Trainer:
 
     # --- one step -----------------------------------------------------------------------------
 
+    def _fused_head_weight(self) -> torch.Tensor | None:
+        """The LM head's matrix where the loss may fuse head and cross-entropy, else None.
+
+        Only on the CPU under bf16/fp16 autocast (where the fp32 copy of the logits is the
+        waste the fused loss removes; fp32 keeps the plain path, and a GPU would spend its time
+        launching the small per-chunk kernels), and only on the bare model: a DDP/FSDP wrapper or
+        ``torch.compile`` must see the whole forward call.
+        """
+        if self.device.type != "cpu" or self.precision not in ("bf16", "fp16"):
+            return None
+        if self.forward_model is not self.model:
+            return None
+        plain_head_weight = getattr(self.model, "plain_head_weight", None)
+        return plain_head_weight() if plain_head_weight is not None else None
+
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        weight = self._fused_head_weight()
+        if weight is not None:  # the same loss without full-size fp32 logits
+            with self.autocast:
+                return linear_cross_entropy(self.model.hidden_states(x), weight, y)
         with self.autocast:
             logits = self.forward_model(x)  # (B, T, vocab)
         # The loss in fp32 even under autocast: log-softmax over a big vocabulary needs the range.
