@@ -13,7 +13,7 @@ median / max over the rounds), its steps and the sample it ends with:
 (b) ``old-default``: what ``buildlm train`` ran before issue 24, spelled out: the GPT-2 block
     (learned positions, LayerNorm, GELU, biases), AdamW, cosine, fp32;
 (c) ``default``: ``buildlm train`` with no arguments, as the README runs it: the Llama/Qwen3
-    block (RoPE, RMSNorm, SwiGLU, QK-norm, no biases), Muon for the hidden matrices,
+    block (RoPE, RMSNorm, SwiGLU, QK-norm, no biases, untied head), Muon for the hidden matrices,
     warmup-stable-decay, precision chosen by the machine (`configs/shakespeare-small.yaml`).
 
 The ``default-*`` recipes take one of (c)'s choices back, or try one more on top of it
@@ -41,16 +41,13 @@ from pathlib import Path
 RECIPES: dict[str, list[str]] = {
     "nanogpt": [
         "--model.preset", "tiny", "--model.bias", "false", "--model.dropout", "0.0",
-        "--model.position", "learned", "--model.norm", "layernorm", "--model.mlp", "gelu",
-        "--model.qk_norm", "false", "--train.optimizer", "adamw", "--train.lr_schedule", "cosine",
-        "--train.precision", "fp32",
+        "--train.optimizer", "adamw", "--train.lr_schedule", "cosine", "--train.precision", "fp32",
         "--train.context_length", "64", "--train.batch_size", "12", "--train.lr", "1e-3",
         "--train.min_lr", "1e-4", "--train.beta2", "0.99", "--train.warmup_steps", "100",
     ],
     "old-default": [
-        "--model.position", "learned", "--model.norm", "layernorm", "--model.mlp", "gelu",
-        "--model.bias", "true", "--model.qk_norm", "false", "--train.optimizer", "adamw",
-        "--train.lr_schedule", "cosine", "--train.precision", "fp32",
+        "--model.preset", "tiny", "--train.optimizer", "adamw", "--train.lr_schedule", "cosine",
+        "--train.precision", "fp32",
     ],
     "default": [],
 }  # fmt: skip
@@ -64,10 +61,10 @@ ABLATIONS: dict[str, list[str]] = {
     "default-layernorm": ["--model.norm", "layernorm"],
     "default-gelu": ["--model.mlp", "gelu"],
     "default-relu2": ["--model.mlp", "relu2"],
-    "default-swiglu-384": ["--model.d_ff", "384"],  # the gated MLP at GELU's parameter count
+    "default-swiglu-512": ["--model.d_ff", "512"],  # the gated MLP's automatic width
     "default-no-qk-norm": ["--model.qk_norm", "false"],
     "default-bias": ["--model.bias", "true"],
-    "default-untied": ["--model.tie_embeddings", "false"],
+    "default-tied": ["--model.tie_embeddings", "true"],
     "default-wide": ["--model.d_model", "192"],
     "default-fp32": ["--train.precision", "fp32"],
 }  # fmt: skip

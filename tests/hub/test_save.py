@@ -50,6 +50,17 @@ def _assert_same_logits(model: GPT, hf) -> None:
         torch.testing.assert_close(hf(input_ids=idx).logits, model(idx), atol=1e-5, rtol=1e-5)
 
 
+def test_the_main_jobs_model_exports_as_qwen3(tmp_path):
+    """`buildlm train`'s model (preset qwen3-tiny, with the main job's vocabulary and context)
+    is one transformers computes: a user's five-minute run goes to Hugging Face and llama.cpp."""
+    cfg = ModelConfig.preset("qwen3-tiny", vocab_size=4096, context_length=128)
+    model = _model({k: getattr(cfg, k) for k in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads",
+                                                  "d_ff", "bias", "norm", "position", "mlp", "qk_norm", "tie_embeddings")})  # fmt: skip
+    save_hf(model, None, tmp_path / "hf")
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "qwen3"
+    _assert_same_logits(model, AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval())
+
+
 @pytest.mark.parametrize("style", STYLES)
 def test_transformers_loads_the_export(style, tmp_path):
     model_type, overrides = STYLES[style]

@@ -91,6 +91,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         mlp="swiglu",
         tie_embeddings=False,
     ),
+    # The main job's model (`buildlm train`, configs/shakespeare-small.yaml): tiny's size in the
+    # Qwen3 style, each choice measured for a five-minute CPU run (benchmarks/time_to_loss.py):
+    # RoPE, RMSNorm, a SwiGLU MLP of width 3 x d_model (GELU's parameter count), QK-norm, no
+    # biases, an untied head. d_ff is a number here: give a new one with a new d_model.
+    "qwen3-tiny": dict(
+        vocab_size=1024, context_length=256, d_model=128, n_layers=4, n_heads=4, d_ff=384,
+        bias=False, norm="rmsnorm", position="rope", mlp="swiglu", qk_norm=True, tie_embeddings=False,
+    ),
 }
 # A small mixture of experts (Qwen3-MoE/Mixtral style): llama-small's kind of layers, smaller,
 # with 8 SwiGLU experts of width 256 in every MLP, 2 active per token (renormalised weights).
