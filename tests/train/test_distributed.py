@@ -104,7 +104,7 @@ def test_nproc_launches_fsdp_and_a_killed_run_resumes_exactly(prepared_verdict, 
     """``buildlm train --nproc 2``; resuming FSDP from a mid-run checkpoint repeats the rest."""
     args = [*TRAIN_ARGS, "--data.prepared_dir", str(prepared_verdict), "--train.out_dir", str(tmp_path)]
     done = buildlm("train", "--nproc", "2", *args, "--train.distributed", "fsdp", "--train.batch_size", "4",
-                   "--train.name", "whole")  # fmt: skip
+                   "--train.optimizer", "adamw", "--train.name", "whole")  # fmt: skip
     assert "FSDP over 2 processes" in done.stdout
     assert done.stdout.count("final val loss") == 1  # only rank 0 prints
     whole = tmp_path / "whole"

@@ -173,12 +173,13 @@ class Trainer:
 
         Only on the CPU under bf16/fp16 autocast (where the fp32 copy of the logits is the
         waste the fused loss removes; fp32 keeps the plain path, and a GPU would spend its time
-        launching the small per-chunk kernels), and only on the bare model: a DDP/FSDP wrapper or
-        ``torch.compile`` must see the whole forward call.
+        launching the small per-chunk kernels), and only on the bare model of one process: a DDP
+        wrapper, FSDP's hooks (it shards the module in place) or ``torch.compile`` must see the
+        whole forward call.
         """
         if self.device.type != "cpu" or self.precision not in ("bf16", "fp16"):
             return None
-        if self.forward_model is not self.model:
+        if self.forward_model is not self.model or self.dist is not None:  # FSDP2 shards in place
             return None
         plain_head_weight = getattr(self.model, "plain_head_weight", None)
         return plain_head_weight() if plain_head_weight is not None else None
