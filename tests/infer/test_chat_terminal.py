@@ -24,8 +24,12 @@ import torch
 
 # Becomes a session leader, takes the terminal as its controlling terminal (so ^C reaches it),
 # then runs buildlm: what a terminal emulator does before starting a shell.
+# A new session whose controlling terminal is the pty, with Ctrl-C's default action, as in a
+# user's shell: a test run started in the background by a non-interactive shell inherits SIGINT
+# *ignored* (POSIX), which exec keeps, and Python then never raises KeyboardInterrupt.
 LAUNCH = (
-    "import os, sys; os.setsid(); os.close(os.open(os.ttyname(0), os.O_RDWR)); "
+    "import os, signal, sys; os.setsid(); os.close(os.open(os.ttyname(0), os.O_RDWR)); "
+    "signal.signal(signal.SIGINT, signal.SIG_DFL); "
     "os.execv(sys.executable, [sys.executable, '-m', 'buildlm', *sys.argv[1:]])"
 )
 PROMPT = "\n> "

